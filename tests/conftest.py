@@ -1,0 +1,42 @@
+"""Shared fixtures: the real ISBI data, small models, and a quiet TensorFlow."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+ISBI = REPO.parent / "shared" / "data" / "isbi2012"
+
+
+@pytest.fixture(scope="session")
+def isbi_dir() -> Path:
+    """The ISBI 2012 training set shipped beside the repository (image/ and label/)."""
+    if not (ISBI / "image").is_dir():
+        pytest.skip(f"ISBI data not found at {ISBI}")
+    return ISBI
+
+
+@pytest.fixture(scope="session")
+def vgg_unet():
+    """A VGG16 U-Net for any input size, 3 classes, random encoder, float32."""
+    from vggunet import build_vgg_unet
+
+    return build_vgg_unet("vgg16", num_classes=3, weights=None, precision="float32")
+
+
+@pytest.fixture()
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+def random_images(rng: np.random.Generator, batch: int, height: int, width: int,
+                  channels: int = 3) -> np.ndarray:
+    """Raw-pixel float32 images in [0, 255]."""
+    return (rng.random((batch, height, width, channels)) * 255).astype("float32")

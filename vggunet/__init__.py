@@ -1,0 +1,67 @@
+"""vggunet: Keras 3 U-Nets for semantic segmentation by transfer learning.
+
+The public API, re-exported from the modules that implement it.
+"""
+
+import os as _os
+
+# TensorFlow's C++ start-up chatter (oneDNN notes, "no CUDA driver" on CPU machines) drowns the
+# CLI's output; Python exceptions are unaffected. Set TF_CPP_MIN_LOG_LEVEL yourself to see it.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from vggunet.blocks import conv_block, decoder_stage, upsampling_block
+from vggunet.encoders import ENCODERS, EncoderSpec, build_encoder, get_encoder_spec
+from vggunet.freezing import (
+    FreezeReport,
+    encoder_blocks,
+    freeze,
+    recompile,
+    select_layers,
+    top_blocks,
+    unfreeze,
+)
+from vggunet.inspect import LayerRow, format_layers, layer_roles, layer_table, print_layers
+from vggunet.layers import BackbonePreprocess, CropToReference, PadToMultiple
+from vggunet.precision import resolve_precision
+from vggunet.saving import UnsafeModelError, load_model, save_model
+from vggunet.unet import build_encoder_unet, build_unet, build_vgg_unet
+from vggunet.unet3d import build_unet_3d
+from vggunet.weights import ImagenetWeightsUnavailable, WeightsError, load_backbone_weights
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ENCODERS",
+    "BackbonePreprocess",
+    "CropToReference",
+    "EncoderSpec",
+    "FreezeReport",
+    "ImagenetWeightsUnavailable",
+    "LayerRow",
+    "PadToMultiple",
+    "UnsafeModelError",
+    "WeightsError",
+    "build_encoder",
+    "build_encoder_unet",
+    "build_unet",
+    "build_unet_3d",
+    "build_vgg_unet",
+    "conv_block",
+    "decoder_stage",
+    "encoder_blocks",
+    "format_layers",
+    "freeze",
+    "get_encoder_spec",
+    "layer_roles",
+    "layer_table",
+    "load_backbone_weights",
+    "load_model",
+    "print_layers",
+    "recompile",
+    "resolve_precision",
+    "save_model",
+    "select_layers",
+    "top_blocks",
+    "unfreeze",
+    "upsampling_block",
+]
