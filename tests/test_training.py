@@ -1,0 +1,247 @@
+"""Training loops on real ISBI crops: fine-tuning phases, checkpoints, resume and the NaN stop."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from vggunet import build_vgg_unet, layer_roles, load_model  # noqa: E402
+from vggunet.losses import get_loss  # noqa: E402
+from vggunet.training import TrainResult, finetune, prepare_phase2, train  # noqa: E402
+
+STEPS = 2
+
+
+def tiny_unet(decoder_filters=(32, 16, 16, 8, 8)):
+    keras.utils.set_random_seed(0)
+    return build_vgg_unet("vgg16", input_shape=(None, None, 3), num_classes=2, weights=None,
+                          decoder_filters=decoder_filters, bottleneck_filters=32,
+                          precision="float32")
+
+
+@pytest.fixture(scope="module")
+def isbi_crops(isbi_dir):
+    """8 crops of 64×64 from 4 ISBI images: images (8, 64, 64, 3) raw, masks (8, 64, 64) int32."""
+    from PIL import Image
+
+    images, masks = [], []
+    for i in range(4):
+        image = np.asarray(Image.open(isbi_dir / "image" / f"{i}.png").convert("L"), "float32")
+        label = np.asarray(Image.open(isbi_dir / "label" / f"{i}.png").convert("L"))
+        for y, x in ((0, 0), (200, 300)):
+            images.append(np.repeat(image[y:y + 64, x:x + 64, None], 3, axis=-1))
+            masks.append((label[y:y + 64, x:x + 64] > 127).astype("int32"))
+    return np.stack(images), np.stack(masks)
+
+
+def dataset(images, masks):
+    return tf.data.Dataset.from_tensor_slices((images, masks)).batch(2).take(STEPS)
+
+
+def encoder_weight_ids(model):
+    roles = layer_roles(model)
+    return {id(w) for layer in model.layers if roles[layer.name] in ("encoder", "skip")
+            for w in layer.weights}
+
+
+class Snapshot(keras.callbacks.Callback):
+    """Weights and trainable-weight ids at the start of training and at the end of epoch 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.trainable_ids = None
+        self.after_phase1 = None
+
+    def on_train_begin(self, logs=None):
+        if self.trainable_ids is None:
+            self.trainable_ids = {id(w) for w in self.model.trainable_weights}
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            self.after_phase1 = {l.name: [np.array(w) for w in l.get_weights()]
+                                 for l in self.model.layers}
+
+
+def weights_by_layer(model):
+    return {l.name: [np.array(w) for w in l.get_weights()] for l in model.layers}
+
+
+def changed(a, b):
+    return any(not np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_finetune_end_to_end(isbi_crops, tmp_path):
+    images, masks = isbi_crops
+    model = tiny_unet()
+    loss_fn = get_loss("ce+dice", num_classes=2)
+    loss_before = float(loss_fn(masks, model.predict(images, verbose=0)))
+    initial = weights_by_layer(model)
+    roles = layer_roles(model)
+    snap = Snapshot()
+
+    result = finetune(model, dataset(images, masks), dataset(images[:2], masks[:2]),
+                      out_dir=tmp_path, phase1_epochs=1, phase2_epochs=1, phase1_lr=1e-3,
+                      phase2_lr=1e-4, unfreeze="top2", jit_compile=False, verbose=0,
+                      callbacks=[snap])
+
+    assert isinstance(result, TrainResult)
+    assert result.stopped_reason == "completed"
+    assert result.epochs_completed == 2
+    assert result.phase_boundaries == [0, 1]
+    assert result.monitor == "val_mean_iou"
+    assert len(result.history["loss"]) == 2 and len(result.history["val_mean_iou"]) == 2
+    # Training reduced the loss on the training crops (fixed lr, 4 steps of Adam from a
+    # random init whose loss is large: a robust margin).
+    loss_after = float(loss_fn(masks, model.predict(images, verbose=0)))
+    assert loss_after < loss_before
+
+    # Phase 1: no encoder weight was trainable; encoder unchanged, decoder changed.
+    assert snap.trainable_ids and not (snap.trainable_ids & encoder_weight_ids(model))
+    enc = [n for n, r in roles.items() if r in ("encoder", "skip") and initial[n]]
+    dec = [n for n, r in roles.items() if r in ("decoder", "bottleneck", "head") and initial[n]]
+    assert enc and dec
+    assert not any(changed(initial[n], snap.after_phase1[n]) for n in enc)
+    assert all(changed(initial[n], snap.after_phase1[n]) for n in dec)
+    # Phase 2: top two blocks (block4, block5) trainable and trained; blocks 1-3 still frozen.
+    final = weights_by_layer(model)
+    for name in enc:
+        top = name.startswith(("block4", "block5"))
+        assert model.get_layer(name).trainable == top, name
+        assert changed(snap.after_phase1[name], final[name]) == top, name
+
+    # Files exist and load.
+    ckpt = tmp_path / "checkpoints"
+    for name in ("last.keras", "best.keras"):
+        loaded = load_model(ckpt / name)
+        assert loaded.count_params() == model.count_params()
+    np.testing.assert_allclose(load_model(ckpt / "last.keras", compile=False)
+                               .predict(images[:1], verbose=0),
+                               model.predict(images[:1], verbose=0), rtol=1e-5, atol=1e-6)
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["completed_epochs"] == 2 and state["phase"] == 2 and state["finished"]
+    assert [p["learning_rate"] for p in state["phases"]] == [1e-3, 1e-4]
+    assert state["unfreeze"] == "top2"
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert [float(r["phase"]) for r in rows] == [1.0, 2.0]
+    assert not list(ckpt.glob(".*"))  # no temp files left behind
+
+
+def test_phase2_keeps_encoder_batchnorm_frozen():
+    model = build_vgg_unet("resnet50", input_shape=(64, 64, 3), num_classes=2, weights=None,
+                           decoder_filters=(16, 8, 8, 8, 8), bottleneck_filters=16,
+                           precision="float32")
+    report = prepare_phase2(model, "top1")
+    bn = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    top_bn = [l for l in bn if l.name.startswith("conv5")]
+    assert top_bn and not any(l.trainable for l in bn)
+    assert set(report.kept_frozen_bn) >= {l.name for l in top_bn}
+    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    assert all(l.trainable == l.name.startswith("conv5") for l in convs
+               if layer_roles(model)[l.name] in ("encoder", "skip"))
+    prepare_phase2(model, "top1", train_bn=True)
+    assert all(l.trainable for l in top_bn)
+
+
+@pytest.fixture(scope="module")
+def resumed_run(isbi_crops, tmp_path_factory):
+    """train 1 epoch, then train(epochs=2, resume=True): (first, second, out_dir)."""
+    images, masks = isbi_crops
+    out = tmp_path_factory.mktemp("resume")
+    kwargs = dict(out_dir=out, learning_rate=1e-3, jit_compile=False, verbose=0,
+                  steps_per_epoch=STEPS)
+    first = train(tiny_unet(), dataset(images, masks).repeat(), epochs=1, **kwargs)
+    second = train(tiny_unet(), dataset(images, masks).repeat(), epochs=2, resume=True,
+                   **kwargs)
+    return first, second, out
+
+
+def test_resume_continues_epochs_and_optimizer(resumed_run, capsys):
+    first, second, out = resumed_run
+    assert first.epochs_completed == 1 and first.monitor == "mean_iou"
+    assert second.epochs_completed == 2 and second.stopped_reason == "completed"
+    assert int(second.model.optimizer.iterations.numpy()) == STEPS * 2
+    assert int(load_model(out / "checkpoints" / "last.keras").optimizer.iterations.numpy()) \
+        == STEPS * 2
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert len(second.history["loss"]) == 2
+    assert json.loads((out / "state.json").read_text())["completed_epochs"] == 2
+
+
+def test_resume_of_finished_run_does_nothing(resumed_run, isbi_crops, tmp_path):
+    _, second, out = resumed_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    before = (copy / "checkpoints" / "last.keras").stat().st_mtime_ns
+    images, masks = isbi_crops
+    again = train(tiny_unet(), dataset(images, masks), out_dir=copy, epochs=2, resume=True,
+                  jit_compile=False, verbose=0)
+    assert again.epochs_completed == 2 and again.stopped_reason == "completed"
+    assert (copy / "checkpoints" / "last.keras").stat().st_mtime_ns == before
+    assert len(again.history["loss"]) == 2
+
+
+def test_resume_with_other_model_raises(resumed_run, isbi_crops, tmp_path):
+    _, _, out = resumed_run
+    images, masks = isbi_crops
+    other = tiny_unet(decoder_filters=(16, 16, 8, 8, 8))
+    with pytest.raises(ValueError, match="last.keras"):
+        train(other, dataset(images, masks), out_dir=out, epochs=3, resume=True,
+              jit_compile=False, verbose=0)
+
+
+def test_nan_stops_and_keeps_finite_checkpoint(resumed_run, isbi_crops, tmp_path, capsys):
+    _, _, out = resumed_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    images, masks = isbi_crops
+    # NaN pixel weights make the loss NaN (the model itself sanitizes NaN pixels).
+    weights = np.full(masks.shape, np.nan, dtype="float32")
+    bad = tf.data.Dataset.from_tensor_slices((images, masks, weights)).batch(2).take(STEPS)
+    before = weights_by_layer(load_model(copy / "checkpoints" / "last.keras", compile=False))
+    result = train(tiny_unet(), bad.repeat(), out_dir=copy, epochs=3,
+                   resume=True, jit_compile=False, verbose=0, steps_per_epoch=STEPS)
+    assert result.stopped_reason == "nan"
+    assert "NaN guard" in capsys.readouterr().out
+    assert result.epochs_completed == 2
+    last = load_model(copy / "checkpoints" / "last.keras", compile=False)
+    after = weights_by_layer(last)
+    assert all(np.all(np.isfinite(w)) for ws in after.values() for w in ws)
+    assert not any(changed(before[n], after[n]) for n in before)
+    assert all(np.all(np.isfinite(w)) for w in result.model.get_weights())
+    state = json.loads((copy / "state.json").read_text())
+    assert state["stopped_reason"] == "nan" and state["completed_epochs"] == 2
+
+
+def test_no_resume_point_starts_fresh(tmp_path, capsys, isbi_crops):
+    images, masks = isbi_crops
+    result = train(tiny_unet(), dataset(images, masks), out_dir=tmp_path, epochs=0,
+                   resume=True, jit_compile=False, verbose=0)
+    assert "starting fresh" in capsys.readouterr().out
+    assert result.epochs_completed == 0 and result.last_checkpoint is None
+
+
+def test_early_stopping(isbi_crops, tmp_path):
+    # With every layer frozen the loss cannot improve: patience 0 stops after the 2nd epoch.
+    from vggunet import freeze
+
+    images, masks = isbi_crops
+    model = tiny_unet()
+    freeze(model, "all")
+    result = train(model, dataset(images[:2], masks[:2]), out_dir=tmp_path, epochs=5,
+                   monitor="loss", early_stopping=0, jit_compile=False, verbose=0,
+                   tensorboard=False)
+    assert result.stopped_reason == "early_stopping"
+    assert result.epochs_completed == 2 and result.monitor == "loss"
+    assert result.best_value == pytest.approx(result.history["loss"][0])
+    again = train(tiny_unet(), dataset(images[:2], masks[:2]), out_dir=tmp_path, epochs=5,
+                  monitor="loss", early_stopping=0, resume=True, verbose=0)
+    assert again.stopped_reason == "early_stopping" and again.epochs_completed == 2

@@ -1,0 +1,234 @@
+"""Figures: image/mask/prediction panels and training curves (matplotlib, Agg backend).
+
+Every function that saves a figure closes it afterwards, so long runs do not leak memory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+
+__all__ = ["display", "plot_predictions", "plot_history", "mask_colormap"]
+
+DEFAULT_TITLES = ("Input Image", "True Mask", "Predicted Mask")
+_PALETTE = (
+    (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (0.89, 0.10, 0.11), (0.22, 0.49, 0.72),
+    (0.30, 0.69, 0.29), (0.60, 0.31, 0.64), (1.00, 0.50, 0.00), (1.00, 1.00, 0.20),
+    (0.65, 0.34, 0.16), (0.97, 0.51, 0.75),
+)
+
+
+def mask_colormap(num_classes: int) -> ListedColormap:
+    """A fixed categorical colormap: class 0 black, 1 white, then distinct colours."""
+    colors = [_PALETTE[i % len(_PALETTE)] for i in range(max(2, int(num_classes)))]
+    return ListedColormap(colors, name=f"vggunet_{len(colors)}")
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "numpy"):
+        x = x.numpy()
+    return np.asarray(x)
+
+
+def _image_for_display(image: Any) -> tuple[np.ndarray, str | None]:
+    """(H, W) grey or (H, W, 3) RGB in [0, 1] from a raw [0, 255] (or [0, 1]) image."""
+    array = _to_numpy(image).astype(np.float32)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim == 3 and array.shape[-1] > 3:
+        array = array[..., :3]
+    if array.ndim == 3 and array.shape[-1] == 3 and np.allclose(array[..., 0], array[..., 1]) \
+            and np.allclose(array[..., 0], array[..., 2]):
+        array = array[..., 0]
+    finite = array[np.isfinite(array)]
+    top = float(finite.max()) if finite.size else 1.0
+    scale = 255.0 if top > 1.0 else 1.0
+    array = np.clip(np.nan_to_num(array) / scale, 0.0, 1.0)
+    return array, ("gray" if array.ndim == 2 else None)
+
+
+def _mask_for_display(mask: Any) -> np.ndarray:
+    """Class labels (H, W) from labels, (H, W, 1) labels or (H, W, K) probabilities."""
+    array = _to_numpy(mask)
+    if array.ndim == 3:
+        if array.shape[-1] == 1:
+            array = array[..., 0]
+            if np.issubdtype(array.dtype, np.floating) and array.max(initial=0) <= 1.0 and \
+                    not np.all(np.mod(array, 1) == 0):
+                array = (array > 0.5).astype(np.int64)
+        else:
+            array = np.argmax(array, axis=-1)
+    return array.astype(np.int64)
+
+
+def _save(fig: plt.Figure, path: str | os.PathLike, dpi: int) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+def display(
+    display_list: Sequence[Any],
+    titles: Sequence[str] = DEFAULT_TITLES,
+    path: str | os.PathLike | None = None,
+    *,
+    num_classes: int | None = None,
+    dpi: int = 100,
+) -> plt.Figure:
+    """The lab's `display`: one row of panels (input image, true mask, predicted mask).
+
+    Args:
+        display_list: an image followed by masks (labels, or probabilities reduced by argmax).
+        titles: panel titles.
+        path: save the figure there as PNG (and close it) when given.
+        num_classes: colormap size (default: from the masks).
+        dpi: resolution when saving.
+
+    Returns:
+        The Figure (closed if it was saved; it can still be saved again).
+    """
+    items = list(display_list)
+    fig, axes = plt.subplots(1, len(items), figsize=(5 * len(items), 5), squeeze=False)
+    masks = [_mask_for_display(m) for m in items[1:]]
+    k = num_classes or max([int(m.max(initial=0)) + 1 for m in masks] + [2])
+    cmap = mask_colormap(k)
+    for i, (ax, item) in enumerate(zip(axes[0], items)):
+        if i == 0:
+            image, image_cmap = _image_for_display(item)
+            ax.imshow(image, cmap=image_cmap, vmin=0.0, vmax=1.0)
+        else:
+            ax.imshow(masks[i - 1], cmap=cmap, vmin=0, vmax=k - 1, interpolation="nearest")
+        ax.set_title(titles[i] if i < len(titles) else f"Panel {i + 1}")
+        ax.axis("off")
+    fig.tight_layout()
+    if path is not None:
+        _save(fig, path, dpi)
+        plt.close(fig)
+    return fig
+
+
+def plot_predictions(
+    images: Any,
+    true_masks: Any,
+    pred_masks: Any,
+    path: str | os.PathLike,
+    max_samples: int = 4,
+    titles: Sequence[str] = DEFAULT_TITLES,
+    *,
+    num_classes: int | None = None,
+    dpi: int = 100,
+    panel_size: float = 3.0,
+) -> Path:
+    """A grid with one row per sample: image, true mask, predicted mask.
+
+    Args:
+        images: `(N, H, W, C)` raw images in [0, 255] (grey or RGB).
+        true_masks: `(N, H, W)` labels.
+        pred_masks: `(N, H, W)` labels or `(N, H, W, K)` model outputs (argmax / 0.5 threshold).
+        path: PNG destination.
+        max_samples: at most this many rows.
+        titles: column titles.
+        num_classes: colormap size (default: from the masks); truth and prediction share the
+            same colormap and vmin/vmax.
+        dpi: resolution.
+        panel_size: inches per panel (the PNG is `3*panel_size*dpi` pixels wide).
+
+    Returns:
+        The path written.
+    """
+    images = _to_numpy(images)
+    true_masks = _to_numpy(true_masks)
+    pred_masks = _to_numpy(pred_masks)
+    n = min(len(images), len(true_masks), len(pred_masks), int(max_samples))
+    if n < 1:
+        raise ValueError("plot_predictions needs at least one sample.")
+    truths = [_mask_for_display(true_masks[i]) for i in range(n)]
+    preds = [_mask_for_display(pred_masks[i]) for i in range(n)]
+    k = num_classes or max([int(m.max(initial=0)) + 1 for m in truths + preds] + [2])
+    if pred_masks.ndim == 4 and pred_masks.shape[-1] > 1:
+        k = max(k, pred_masks.shape[-1])
+    cmap = mask_colormap(k)
+    fig, axes = plt.subplots(n, 3, figsize=(3 * panel_size, n * panel_size), squeeze=False)
+    for row in range(n):
+        image, image_cmap = _image_for_display(images[row])
+        axes[row, 0].imshow(image, cmap=image_cmap, vmin=0.0, vmax=1.0)
+        axes[row, 1].imshow(truths[row], cmap=cmap, vmin=0, vmax=k - 1, interpolation="nearest")
+        axes[row, 2].imshow(preds[row], cmap=cmap, vmin=0, vmax=k - 1, interpolation="nearest")
+        for col in range(3):
+            axes[row, col].axis("off")
+            if row == 0:
+                axes[row, col].set_title(titles[col] if col < len(titles) else "")
+    fig.tight_layout()
+    try:
+        return _save(fig, path, dpi)
+    finally:
+        plt.close(fig)
+
+
+def plot_history(
+    history: Mapping[str, Sequence[float]] | Any,
+    path: str | os.PathLike,
+    phase_boundaries: Sequence[int] | None = None,
+    metrics: Sequence[str] | None = None,
+    *,
+    dpi: int = 100,
+) -> Path:
+    """Training curves: loss and each metric per epoch, train and validation.
+
+    Args:
+        history: `{name: [value per epoch]}` (e.g. `TrainResult.history`) or a Keras `History`.
+        path: PNG destination.
+        phase_boundaries: epoch indices where phases start (e.g. `[0, 5]`); every boundary
+            after the first is drawn as a labelled vertical dashed line.
+        metrics: names to plot besides the loss (default: every non-`val_` key).
+        dpi: resolution.
+
+    Returns:
+        The path written.
+    """
+    if hasattr(history, "history") and isinstance(history.history, Mapping):
+        history = history.history
+    history = {k: list(v) for k, v in dict(history).items()}
+    if metrics is None:
+        names = [k for k in history if not k.startswith("val_") and k not in ("epoch", "phase")]
+        names = (["loss"] if "loss" in names else []) + [k for k in names if k != "loss"]
+    else:
+        names = (["loss"] if "loss" in history and "loss" not in metrics else []) + list(metrics)
+    names = [n for n in names if n in history or f"val_{n}" in history]
+    if not names:
+        raise ValueError(f"history has nothing to plot (keys: {sorted(history)}).")
+    cols = min(3, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    boundaries = [b for b in (phase_boundaries or []) if b > 0]
+    for ax, name in zip(axes.flat, names):
+        for key, style in ((name, "-"), (f"val_{name}", "--")):
+            if key in history:
+                values = history[key]
+                epochs = np.arange(1, len(values) + 1)
+                ax.plot(epochs, values, style, marker="o", markersize=3,
+                        label="val" if key.startswith("val_") else "train")
+        for i, b in enumerate(boundaries, start=2):
+            # Boundary b = first epoch index of the new phase: between epochs b and b+1 (1-based).
+            ax.axvline(b + 0.5, color="grey", linestyle="--", linewidth=1.0,
+                       label=f"phase {i} starts")
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    try:
+        return _save(fig, path, dpi)
+    finally:
+        plt.close(fig)
