@@ -10,7 +10,9 @@ import os as _os
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from vggunet.blocks import conv_block, decoder_stage, upsampling_block
+from vggunet.data import DataError, make_dataset
 from vggunet.encoders import ENCODERS, EncoderSpec, build_encoder, get_encoder_spec
+from vggunet.evaluate import evaluate
 from vggunet.freezing import (
     FreezeReport,
     encoder_blocks,
@@ -22,8 +24,18 @@ from vggunet.freezing import (
 )
 from vggunet.inspect import LayerRow, format_layers, layer_roles, layer_table, print_layers
 from vggunet.layers import BackbonePreprocess, CropToReference, PadToMultiple
+from vggunet.plots import display, plot_history, plot_predictions
 from vggunet.precision import resolve_precision
+from vggunet.predict import (
+    PredictionError,
+    create_mask,
+    predict_folder,
+    predict_mask,
+    predict_proba,
+    predict_tiled,
+)
 from vggunet.saving import UnsafeModelError, load_model, save_model
+from vggunet.training import TrainResult, compile_model, finetune, train
 from vggunet.unet import build_encoder_unet, build_unet, build_vgg_unet
 from vggunet.unet3d import build_unet_3d
 from vggunet.weights import ImagenetWeightsUnavailable, WeightsError, load_backbone_weights
@@ -31,14 +43,17 @@ from vggunet.weights import ImagenetWeightsUnavailable, WeightsError, load_backb
 __version__ = "0.1.0"
 
 __all__ = [
-    "ENCODERS",
     "BackbonePreprocess",
     "CropToReference",
+    "DataError",
+    "ENCODERS",
     "EncoderSpec",
     "FreezeReport",
     "ImagenetWeightsUnavailable",
     "LayerRow",
     "PadToMultiple",
+    "PredictionError",
+    "TrainResult",
     "UnsafeModelError",
     "WeightsError",
     "build_encoder",
@@ -46,9 +61,14 @@ __all__ = [
     "build_unet",
     "build_unet_3d",
     "build_vgg_unet",
+    "compile_model",
     "conv_block",
+    "create_mask",
     "decoder_stage",
+    "display",
     "encoder_blocks",
+    "evaluate",
+    "finetune",
     "format_layers",
     "freeze",
     "get_encoder_spec",
@@ -56,12 +76,20 @@ __all__ = [
     "layer_table",
     "load_backbone_weights",
     "load_model",
+    "make_dataset",
+    "plot_history",
+    "plot_predictions",
+    "predict_folder",
+    "predict_mask",
+    "predict_proba",
+    "predict_tiled",
     "print_layers",
     "recompile",
     "resolve_precision",
     "save_model",
     "select_layers",
     "top_blocks",
+    "train",
     "unfreeze",
     "upsampling_block",
 ]
