@@ -174,7 +174,7 @@ def build_vgg_unet(
         outputs = layers.Activation(
             activation or "linear", dtype="float32", name="head_activation"
         )(x)
-    model = keras.Model(encoder.inputs, outputs, name=name or f"{backbone.lower()}_unet")
+    model = keras.Model(encoder.inputs[0], outputs, name=name or f"{backbone.lower()}_unet")
     if weights is not None:
         from vggunet.weights import load_backbone_weights
 

@@ -1,0 +1,283 @@
+"""The `vggunet` command, run as a subprocess like a user would.
+
+A tiny ISBI copy (4 tiles at 64×64) and a tiny decoder keep each training run to seconds. The
+runs build on each other (train → resume → predict/evaluate/export), so they share one
+module-scoped training run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ISBI = REPO.parent / "shared" / "data" / "isbi2012"
+SAMPLE = REPO / "vggunet" / "sample" / "isbi"
+TINY_MODEL = ["--weights", "none", "--decoder-filters", "32,16,16,8,8",
+              "--bottleneck-filters", "32", "--precision", "float32"]
+
+# TensorFlow's C++ runtime logs a few lines to stderr on import and first use whatever
+# TF_CPP_MIN_LOG_LEVEL says (absl "I0000 ..."/"E0000 ..." lines); they are not ours.
+_TF_NOISE = re.compile(r"^([IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\]|WARNING: All log messages before absl)")
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", MPLBACKEND="Agg", CUDA_VISIBLE_DEVICES="")
+    return subprocess.run([sys.executable, "-m", "vggunet", *args], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=timeout)
+
+
+def stderr_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    """stderr without TensorFlow's C++ start-up logs and Python warnings."""
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not _TF_NOISE.match(ln)]
+    out, skip = [], False
+    for ln in lines:  # drop `file.py:N: SomeWarning: ...` and its source line
+        if re.match(r"^\S+\.py:\d+: \w*Warning", ln):
+            skip = True
+            continue
+        if skip and ln.startswith("  "):
+            skip = False
+            continue
+        skip = False
+        out.append(ln)
+    return out
+
+
+def assert_ok(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+
+
+def assert_usage_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
+    lines = stderr_lines(proc)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("vggunet "), lines[0]
+    assert ": error: " in lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_isbi(tmp_path_factory) -> Path:
+    """4 ISBI tiles downscaled to 64×64 in `<tmp>/isbi/{image,label}`."""
+    from vggunet.demo import make_sample
+
+    src = ISBI if (ISBI / "image").is_dir() else SAMPLE
+    root = tmp_path_factory.mktemp("data") / "isbi"
+    make_sample(src, root, count=4, size=64)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_isbi, tmp_path_factory) -> Path:
+    """A run folder after one epoch of `vggunet train`."""
+    out = tmp_path_factory.mktemp("runs") / "run"
+    proc = run_cli("train", "--data", str(tiny_isbi), "--mask-format", "binary", *TINY_MODEL,
+                   "--epochs", "1", "--batch-size", "2", "--val-split", "0.25", "--seed", "0",
+                   "--out", str(out), "--quiet")
+    assert_ok(proc)
+    assert "best checkpoint:" in proc.stdout
+    return out
+
+
+def test_help_lists_every_subcommand():
+    proc = run_cli("--help")
+    assert_ok(proc)
+    for cmd in ("inspect", "train", "finetune", "predict", "evaluate", "export", "demo"):
+        assert cmd in proc.stdout
+
+
+def test_inspect_prints_layer_rows_with_freeze():
+    proc = run_cli("inspect", "--backbone", "vgg16", "--input-size", "224x224", "--freeze",
+                   "block4", *TINY_MODEL[2:])
+    assert_ok(proc)
+    header = next(ln for ln in proc.stdout.splitlines() if "name" in ln and "trainable" in ln)
+    assert "#" in header and "output shape" in header
+    rows = {ln.split()[1]: ln for ln in proc.stdout.splitlines()
+            if re.match(r"^\s*\d+\s+\S+", ln)}
+    assert "block4_conv1" in rows and "(None, 28, 28, 512)" in rows["block4_conv1"]
+    assert " no " in rows["block4_conv1"]  # frozen by the block4 prefix
+    assert " yes " in rows["block1_conv1"]
+    assert " yes " in rows["decoder_stage1_conv1"]
+
+
+def test_train_writes_checkpoints_log_and_state(trained):
+    assert (trained / "checkpoints" / "last.keras").is_file()
+    assert (trained / "checkpoints" / "best.keras").is_file()
+    assert (trained / "state.json").is_file()
+    rows = (trained / "log.csv").read_text().strip().splitlines()
+    assert len(rows) == 2  # header + 1 epoch
+
+
+def test_resume_continues_to_the_new_epoch_count(tiny_isbi, trained):
+    proc = run_cli("train", "--data", str(tiny_isbi), "--mask-format", "binary", *TINY_MODEL,
+                   "--epochs", "2", "--batch-size", "2", "--val-split", "0.25", "--seed", "0",
+                   "--out", str(trained), "--resume", "--quiet")
+    assert_ok(proc)
+    assert "epochs completed: 2" in proc.stdout
+    rows = (trained / "log.csv").read_text().strip().splitlines()
+    assert len(rows) == 3
+
+
+def test_predict_folder_and_single_file_with_tiles(tiny_isbi, trained, tmp_path):
+    from PIL import Image
+
+    model = str(trained / "checkpoints" / "best.keras")
+    proc = run_cli("predict", "--model", model, "--input", str(tiny_isbi / "image"),
+                   "--out", str(tmp_path / "pred"))
+    assert_ok(proc)
+    masks = sorted((tmp_path / "pred").glob("[0-9].png"))
+    assert len(masks) == 4
+    assert len(list((tmp_path / "pred").glob("*_overlay.png"))) == 4
+    assert Image.open(masks[0]).size == (64, 64)
+
+    proc = run_cli("predict", "--model", model, "--input", str(tiny_isbi / "image" / "0.png"),
+                   "--out", str(tmp_path / "one"), "--tile", "32", "--overlap", "8", "--tta",
+                   "--no-overlay")
+    assert_ok(proc)
+    assert [p.name for p in (tmp_path / "one").iterdir()] == ["0.png"]
+
+
+def test_evaluate_writes_metrics_json(tiny_isbi, trained, tmp_path):
+    out = tmp_path / "metrics.json"
+    proc = run_cli("evaluate", "--model", str(trained / "checkpoints" / "best.keras"),
+                   "--images", str(tiny_isbi / "image"), "--masks", str(tiny_isbi / "label"),
+                   "--mask-format", "binary", "--class-names", "membrane,cell",
+                   "--out", str(out))
+    assert_ok(proc)
+    assert "mean IoU" in proc.stdout
+    scores = json.loads(out.read_text())
+    assert scores["class_names"] == ["membrane", "cell"]
+    assert scores["num_images"] == 4
+    assert 0.0 <= scores["mean_iou"] <= 1.0
+    assert abs(scores["pixel_accuracy"] + scores["pixel_error"] - 1.0) < 1e-9
+
+
+def test_export_writes_a_loadable_keras_file(trained, tmp_path):
+    out = tmp_path / "exported" / "model.keras"
+    proc = run_cli("export", "--model", str(trained / "checkpoints" / "best.keras"),
+                   "--out", str(out))
+    assert_ok(proc)
+    assert out.is_file()
+    from vggunet.saving import load_model
+
+    model = load_model(out, compile=False)
+    assert model.output_shape[-1] == 2
+
+
+def test_export_rejects_other_formats(trained, tmp_path):
+    proc = run_cli("export", "--model", str(trained / "checkpoints" / "best.keras"),
+                   "--out", str(tmp_path / "m.onnx"), "--format", "onnx")
+    assert_usage_error(proc, "onnx", "supported: keras")
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["train", "--data", "x", "--epochs", "-1", "--out", "o"], ["--epochs", "-1"]),
+    (["inspect", "--input-size", "0x0"], ["--input-size", "0x0"]),
+    (["train", "--data", "x", "--mask-format", "rgb", "--out", "o"], ["--mask-format", "rgb"]),
+    (["finetune", "--data", "x", "--phase2-lr", "0", "--out", "o"], ["--phase2-lr"]),
+    (["finetune", "--data", "x", "--phase1-epochs", "-3", "--out", "o"], ["--phase1-epochs"]),
+    (["train", "--val-split", "1.5", "--out", "o"], ["--val-split"]),
+    (["train", "--decoder-filters", "64,0", "--out", "o"], ["--decoder-filters"]),
+    (["train", "--crop", "axb", "--out", "o"], ["--crop"]),
+    (["predict", "--model", "m.keras", "--input", "in", "--out", "o", "--tile", "0"],
+     ["--tile"]),
+    (["export", "--model", "m.keras"], ["--out"]),
+    (["nosuchcommand"], ["invalid choice"]),
+])
+def test_bad_flag_values_give_one_line_and_exit_2(argv, fragments, capsys):
+    from vggunet.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("vggunet"), lines
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["train", "--data", "{tmp}/nope", "--weights", "none", "--out", "{tmp}/o"],
+     ["nope", "does not exist"]),
+    (["train", "--out", "{tmp}/o"], ["--data DIR or --images DIR --masks DIR"]),
+    (["train", "--images", "{tmp}", "--out", "{tmp}/o"], ["--masks"]),
+    (["export", "--model", "{tmp}/missing.keras", "--out", "{tmp}/x.keras"], ["missing.keras"]),
+    (["predict", "--model", "{tmp}/m.keras", "--input", "{tmp}/none.png", "--out", "{tmp}/o"],
+     ["none.png"]),
+    (["train", "--data", "{data}", "--palette", "[[0,0", "--mask-format", "palette",
+      "--out", "{tmp}/o"], ["--palette"]),
+    (["train", "--data", "{data}", "--mask-format", "index", "--weights", "none",
+      "--out", "{tmp}/o"], ["mask_format='binary'"]),
+])
+def test_bad_inputs_give_one_line_and_exit_2_in_process(argv, fragments, tmp_path, tiny_isbi,
+                                                        capsys):
+    from vggunet.cli import main
+
+    argv = [a.format(tmp=tmp_path, data=tiny_isbi) for a in argv]
+    assert main(argv) == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"vggunet {argv[0]}: error: "), lines
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_missing_data_folder_is_one_line_without_traceback(tmp_path):
+    proc = run_cli("train", "--data", str(tmp_path / "nope"), *TINY_MODEL, "--epochs", "1",
+                   "--out", str(tmp_path / "o"))
+    assert_usage_error(proc, "nope")
+
+
+def test_unknown_loss_is_one_line(tiny_isbi, tmp_path, capsys):
+    from vggunet.cli import main
+
+    code = main(["train", "--data", str(tiny_isbi), "--mask-format", "binary", *TINY_MODEL,
+                 "--epochs", "1", "--loss", "hinge", "--out", str(tmp_path / "o")])
+    assert code == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "hinge" in err[0]
+
+
+def test_finetune_with_separate_validation_folders_and_augmentation(tiny_isbi, tmp_path):
+    out = tmp_path / "ft"
+    proc = run_cli("finetune", "--images", str(tiny_isbi / "image"),
+                   "--masks", str(tiny_isbi / "label"), "--val-images", str(tiny_isbi / "image"),
+                   "--val-masks", str(tiny_isbi / "label"), "--mask-format", "binary",
+                   *TINY_MODEL, "--phase1-epochs", "1", "--phase2-epochs", "1",
+                   "--phase1-lr", "1e-3", "--phase2-lr", "1e-4", "--unfreeze", "top1",
+                   "--crop", "32x32", "--augment", "flip,rot90", "--batch-size", "4",
+                   "--early-stopping", "3", "--seed", "1", "--out", str(out), "--quiet")
+    assert_ok(proc)
+    assert "data: 4 training pairs, 4 validation pairs" in proc.stdout
+    assert "epochs completed: 2" in proc.stdout
+    state = json.loads((out / "state.json").read_text())
+    assert state  # written by the trainer
+    assert (out / "checkpoints" / "best.keras").is_file()
+
+
+def test_imagenet_offline_is_a_one_line_how_to(tiny_isbi, tmp_path):
+    from vggunet.encoders import get_encoder_spec
+    from vggunet.weights import keras_cache_dir
+
+    if (keras_cache_dir() / get_encoder_spec("vgg16").weights_file).is_file():
+        pytest.skip("ImageNet weights are cached here")
+    env_home = tmp_path / "keras_home"  # an empty cache: never pick up a real one
+    proc = subprocess.run(
+        [sys.executable, "-m", "vggunet", "train", "--data", str(tiny_isbi), "--mask-format",
+         "binary", "--weights", "imagenet", "--decoder-filters", "32,16,16,8,8",
+         "--bottleneck-filters", "32", "--epochs", "1", "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, KERAS_HOME=str(env_home), TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    if proc.returncode == 0:
+        pytest.skip("ImageNet weights could be downloaded (online machine)")
+    line = assert_usage_error(proc, "ImageNet weights", "--weights none")
+    assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in line
