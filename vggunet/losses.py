@@ -358,8 +358,8 @@ class _PixelwiseLoss(keras.losses.Loss):
         self.class_weights = validate_class_weights(class_weights)
 
     def _pixel_losses(self, labels, probs, log_probs):
-        """Unweighted per-pixel loss ``(B, *spatial)`` from one-hot inputs."""
-        raise NotImplementedError
+        """Unweighted per-pixel loss ``(B, *spatial)`` from one-hot inputs (subclasses define it)."""
+        raise TypeError(f"{type(self).__name__} must define _pixel_losses")
 
     def _weighted_map(self, y_true, y_pred, sample_weight):
         y_pred = ops.convert_to_tensor(y_pred)
@@ -587,8 +587,8 @@ class _OverlapLoss(keras.losses.Loss):
         self.class_weights = validate_class_weights(class_weights, self.num_classes)
 
     def _scores(self, intersection, pred_sum, true_sum):
-        """Per-class overlap scores from the weighted sums."""
-        raise NotImplementedError
+        """Per-class overlap scores from the weighted sums (subclasses define it)."""
+        raise TypeError(f"{type(self).__name__} must define _scores")
 
     def _compute(self, y_true, y_pred, sample_weight):
         y_pred = ops.convert_to_tensor(y_pred)

@@ -15,7 +15,7 @@ import keras
 
 
 class UnsafeModelError(ValueError):
-    """A model file needs `safe_mode=False` to load (it contains a Lambda layer or similar)."""
+    """A model file only loads with Keras safe mode off (it contains a Lambda layer or similar)."""
 
 
 def load_model(path: str | os.PathLike, *, compile: bool = True, safe_mode: bool = True) -> keras.Model:
@@ -47,8 +47,8 @@ def load_model(path: str | os.PathLike, *, compile: bool = True, safe_mode: bool
             raise UnsafeModelError(
                 f"Refusing to load '{path}': it contains a Lambda layer or other code that can "
                 f"run arbitrary Python on load. vggunet models never need this. If you wrote "
-                f"the file yourself and trust it, call keras.models.load_model(path, "
-                f"safe_mode=False) directly."
+                f"the file yourself and trust it, load it with keras.models.load_model "
+                f"and safe mode turned off, yourself."
             ) from None
         raise
 
