@@ -132,6 +132,10 @@ def test_finetune_end_to_end(isbi_crops, tmp_path):
     assert [r["epoch"] for r in rows] == ["0", "1"]
     assert [float(r["phase"]) for r in rows] == [1.0, 2.0]
     assert not list(ckpt.glob(".*"))  # no temp files left behind
+    # TensorBoard (on by default): one event file per phase for each of the train and
+    # validation writers.
+    events = sorted(p.parent.name for p in (tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events == ["train", "train", "validation", "validation"]
 
 
 def test_phase2_keeps_encoder_batchnorm_frozen():
