@@ -144,3 +144,56 @@ def test_recompile_keeps_loss_metrics_optimizer_and_sets_learning_rate():
 def test_encoder_blocks_for_vgg_and_resnet(resnet_unet):
     assert vu.encoder_blocks(_small_vgg()) == [1, 2, 3, 4, 5]
     assert vu.encoder_blocks(resnet_unet) == [1, 2, 3, 4, 5]
+
+
+def _backprop_op_counts(model: keras.Model) -> dict[str, int]:
+    """Conv backward ops that one gradient step actually runs.
+
+    Keras's TF trainer takes a GradientTape and `tape.gradient(loss, model.trainable_weights)`.
+    The tape also records frozen layers (their tf.Variables stay watchable), so their gradient
+    ops are built, but TensorFlow runs only the ops the outputs depend on (the rest is pruned
+    before execution): count the backward convs reachable from the function's outputs.
+    """
+    import tensorflow as tf
+
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        return tape.gradient(loss, model.trainable_weights)
+
+    graph = step.get_concrete_function(tf.TensorSpec((2, 64, 64, 3)),
+                                       tf.TensorSpec((2, 64, 64), tf.int32)).graph
+    seen, stack = set(), [t.op for t in graph.outputs]
+    while stack:
+        op = stack.pop()
+        if op.name in seen:
+            continue
+        seen.add(op.name)
+        stack.extend(t.op for t in op.inputs)
+        stack.extend(op.control_inputs)
+    types = [graph.get_operation_by_name(name).type for name in seen]
+    return {t: types.count(t) for t in ("Conv2DBackpropFilter", "Conv2DBackpropInput")}
+
+
+def test_frozen_encoder_is_not_back_propagated_through():
+    """Phase 1's saving is structural, not assumed: with the encoder frozen, the step runs kernel
+    gradients for the decoder convs only and no input gradient inside the encoder."""
+    model = _small_vgg()
+    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    encoder_convs = [l for l in convs if l.name.startswith("block")]
+    assert len(encoder_convs) == 13
+    trainable = _backprop_op_counts(model)
+    assert trainable["Conv2DBackpropFilter"] == len(convs)
+    # Every conv but the first passes a gradient to its input.
+    assert trainable["Conv2DBackpropInput"] == len(convs) - 1
+
+    vu.freeze(model, "encoder")
+    frozen = _backprop_op_counts(model)
+    decoder_convs = len(convs) - len(encoder_convs)
+    assert frozen["Conv2DBackpropFilter"] == decoder_convs
+    # Inside the decoder only: the bottleneck's first conv reads the pooled encoder output, so
+    # its input gradient is not needed either.
+    assert frozen["Conv2DBackpropInput"] == decoder_convs - 1
