@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench bench-quick clean
+.PHONY: install demo test test-backends bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,12 @@ demo: install
 
 test: install
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q
+
+# Builders, freezing, losses, metrics and saving on the TensorFlow, JAX and PyTorch backends,
+# each in its own process; installs torch (CPU) and jax into the same venv.
+test-backends: install
+	$(PY) -m pip install --quiet -e ".[test,backends]"
+	VGGUNET_TEST_BACKENDS=1 TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q tests/test_backends.py
 
 bench: install
 	$(PY) -m pip install --quiet -e ".[test,bench]"
