@@ -175,8 +175,8 @@ def test_export_writes_a_loadable_keras_file(trained, tmp_path):
 
 def test_export_rejects_other_formats(trained, tmp_path):
     proc = run_cli("export", "--model", str(trained / "checkpoints" / "best.keras"),
-                   "--out", str(tmp_path / "m.onnx"), "--format", "onnx")
-    assert_usage_error(proc, "onnx", "supported: keras")
+                   "--out", str(tmp_path / "m.pt"), "--format", "torchscript")
+    assert_usage_error(proc, "'torchscript'", "valid formats: keras, savedmodel, tflite, onnx")
 
 
 @pytest.mark.parametrize("argv, fragments", [

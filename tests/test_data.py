@@ -530,3 +530,56 @@ def test_border_sample_weights_in_pipeline(tmp_path):
     expected = border_weight_map(m.astype(np.int32), class_weights=cw)
     np.testing.assert_allclose(weights.numpy()[0], expected, rtol=1e-6)
     assert weights.numpy()[0, 8, 7] > weights.numpy()[0, 0, 0]
+
+
+# --------------------------------------------------------------------------- CLI switches (issue 5)
+
+
+def _cli_train_args(extra: list[str], out: Path):
+    from vggunet.cli import build_parser
+
+    return build_parser().parse_args([
+        "train", "--images", str(ISBI / "image"), "--masks", str(ISBI / "label"),
+        "--mask-format", "binary", "--crop", "64x64", "--batch-size", "2", "--seed", "0",
+        "--out", str(out), *extra,
+    ])
+
+
+@needs_isbi
+def test_cli_class_weights_flag_reaches_the_pipeline(tmp_path):
+    from vggunet.cli import make_datasets
+
+    train_ds, _, n_train, _ = make_datasets(
+        _cli_train_args(["--sample-weights", "median_frequency"], tmp_path))
+    _, masks, weights = next(iter(train_ds))
+    pairs = find_pairs(ISBI / "image", ISBI / "label")
+    cw = class_weights(pairs, 2, mask_format="binary")
+    assert n_train == 30 and cw[0] > 1.0 > cw[1]  # membrane is the rare class
+    np.testing.assert_allclose(weights.numpy(), cw[masks.numpy()], rtol=1e-6)
+
+
+@needs_isbi
+def test_cli_border_weights_flag_reaches_the_pipeline(tmp_path):
+    from vggunet.cli import make_datasets
+
+    args = _cli_train_args(["--sample-weights", "border", "--border-w0", "5",
+                            "--border-sigma", "3"], tmp_path)
+    assert (args.sample_weights, args.border_w0, args.border_sigma) == ("border", 5.0, 3.0)
+    _, masks, weights = next(iter(make_datasets(args)[0]))
+    pairs = find_pairs(ISBI / "image", ISBI / "label")
+    cw = class_weights(pairs, 2, mask_format="binary")
+    for m, w in zip(masks.numpy(), weights.numpy()):
+        np.testing.assert_allclose(w, border_weight_map(m, 5.0, 3.0, cw), rtol=1e-5)
+    assert weights.numpy().max() > cw.max()  # the separation term is switched on
+
+
+def test_cli_without_sample_weights_yields_pairs_only(tmp_path):
+    _write_set(tmp_path / "d", n=2)
+    from vggunet.cli import build_parser, make_datasets
+
+    args = build_parser().parse_args([
+        "train", "--images", str(tmp_path / "d" / "images"), "--masks",
+        str(tmp_path / "d" / "masks"), "--num-classes", "3", "--batch-size", "1",
+        "--out", str(tmp_path / "run")])
+    assert args.sample_weights is None
+    assert len(next(iter(make_datasets(args)[0]))) == 2

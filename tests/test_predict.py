@@ -16,6 +16,7 @@ from vggunet import build_unet, build_vgg_unet
 from vggunet.predict import (
     OutputError,
     PredictionError,
+    _fit_tile,
     _tile_starts,
     colorize,
     create_mask,
@@ -167,6 +168,24 @@ def test_tile_starts_cover_the_padded_image(size, tile, overlap_frac):
         assert len(starts) == 2 or starts[-2] + tile < before + size + overlap // 2
 
 
+@pytest.mark.parametrize("size, tile, overlap, expected", [
+    (1024, 512, 64, 416), (2048, 512, 64, 480), (4096, 512, 64, 480), (500, 512, 64, 512),
+    (600, 100, 49, 100), (160, 96, 32, 96)])
+def test_fit_tile_shrinks_to_the_same_tile_count(size, tile, overlap, expected):
+    fitted = _fit_tile(size, tile, overlap)
+    assert fitted == expected
+    assert len(_tile_starts(size, fitted, overlap)[0]) == len(_tile_starts(size, tile, overlap)[0])
+
+
+@given(size=st.integers(33, 5000), tile=st.integers(64, 700), overlap_frac=st.floats(0, 0.45))
+def test_fit_tile_never_needs_more_tiles(size, tile, overlap_frac):
+    overlap = min(int(tile * overlap_frac), (tile - 1) // 2)
+    fitted = _fit_tile(size, tile, overlap)
+    assert fitted <= tile and fitted > 2 * overlap
+    assert len(_tile_starts(size, fitted, overlap)[0]) <= len(_tile_starts(size, tile, overlap)[0])
+    assert fitted == tile or fitted % 32 == 0
+
+
 def test_tiled_matches_proba_within_the_receptive_field_bound(rng):
     """A model with a 5×5 receptive field (radius r = 2): a tile's output is exact except within
     r pixels of its edges (zero padding there instead of the neighbouring pixels). The window
@@ -219,8 +238,9 @@ def test_tiled_2048_image_in_bounded_tile_batches(rng):
     assert out.shape == (2048, 2048, 3) and out.dtype == np.float32
     assert np.all(out >= 0) and np.all(out <= 1)
     np.testing.assert_allclose(out.sum(-1), 1.0, atol=1e-5)
-    # 5×5 tiles of 512 with stride 448 (32 px margin each side), never more than 4 at a time.
-    assert sum(c[0] for c in calls) == 25 and all(c[1:] == (512, 512, 3) for c in calls)
+    # 5×5 tiles, as 512 px tiles with stride 448 would need, but shrunk to 480 px (stride 416,
+    # 32 px margin each side: 4 × 416 + 480 = 2144 >= 2048 + 2 × 32); never more than 4 at a time.
+    assert sum(c[0] for c in calls) == 25 and all(c[1:] == (480, 480, 3) for c in calls)
     assert max(c[0] for c in calls) <= 4
 
 
@@ -489,3 +509,55 @@ def test_predict_folder_refuses_colliding_or_escaping_outputs(tmp_path):
     assert not outside.exists()
     with pytest.raises(PredictionError, match="does not exist"):
         predict_folder(model, tmp_path / "missing", out)
+
+
+def _d4_symmetric_conv_model(channels: int = 1, classes: int = 2) -> keras.Model:
+    """3×3 convolutions whose kernels are invariant under the 8 flips/90° rotations, with zero
+    'same' padding (itself symmetric): the model is equivariant to the dihedral group while
+    every output pixel still sees its neighbours, unlike a 1×1 model."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((None, None, channels))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="tanh", name="c1")(x)
+    x = keras.layers.Conv2D(classes, 3, padding="same", name="c2")(x)
+    model = keras.Model(inputs, keras.layers.Softmax()(x))
+    for name in ("c1", "c2"):
+        layer = model.get_layer(name)
+        kernel, bias = layer.get_weights()
+        sym = sum(np.rot90(k, r, axes=(0, 1)) for k in (kernel, kernel[::-1]) for r in range(4))
+        layer.set_weights([sym / 8.0, bias])
+    return model
+
+
+def test_tta_equals_plain_for_a_symmetric_kernel_model_and_differs_otherwise(rng):
+    model = _d4_symmetric_conv_model()
+    image = _images(rng, 36, 52, 1)  # non-square: four of the transforms swap H and W
+    plain = predict_proba(model, image)
+    np.testing.assert_allclose(predict_proba(model, image, tta=True), plain, atol=1e-6)
+    # Control: break the kernel symmetry and TTA must change the prediction.
+    layer = model.get_layer("c1")
+    kernel, bias = layer.get_weights()
+    kernel[0, 0] += 1.0
+    layer.set_weights([kernel, bias])
+    assert np.abs(predict_proba(model, image, tta=True) - predict_proba(model, image)).max() > 1e-3
+
+
+def test_tta_of_a_real_unet_is_invariant_on_a_d4_symmetric_image(rng):
+    """On an image invariant under the 8 transforms, TTA averages the model's 8 (transformed
+    back) views of the *same* pixels; the result must itself be invariant under the group."""
+    model = build_vgg_unet("vgg16", input_shape=(None, None, 1), num_classes=2, weights=None,
+                           decoder_filters=(16, 8, 8, 8, 8), bottleneck_filters=16,
+                           precision="float32")
+    quarter = _images(rng, 16, 16, 1)
+    quarter = (quarter + np.transpose(quarter, (1, 0, 2))) / 2  # symmetric about the diagonal
+    top = np.concatenate([quarter, quarter[:, ::-1]], axis=1)
+    image = np.concatenate([top, top[::-1]], axis=0)  # 32×32, invariant under the dihedral group
+    for k in range(4):
+        np.testing.assert_array_equal(np.rot90(image, k), image)
+    plain = predict_proba(model, image)
+    # The random U-Net itself is not equivariant, so this test can tell TTA from no TTA.
+    assert np.abs(np.rot90(plain) - plain).max() > 1e-5
+    tta = predict_proba(model, image, tta=True)
+    for k in range(4):
+        np.testing.assert_allclose(np.rot90(tta, k), tta, atol=1e-5)
+        np.testing.assert_allclose(np.rot90(tta, k)[::-1], tta, atol=1e-5)

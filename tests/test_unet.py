@@ -176,3 +176,35 @@ def test_save_load_round_trip_safe_mode_identical(tmp_path, vgg_unet, rng):
 
 def test_build_encoder_unet_is_the_same_builder():
     assert vu.build_encoder_unet is vu.build_vgg_unet
+
+
+def test_skip_batchnorm_standardises_skips_keeps_roles_and_trains_with_frozen_encoder(rng):
+    from vggunet.inspect import layer_roles
+
+    model = vu.build_vgg_unet("vgg16", input_shape=(64, 64, 1), num_classes=2, weights=None,
+                              decoder_filters=(8, 8, 8, 8, 8), bottleneck_filters=8,
+                              skip_batchnorm=True, precision="float32")
+    bns = [f"decoder_stage{s}_skip_bn" for s in range(1, 6)] + ["bottleneck_input_bn"]
+    for name in bns:
+        assert isinstance(model.get_layer(name), keras.layers.BatchNormalization)
+    concat = model.get_layer("decoder_stage5_concat")  # full resolution: block1_conv2's skip
+    assert concat._inbound_nodes[0].input_tensors[1]._keras_history.operation.name == \
+        "decoder_stage5_skip_bn"
+    roles = layer_roles(model)
+    assert [n for n, r in roles.items() if r == "skip"] == [f"block{i}_conv2" for i in range(1, 6)]
+    vu.freeze(model, "encoder")
+    assert all(model.get_layer(name).trainable for name in bns)  # decoder-side: they train
+    # In training mode each skip channel comes out with batch mean 0 and variance 1, whatever
+    # the encoder's scale (here a random encoder on raw pixels).
+    x = random_images(rng, 2, 64, 64, 1)
+    probe = keras.Model(model.input, [model.get_layer("decoder_stage5_skip_bn").output,
+                                      model.get_layer("block1_conv2").output])
+    normed, raw = (np.asarray(t) for t in probe(x, training=True))
+    live = raw.reshape(-1, raw.shape[-1]).std(0) > 1e-3
+    flat = normed.reshape(-1, normed.shape[-1])[:, live]
+    np.testing.assert_allclose(flat.mean(0), 0.0, atol=1e-3)
+    np.testing.assert_allclose(flat.std(0), 1.0, atol=2e-2)
+    plain = vu.build_vgg_unet("vgg16", input_shape=(64, 64, 1), num_classes=2, weights=None,
+                              decoder_filters=(8, 8, 8, 8, 8), bottleneck_filters=8,
+                              precision="float32")
+    assert not any(layer.name.endswith("_skip_bn") for layer in plain.layers)  # default off

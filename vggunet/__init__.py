@@ -13,6 +13,7 @@ from vggunet.blocks import conv_block, decoder_stage, upsampling_block
 from vggunet.data import DataError, make_dataset
 from vggunet.encoders import ENCODERS, EncoderSpec, build_encoder, get_encoder_spec
 from vggunet.evaluate import evaluate
+from vggunet.export import ExportError, export_model
 from vggunet.freezing import (
     FreezeReport,
     encoder_blocks,
@@ -34,7 +35,7 @@ from vggunet.predict import (
     predict_proba,
     predict_tiled,
 )
-from vggunet.saving import UnsafeModelError, load_model, save_model
+from vggunet.saving import ModelFileError, UnsafeModelError, load_model, save_model
 from vggunet.training import TrainResult, compile_model, finetune, train
 from vggunet.unet import build_encoder_unet, build_unet, build_vgg_unet
 from vggunet.unet3d import build_unet_3d
@@ -48,6 +49,7 @@ __all__ = [
     "DataError",
     "ENCODERS",
     "EncoderSpec",
+    "ExportError",
     "FreezeReport",
     "ImagenetWeightsUnavailable",
     "LayerRow",
@@ -55,6 +57,7 @@ __all__ = [
     "PredictionError",
     "TrainResult",
     "UnsafeModelError",
+    "ModelFileError",
     "WeightsError",
     "build_encoder",
     "build_encoder_unet",
@@ -68,6 +71,7 @@ __all__ = [
     "display",
     "encoder_blocks",
     "evaluate",
+    "export_model",
     "finetune",
     "format_layers",
     "freeze",

@@ -36,6 +36,10 @@ def parse_size(text: str) -> tuple[int, int]:
 
     Returns:
         `(height, width)`, both positive.
+
+    Example:
+        >>> parse_size("256x320"), parse_size("64")
+        ((256, 320), (64, 64))
     """
     parts = text.lower().replace("×", "x").split("x")
     try:
@@ -72,7 +76,21 @@ def parse_spec(text: str | None) -> Any:
 
 
 def positive_int(text: str) -> int:
-    """argparse type: an integer > 0."""
+    """argparse type: an integer > 0.
+
+    Args:
+        text: the flag's value.
+
+    Returns:
+        The integer.
+
+    Raises:
+        argparse.ArgumentTypeError: not an integer, or <= 0.
+
+    Example:
+        >>> positive_int("8")
+        8
+    """
     try:
         value = int(text)
     except ValueError:
@@ -87,7 +105,12 @@ def _weights_arg(text: str) -> str | None:
 
 
 def add_model_args(parser: argparse.ArgumentParser, weights_default: str = "none") -> None:
-    """Flags shared by commands that build an encoder U-Net."""
+    """Flags shared by commands that build an encoder U-Net.
+
+    Args:
+        parser: the subcommand's parser, changed in place.
+        weights_default: the `--weights` default (`"none"` or `"imagenet"`).
+    """
     from vggunet.encoders import ENCODERS
 
     parser.add_argument("--backbone", default="vgg16", choices=sorted(ENCODERS),
@@ -113,7 +136,21 @@ def add_model_args(parser: argparse.ArgumentParser, weights_default: str = "none
 
 
 def decoder_filters_arg(text: str) -> tuple[int, ...]:
-    """argparse type: comma-separated positive ints, deepest decoder stage first."""
+    """argparse type: comma-separated positive ints, deepest decoder stage first.
+
+    Args:
+        text: the flag's value.
+
+    Returns:
+        The values as a tuple.
+
+    Raises:
+        argparse.ArgumentTypeError: not a list of positive integers.
+
+    Example:
+        >>> decoder_filters_arg("64,32,16")
+        (64, 32, 16)
+    """
     try:
         values = tuple(int(p) for p in text.split(",") if p.strip())
     except ValueError:
@@ -133,6 +170,9 @@ def build_model_from_args(args: argparse.Namespace, **overrides: Any) -> Any:
     Args:
         args: parsed flags from `add_model_args`.
         **overrides: extra `build_vgg_unet` keywords (e.g. `freeze=`).
+
+    Returns:
+        The uncompiled model.
     """
     from vggunet.unet import build_vgg_unet
     from vggunet.weights import ImagenetWeightsUnavailable
@@ -195,7 +235,17 @@ def _add_inspect(sub: Any) -> None:
 
 
 def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
+    """argparse type: an integer >= 0.
+
+    Args:
+        text: the flag's value.
+
+    Returns:
+        The integer.
+
+    Raises:
+        argparse.ArgumentTypeError: not an integer, or negative.
+    """
     try:
         value = int(text)
     except ValueError:
@@ -206,7 +256,17 @@ def non_negative_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
-    """argparse type: a finite float > 0."""
+    """argparse type: a finite float > 0.
+
+    Args:
+        text: the flag's value.
+
+    Returns:
+        The number.
+
+    Raises:
+        argparse.ArgumentTypeError: not a finite positive number.
+    """
     try:
         value = float(text)
     except ValueError:
@@ -217,7 +277,21 @@ def positive_float(text: str) -> float:
 
 
 def fraction(text: str) -> float:
-    """argparse type: a float strictly between 0 and 1."""
+    """argparse type: a float strictly between 0 and 1.
+
+    Args:
+        text: the flag's value.
+
+    Returns:
+        The fraction.
+
+    Raises:
+        argparse.ArgumentTypeError: not a number in (0, 1).
+
+    Example:
+        >>> fraction("0.2")
+        0.2
+    """
     try:
         value = float(text)
     except ValueError:
@@ -229,7 +303,14 @@ def fraction(text: str) -> float:
 
 def parse_palette(text: str | None) -> Any:
     """Reads `--palette`: a JSON list of [r, g, b] (position = class) or {class: [r, g, b]},
-    inline or in a JSON file."""
+    inline or in a JSON file.
+
+    Args:
+        text: the JSON text, a path to a JSON file, or None.
+
+    Returns:
+        The palette as parsed JSON (list or dict with int keys), or None.
+    """
     import json
 
     if text is None:
@@ -258,7 +339,13 @@ def parse_palette(text: str | None) -> Any:
 
 def add_data_args(parser: argparse.ArgumentParser, *, validation: bool = True,
                   augmentation: bool = True) -> None:
-    """Flags that locate segmentation data and describe its masks."""
+    """Flags that locate segmentation data and describe its masks.
+
+    Args:
+        parser: the subcommand's parser, changed in place.
+        validation: add the `--val-*` flags.
+        augmentation: add the augmentation and crop flags.
+    """
     g = parser.add_argument_group("data")
     g.add_argument("--data", metavar="DIR",
                    help="data-set root with a known layout (images/+masks/, image/+label/, "
@@ -293,6 +380,15 @@ def add_data_args(parser: argparse.ArgumentParser, *, validation: bool = True,
                             "(also rotate=DEG, brightness=B, contrast=C)")
         g.add_argument("--cache", action="store_true",
                        help="keep decoded images in memory after the first epoch")
+        g.add_argument("--sample-weights", default=None,
+                       choices=("median_frequency", "inverse_frequency", "border"),
+                       help="per-pixel loss weights: class weights by median or inverse "
+                            "frequency, or border = U-Net separation weights (with "
+                            "median-frequency class weights)")
+        g.add_argument("--border-w0", type=positive_float, default=10.0, metavar="W0",
+                       help="for --sample-weights border: weight of the separation term")
+        g.add_argument("--border-sigma", type=positive_float, default=5.0, metavar="PX",
+                       help="for --sample-weights border: its width in pixels")
     g.add_argument("--seed", type=int, default=None, help="seed for data order and augmentation")
 
 
@@ -324,6 +420,9 @@ def resolve_pairs(args: argparse.Namespace) -> tuple[list, list | None]:
 
     With `--data` on a split layout the `train` split trains and the `val` split validates
     (unless `--val-*` flags say otherwise); `--val-split F` holds out a seeded random fraction.
+
+    Args:
+        args: parsed flags from `add_data_args`.
 
     Returns:
         `(train_pairs, val_pairs_or_None)`.
@@ -371,6 +470,9 @@ def _dataset_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def make_datasets(args: argparse.Namespace) -> tuple[Any, Any, int, int]:
     """tf.data pipelines for training and validation from the data flags.
 
+    Args:
+        args: parsed flags from `add_data_args` (and the training flags).
+
     Returns:
         `(train_ds, val_ds_or_None, n_train, n_val)`.
     """
@@ -381,7 +483,10 @@ def make_datasets(args: argparse.Namespace) -> tuple[Any, Any, int, int]:
     repeat = bool(getattr(args, "steps_per_epoch", None))
     train_ds = make_dataset(
         pairs=train_pairs, crop=args.crop, augment=args.augment, batch_size=args.batch_size,
-        shuffle=True, seed=args.seed, repeat=repeat, cache=args.cache, **common,
+        shuffle=True, seed=args.seed, repeat=repeat, cache=args.cache,
+        sample_weights=getattr(args, "sample_weights", None),
+        border_w0=getattr(args, "border_w0", 10.0),
+        border_sigma=getattr(args, "border_sigma", 5.0), **common,
     )
     val_ds = None
     if val_pairs:
@@ -417,6 +522,30 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard logs to OUT/tensorboard")
     g.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    g.add_argument("--strategy", default="none", choices=("none", "mirrored", "multiworker"),
+                   help="distribution: mirrored = all GPUs of this machine, multiworker = the "
+                        "machines in TF_CONFIG (run the same command on each); --batch-size is "
+                        "then the global batch, split across replicas (default none)")
+
+
+def _resolve_cli_strategy(args: argparse.Namespace) -> Any:
+    """Resolves `--strategy` before TensorFlow runs anything (multi-worker must come first).
+
+    Args:
+        args: parsed flags of `train`/`finetune`.
+
+    Returns:
+        The `tf.distribute.Strategy`, or None for `--strategy none`.
+    """
+    from vggunet.distribute import is_chief, num_replicas, resolve_strategy, strategy_name
+
+    strategy = resolve_strategy(getattr(args, "strategy", "none"))
+    if strategy is not None:
+        replicas = num_replicas(strategy)
+        role = "" if is_chief(strategy) else "; not the chief: writes nothing to --out"
+        print(f"strategy: {strategy_name(strategy)}, {replicas} replica(s); global batch "
+              f"{args.batch_size} ({args.batch_size / replicas:g} per replica){role}")
+    return strategy
 
 
 def _training_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -444,7 +573,9 @@ def _report_training(result: Any, out: str) -> None:
     print(f"best {get('monitor')}: {best_text}")
     print(f"best checkpoint: {get('best_checkpoint')}")
     print(f"last checkpoint: {get('last_checkpoint')}")
-    print(f"log: {os.path.join(out, 'log.csv')}")
+    log = os.path.join(out, "log.csv")
+    # A non-chief worker of a multi-worker run writes nothing to --out.
+    print(f"log: {log}" if os.path.isfile(log) else "log: none written here")
 
 
 def _build_for_training(args: argparse.Namespace) -> Any:
@@ -458,15 +589,21 @@ def _build_for_training(args: argparse.Namespace) -> Any:
 def _cmd_train(args: argparse.Namespace) -> int:
     from vggunet.training import train
 
+    strategy = _resolve_cli_strategy(args)
     train_ds, val_ds, n_train, n_val = make_datasets(args)
     print(f"data: {n_train} training pairs, {n_val} validation pairs")
-    model = _build_for_training(args)
-    if args.freeze is not None:
-        from vggunet.freezing import freeze
 
-        print(freeze(model, parse_spec(args.freeze)))
-    result = train(model, train_ds, val_ds, epochs=args.epochs, learning_rate=args.lr,
-                   **_training_kwargs(args))
+    def model_fn() -> Any:
+        # Called by train() inside the strategy's scope, so the variables are mirrored.
+        model = _build_for_training(args)
+        if args.freeze is not None:
+            from vggunet.freezing import freeze
+
+            print(freeze(model, parse_spec(args.freeze)))
+        return model
+
+    result = train(model_fn, train_ds, val_ds, epochs=args.epochs, learning_rate=args.lr,
+                   strategy=strategy, **_training_kwargs(args))
     _report_training(result, args.out)
     return 0
 
@@ -489,13 +626,14 @@ def _add_train(sub: Any) -> None:
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from vggunet.training import finetune
 
+    strategy = _resolve_cli_strategy(args)
     train_ds, val_ds, n_train, n_val = make_datasets(args)
     print(f"data: {n_train} training pairs, {n_val} validation pairs")
-    model = _build_for_training(args)
     result = finetune(
-        model, train_ds, val_ds, phase1_epochs=args.phase1_epochs,
+        lambda: _build_for_training(args), train_ds, val_ds, phase1_epochs=args.phase1_epochs,
         phase2_epochs=args.phase2_epochs, phase1_lr=args.phase1_lr, phase2_lr=args.phase2_lr,
-        unfreeze=parse_spec(args.unfreeze), train_bn=args.train_bn, **_training_kwargs(args),
+        unfreeze=parse_spec(args.unfreeze), train_bn=args.train_bn, strategy=strategy,
+        **_training_kwargs(args),
     )
     _report_training(result, args.out)
     return 0
@@ -660,39 +798,44 @@ def _add_evaluate(sub: Any) -> None:
 
 # --------------------------------------------------------------------------- export
 
-EXPORT_FORMATS = ("keras",)
+# Kept here, not imported from vggunet.export, so `vggunet --help` does not import Keras.
+EXPORT_FORMATS = ("keras", "savedmodel", "tflite", "onnx")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from vggunet.export import export_model
 
-    from vggunet.saving import load_model, save_model
-
-    fmt = args.format.lower()
-    if fmt not in EXPORT_FORMATS:
-        raise CliError(f"unsupported export format {args.format!r}; supported: "
-                       f"{', '.join(EXPORT_FORMATS)}")
-    out = Path(args.out)
-    if out.suffix != ".keras":
-        raise CliError(f"--out must end in .keras for format keras (got {str(out)!r}); "
-                       f"supported formats: {', '.join(EXPORT_FORMATS)}")
-    model = load_model(args.model, compile=args.keep_optimizer)
-    save_model(model, out)
-    size_mb = out.stat().st_size / 2**20
-    print(f"exported {model.name} ({model.count_params():,} parameters) to {out} "
-          f"({size_mb:.1f} MB)")
+    out = export_model(args.model, args.out, args.format, input_size=args.input_size,
+                       keep_precision=args.keep_precision, keep_optimizer=args.keep_optimizer,
+                       opset=args.opset)
+    files = [out] if out.is_file() else [f for f in out.rglob("*") if f.is_file()]
+    size_mb = sum(f.stat().st_size for f in files) / 2**20
+    print(f"exported {args.model} to {out} ({size_mb:.1f} MB)")
     return 0
 
 
 def _add_export(sub: Any) -> None:
-    p = sub.add_parser("export", help="export a saved model for inference",
-                       description="Re-save a model for inference (no optimizer state).")
+    p = sub.add_parser(
+        "export", help="export a saved model for inference or serving",
+        description="Export a .keras model as .keras (no optimizer state), a TensorFlow "
+                    "SavedModel folder for TF Serving (any HxW), TFLite (fixed HxW) or ONNX "
+                    "(any HxW; needs the export extra). Mixed-precision models are exported "
+                    "with float32 compute.")
     p.add_argument("--model", required=True, help="a saved .keras model (e.g. checkpoints/best)")
-    p.add_argument("--out", required=True, metavar="FILE", help="destination file")
-    p.add_argument("--format", default="keras",
-                   help=f"export format; supported: {', '.join(EXPORT_FORMATS)}")
+    p.add_argument("--out", required=True, metavar="PATH",
+                   help="destination: a .keras/.tflite/.onnx file, or a folder for savedmodel")
+    p.add_argument("--format", default=None, metavar="FORMAT",
+                   help=f"one of {', '.join(EXPORT_FORMATS)} (default: from the --out suffix "
+                        f".keras, .tflite or .onnx)")
+    p.add_argument("--input-size", type=parse_size, default=None, metavar="HxW",
+                   help="fix the input size; required for tflite unless the model has a fixed "
+                        "size (default: any HxW)")
+    p.add_argument("--keep-precision", action="store_true",
+                   help="savedmodel: keep a mixed-precision compute policy (default: float32)")
     p.add_argument("--keep-optimizer", action="store_true",
-                   help="keep the training configuration and optimizer state")
+                   help="keras: keep the training configuration and optimizer state")
+    p.add_argument("--opset", type=positive_int, default=None,
+                   help="onnx: ONNX opset version (default: tf2onnx's)")
     p.set_defaults(func=_cmd_export)
 
 

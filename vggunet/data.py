@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import math
 import re
+import struct
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +151,18 @@ def find_pairs(image_dir: str | Path, mask_dir: str | Path,
     Raises:
         DataError: folder missing or without images, ambiguous suffix, or
             images without masks / masks without images (names listed).
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> root = Path(tempfile.mkdtemp())
+        >>> for folder, stem in [("images", "a"), ("images", "b"),
+        ...                      ("masks", "a_mask"), ("masks", "b_mask")]:
+        ...     (root / folder).mkdir(exist_ok=True)
+        ...     (root / folder / f"{stem}.png").touch()
+        >>> [(image.name, mask.name) for image, mask in find_pairs(root / "images",
+        ...                                                        root / "masks")]
+        [('a.png', 'a_mask.png'), ('b.png', 'b_mask.png')]
     """
     image_dir, mask_dir = Path(image_dir), Path(mask_dir)
     images = _list_image_files(image_dir, "image")
@@ -266,6 +280,16 @@ def load_split(root: str | Path, split: str = "all",
 
     Raises:
         DataError: unknown split (available ones listed) or any pairing error.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> root = Path(tempfile.mkdtemp())           # a two-folder layout: image/ + label/
+        >>> for folder in ("image", "label"):
+        ...     (root / folder).mkdir()
+        ...     (root / folder / "0.png").touch()
+        >>> [(image.parent.name, mask.parent.name) for image, mask in load_split(root)]
+        [('image', 'label')]
     """
     layout = discover_layout(root)
     if split == "all" and layout.kind != "folders":
@@ -295,9 +319,27 @@ def _open(path: Path) -> Image.Image:
     except UnidentifiedImageError:
         raise DataError(f"{path} is not a readable image (PIL cannot identify it; "
                         "is it really an image?)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path} is truncated or corrupt: {exc}") from None
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{path} declares more pixels than PIL allows ({exc}); if the image "
+                        "is genuine, raise PIL.Image.MAX_IMAGE_PIXELS") from None
+    # PIL's decoders report a damaged file with many exception types (struct.error from a
+    # short header, EOFError, IndexError from a bad palette ...); all mean the same here.
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError,
+            struct.error, zlib.error, MemoryError) as exc:
+        raise DataError(f"{path} is truncated or corrupt: {type(exc).__name__}: "
+                        f"{exc}") from None
     return img
+
+
+def _convert(img: Image.Image, mode: str, path: Path) -> Image.Image:
+    """`img.convert(mode)`, with PIL's failures on malformed files reported as DataError."""
+    try:
+        return img.convert(mode)
+    # A palette image whose PLTE chunk is missing trips an `assert` inside PIL's convert;
+    # other malformed files give ValueError/OSError/IndexError.
+    except (ValueError, OSError, IndexError, TypeError, KeyError, AssertionError) as exc:
+        raise DataError(f"{path} (mode {img.mode!r}) cannot be converted to {mode}: "
+                        f"{type(exc).__name__}: {exc}; the file is malformed") from None
 
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -321,10 +363,7 @@ def _image_array(img: Image.Image, path: Path, channels: int | None) -> np.ndarr
     elif mode in ("RGB", "RGBA", "RGBX", "RGBa"):
         arr = np.asarray(img, dtype=np.float32)[..., :3]
     else:  # P, PA, CMYK, YCbCr, LAB, HSV ...
-        try:
-            arr = np.asarray(img.convert("RGB"), dtype=np.float32)
-        except (ValueError, OSError) as exc:
-            raise DataError(f"image {path} has unsupported mode {mode!r}: {exc}") from None
+        arr = np.asarray(_convert(img, "RGB", path), dtype=np.float32)
     if channels == 3 and arr.shape[-1] == 1:
         arr = np.repeat(arr, 3, axis=-1)
     elif channels == 1 and arr.shape[-1] == 3:
@@ -427,11 +466,11 @@ def _mask_array(img: Image.Image, path: Path, mask_format: str, lut, mask_channe
         threshold = 128 if arr.max() <= 255 else 32768
         return (arr >= threshold).astype(np.int32)
     if mask_format == "palette":
-        rgb = np.asarray(img.convert("RGB"))
+        rgb = np.asarray(_convert(img, "RGB", path))
         return _palette_lookup(rgb, lut, path)
     if mask_format == "channel":
         arr = np.asarray(img if img.mode in ("RGB", "RGBA", "L", "I", "LA")
-                         or img.mode.startswith("I;16") else img.convert("RGBA"))
+                         or img.mode.startswith("I;16") else _convert(img, "RGBA", path))
         if arr.ndim == 2:
             arr = arr[..., None]
         if not 0 <= mask_channel < arr.shape[-1]:

@@ -53,6 +53,12 @@ def output_is_logits(model: keras.Model) -> bool:
 
     vggunet's `build_vgg_unet` ends in a float32 `Activation` (softmax/sigmoid); the lab's
     `build_unet` ends in a plain 1×1 `Conv2D` (logits).
+
+    Args:
+        model: a Keras model.
+
+    Returns:
+        True when the last layer is not a softmax/sigmoid activation.
     """
     last = model.layers[-1]
     activation = getattr(last, "activation", None)
@@ -178,7 +184,14 @@ def evaluate(
 
 
 def format_scores(result: dict[str, Any]) -> str:
-    """An aligned per-class table (IoU, Dice, true/predicted pixels) and the summary scores."""
+    """An aligned per-class table (IoU, Dice, true/predicted pixels) and the summary scores.
+
+    Args:
+        result: the dict `evaluate` returns.
+
+    Returns:
+        The table as text, one line per class, then the means.
+    """
     names = result["class_names"]
     width = max(5, *(len(n) for n in names))
     lines = [f"{'class':<{width}}  {'IoU':>7}  {'Dice':>7}  {'true px':>12}  {'pred px':>12}"]

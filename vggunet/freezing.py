@@ -227,6 +227,16 @@ def unfreeze(
 
     Returns:
         A `FreezeReport`; recompile the model before training.
+
+    Example:
+        >>> from vggunet import build_vgg_unet, freeze
+        >>> m = build_vgg_unet(input_shape=(64, 64, 3), weights=None,
+        ...                    decoder_filters=(8, 8, 8, 8, 8), bottleneck_filters=8)
+        >>> _ = freeze(m, "encoder")
+        >>> unfreeze(m, top_blocks(m, 1)).changed
+        ('block5_conv1', 'block5_conv2', 'block5_conv3')
+        >>> encoder_blocks(m)
+        [1, 2, 3, 4, 5]
     """
     return _set_trainable(model, select_layers(model, spec, up_to=up_to), True, train_bn,
                           "unfreeze")

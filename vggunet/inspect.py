@@ -42,6 +42,9 @@ def skip_layer_names(model: keras.Model) -> list[str]:
             for node in layer._inbound_nodes:
                 for tensor in node.input_tensors:
                     source = tensor._keras_history.operation
+                    if source.name.endswith("_skip_bn"):
+                        # skip_batchnorm=True puts a decoder BatchNorm between skip and concat.
+                        source = source._inbound_nodes[0].input_tensors[0]._keras_history.operation
                     if not source.name.startswith(("decoder_", "bottleneck")):
                         feeding.add(source.name)
     return [layer.name for layer in model.layers if layer.name in feeding]
@@ -95,6 +98,19 @@ def layer_table(model: keras.Model) -> list[LayerRow]:
 
     Returns:
         A list of `LayerRow(index, name, class_name, trainable, output_shape, params, role)`.
+
+    Example:
+        >>> from vggunet import build_vgg_unet
+        >>> m = build_vgg_unet(input_shape=(64, 64, 3), weights=None,
+        ...                    decoder_filters=(8, 8, 8, 8, 8), bottleneck_filters=8)
+        >>> rows = layer_table(m)
+        >>> rows[1]
+        LayerRow(index=1, name='input_preprocess', class_name='BackbonePreprocess',
+                 trainable=True, output_shape='(None, 64, 64, 3)', params=0, role='input')
+        >>> [row.name for row in rows if row.role == "skip"]
+        ['block1_conv2', 'block2_conv2', 'block3_conv2', 'block4_conv2', 'block5_conv2']
+        >>> sum(row.params for row in rows) == m.count_params()
+        True
     """
     roles = layer_roles(model)
     return [

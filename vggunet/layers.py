@@ -74,6 +74,26 @@ class BackbonePreprocess(layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
+def _reflect_indices(size: Any, pad: Any) -> Any:
+    """Source indices of an axis of length `size` reflect-padded by `pad` at its end.
+
+    Same as numpy's `mode="reflect"` (edge not repeated), including pads longer than the axis,
+    which reflect back and forth with period `2 * (size - 1)`.
+
+    Args:
+        size: the axis length (an int or a scalar tensor).
+        pad: how many entries to append.
+
+    Returns:
+        An int32 index vector of length `size + pad`.
+    """
+    index = ops.arange(size + pad, dtype="int32")
+    # max(.., 1) keeps a length-1 axis valid: every index then reads element 0.
+    period = ops.maximum(2 * (size - 1), 1)
+    index = ops.mod(index, period)
+    return ops.where(index < size, index, period - index)
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class PadToMultiple(layers.Layer):
     """Pads height and width at the bottom/right up to the next multiple of `multiple`.
@@ -100,7 +120,13 @@ class PadToMultiple(layers.Layer):
         shape = ops.shape(inputs)
         pad_h = (self.multiple - shape[1] % self.multiple) % self.multiple
         pad_w = (self.multiple - shape[2] % self.multiple) % self.multiple
-        return ops.pad(inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode=self.mode)
+        if self.mode == "constant":
+            return ops.pad(inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+        # Reflection as a gather rather than ops.pad(mode="reflect"): the PyTorch backend's
+        # reflect pad rejects NHWC tensors whose padding is zero (an input that is already a
+        # multiple), and a gather gives the same result on every backend.
+        x = ops.take(inputs, _reflect_indices(shape[1], pad_h), axis=1)
+        return ops.take(x, _reflect_indices(shape[2], pad_w), axis=2)
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         def padded(dim: int | None) -> int | None:

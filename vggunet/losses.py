@@ -929,6 +929,18 @@ def get_loss(name: str | keras.losses.Loss, **kwargs: Any) -> keras.losses.Loss:
     Raises:
         ValueError: If the name is unknown (the message lists valid names).
         TypeError: If a keyword is accepted by none of the involved losses.
+
+    Example:
+        >>> import numpy as np
+        >>> y_true = np.array([[[0, 1], [1, 1]]])                    # (B, H, W) labels
+        >>> y_pred = np.array([[[[0.9, 0.1], [0.2, 0.8]],
+        ...                     [[0.3, 0.7], [0.4, 0.6]]]], "float32")  # (B, H, W, K) probs
+        >>> type(get_loss("ce+dice", num_classes=2)).__name__
+        'CombinedLoss'
+        >>> round(float(get_loss("ce")(y_true, y_pred)), 4)
+        0.299
+        >>> round(float(get_loss("dice", num_classes=2)(y_true, y_pred)), 4)
+        0.2122
     """
     if isinstance(name, keras.losses.Loss):
         if kwargs:

@@ -420,6 +420,12 @@ def confusion_matrix(
     Raises:
         ValueError: On bad arguments, mismatched shapes, or labels outside
             ``[0, C)`` (other than ``ignore_index``).
+
+    Example:
+        >>> import numpy as np
+        >>> confusion_matrix(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), num_classes=2)
+        array([[1, 1],
+               [0, 2]])
     """
     num_classes = validate_num_classes(num_classes)
     ignore_index = validate_ignore_index(ignore_index)
@@ -470,6 +476,11 @@ def scores_from_confusion(cm: Any) -> dict[str, Any]:
 
     Raises:
         ValueError: If ``cm`` is not a square, finite, non-negative matrix.
+
+    Example:
+        >>> scores = scores_from_confusion([[1, 1], [0, 2]])
+        >>> scores["per_class_iou"], scores["mean_iou"], scores["pixel_accuracy"]
+        ([0.5, 0.6666666666666666], 0.5833333333333333, 0.75)
     """
     matrix = np.asarray(ops.convert_to_numpy(cm) if not isinstance(cm, np.ndarray) else cm)
     matrix = matrix.astype(np.float64)
@@ -529,6 +540,10 @@ def get_metrics(
     Raises:
         ValueError: On an unknown name (the message lists valid ones) or
             invalid ``num_classes`` / ``ignore_index``.
+
+    Example:
+        >>> [m.name for m in get_metrics("miou,dice,accuracy", num_classes=2)]
+        ['mean_iou', 'dice_score', 'pixel_accuracy']
     """
     if isinstance(names, str):
         names = [part for part in names.split(",") if part.strip()]

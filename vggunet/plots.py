@@ -27,7 +27,14 @@ _PALETTE = (
 
 
 def mask_colormap(num_classes: int) -> ListedColormap:
-    """A fixed categorical colormap: class 0 black, 1 white, then distinct colours."""
+    """A fixed categorical colormap: class 0 black, 1 white, then distinct colours.
+
+    Args:
+        num_classes: number of classes (at least 2 colours are made).
+
+    Returns:
+        A matplotlib `ListedColormap`.
+    """
     colors = [_PALETTE[i % len(_PALETTE)] for i in range(max(2, int(num_classes)))]
     return ListedColormap(colors, name=f"vggunet_{len(colors)}")
 

@@ -35,35 +35,64 @@ def cpu_has_bfloat16() -> bool:
 
 @functools.lru_cache(maxsize=1)
 def gpu_has_bfloat16() -> bool | None:
-    """Whether the first visible GPU supports bfloat16 (compute capability >= 8.0).
+    """Whether the active Keras backend's first accelerator supports bfloat16.
+
+    A GPU does when its compute capability is >= 8.0 (Ampere); a TPU (JAX) always does. Each
+    backend is asked through its own framework, which the backend has already imported.
 
     Returns:
-        True/False for a visible TensorFlow GPU, None when there is no GPU or the backend is not
-        TensorFlow (the question is then moot or cannot be answered without importing another
-        framework).
+        True/False for a visible GPU (or TPU), None when the backend sees no accelerator.
     """
-    if keras.backend.backend() != "tensorflow":
-        return None
-    import tensorflow as tf
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return None
-    details = tf.config.experimental.get_device_details(gpus[0])
-    capability = details.get("compute_capability") or (0, 0)
-    return tuple(capability) >= (8, 0)
+        gpus = tf.config.list_physical_devices("GPU")
+        if not gpus:
+            return None
+        details = tf.config.experimental.get_device_details(gpus[0])
+        capability = details.get("compute_capability") or (0, 0)
+        return tuple(capability) >= (8, 0)
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        if device.platform == "tpu":
+            return True
+        if device.platform != "gpu":
+            return None
+        # CUDA devices report "8.0"; ROCm devices have no compute_capability.
+        text = str(getattr(device, "compute_capability", "") or "0.0")
+        try:
+            return tuple(int(p) for p in text.split(".")[:2]) >= (8, 0)
+        except ValueError:
+            return False
+    if backend == "torch":
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        return tuple(torch.cuda.get_device_capability(0)) >= (8, 0)
+    return None
 
 
 def resolve_precision(precision: str = "auto") -> str:
     """Turns a precision request into a Keras dtype policy name.
 
     Args:
-        precision: `"auto"` (mixed_bfloat16 on a bfloat16-capable GPU, or on a CPU with
-            AVX512-BF16/AMX when there is no GPU; float32 otherwise), `"float32"`,
-            `"mixed_bfloat16"` or `"mixed_float16"`.
+        precision: `"auto"` (mixed_bfloat16 on a bfloat16-capable GPU or a TPU, or, on the
+            TensorFlow and PyTorch backends, on a CPU with AVX512-BF16/AMX when there is no
+            accelerator; float32 otherwise), `"float32"`, `"mixed_bfloat16"` or
+            `"mixed_float16"`.
 
     Returns:
         The policy name, e.g. `"mixed_bfloat16"`.
+
+    Example:
+        >>> resolve_precision("float32")
+        'float32'
+        >>> resolve_precision("auto") in ("float32", "mixed_bfloat16")
+        True
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
@@ -72,6 +101,10 @@ def resolve_precision(precision: str = "auto") -> str:
     gpu = gpu_has_bfloat16()
     if gpu is not None:
         return "mixed_bfloat16" if gpu else "float32"
+    if keras.backend.backend() == "jax":
+        # XLA:CPU has no native bfloat16 convolutions (it converts around float32 kernels), so
+        # bfloat16 gains nothing there while losing precision; TF and PyTorch use oneDNN's.
+        return "float32"
     return "mixed_bfloat16" if cpu_has_bfloat16() else "float32"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import keras
@@ -16,6 +17,36 @@ import keras
 
 class UnsafeModelError(ValueError):
     """A model file only loads with Keras safe mode off (it contains a Lambda layer or similar)."""
+
+
+class ModelFileError(ValueError):
+    """A `.keras` file is corrupt, truncated, or not a Keras model archive (message names it)."""
+
+
+def _lambda_layers(path: Path) -> list[str]:
+    """Names of the Lambda layers in a `.keras` archive's config (empty if unreadable)."""
+    import json
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile):
+        return []  # not ours to diagnose here: Keras reports the damaged archive
+    found: list[str] = []
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            if node.get("class_name") in ("Lambda", "__lambda__"):
+                config = node.get("config")
+                found.append(str(config.get("name", "?")) if isinstance(config, dict) else "?")
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+    return found
 
 
 def load_model(path: str | os.PathLike, *, compile: bool = True, safe_mode: bool = True) -> keras.Model:
@@ -28,6 +59,15 @@ def load_model(path: str | os.PathLike, *, compile: bool = True, safe_mode: bool
 
     Returns:
         The loaded model.
+
+    Example:
+        >>> import tempfile
+        >>> from vggunet import build_unet, save_model
+        >>> path = save_model(build_unet(input_size=(32, 32, 1), n_filters=2, n_classes=2),
+        ...                   f"{tempfile.mkdtemp()}/lab.keras")
+        >>> model = load_model(path)          # safe mode on, no custom_objects needed
+        >>> model.name, model.output_shape
+        ('unet', (None, 32, 32, 2))
     """
     import vggunet.layers  # noqa: F401  registers custom layers
     for module in ("vggunet.losses", "vggunet.metrics"):
@@ -40,6 +80,20 @@ def load_model(path: str | os.PathLike, *, compile: bool = True, safe_mode: bool
         raise FileNotFoundError(f"Model file not found: '{path}'.")
     if path.suffix != ".keras":
         raise ValueError(f"'{path}' is not a .keras model file (got suffix {path.suffix!r}).")
+    if not zipfile.is_zipfile(path):
+        # Keras itself would report "File not found" for a damaged archive.
+        raise ModelFileError(f"'{path}' is not a valid .keras file: it is not a zip archive "
+                             f"(truncated, corrupt, or another format).")
+    lambdas = _lambda_layers(path) if safe_mode else []
+    if lambdas:
+        # Keras refuses a lambda's bytecode in safe mode, but a Lambda wrapping a *named*
+        # function is resolved by name instead; refuse every Lambda before Keras sees it.
+        raise UnsafeModelError(
+            f"Refusing to load '{path}': it contains Lambda layer(s) {lambdas}, which run "
+            f"arbitrary Python on load. vggunet models never need this. If you wrote the file "
+            f"yourself and trust it, load it with keras.models.load_model and safe mode "
+            f"turned off, yourself."
+        )
     try:
         return keras.models.load_model(path, compile=compile, safe_mode=safe_mode)
     except ValueError as exc:
@@ -50,7 +104,12 @@ def load_model(path: str | os.PathLike, *, compile: bool = True, safe_mode: bool
                 f"the file yourself and trust it, load it with keras.models.load_model "
                 f"and safe mode turned off, yourself."
             ) from None
-        raise
+        raise ModelFileError(f"cannot load model '{path}': {type(exc).__name__}: {exc}") from exc
+    except (TypeError, KeyError, OSError, zipfile.BadZipFile) as exc:
+        # A damaged archive surfaces as KeyError (member missing), OSError (h5 signature),
+        # TypeError (unknown class) ... deep inside Keras; name the file instead.
+        raise ModelFileError(f"cannot load model '{path}': it is corrupt or was not written by "
+                             f"Keras 3/vggunet ({type(exc).__name__}: {exc})") from exc
 
 
 def save_model(model: keras.Model, path: str | os.PathLike) -> Path:
@@ -64,6 +123,13 @@ def save_model(model: keras.Model, path: str | os.PathLike) -> Path:
 
     Returns:
         The destination path.
+
+    Example:
+        >>> import tempfile
+        >>> from vggunet import build_unet
+        >>> model = build_unet(input_size=(32, 32, 1), n_filters=2, n_classes=2)
+        >>> save_model(model, f"{tempfile.mkdtemp()}/runs/lab.keras").name   # folders created
+        'lab.keras'
     """
     path = Path(path)
     if path.suffix != ".keras":

@@ -31,6 +31,15 @@ from typing import Any, Callable, Sequence
 import keras
 import numpy as np
 
+from vggunet.distribute import (
+    ModelOrFactory,
+    build_in_scope,
+    distribute_dataset,
+    is_chief,
+    resolve_strategy,
+    strategy_scope,
+    worker_dir,
+)
 from vggunet.evaluate import output_is_logits, write_json_atomic
 from vggunet.freezing import FreezeReport, freeze, recompile, top_blocks
 from vggunet.freezing import unfreeze as _unfreeze
@@ -183,10 +192,39 @@ def _atomic_save_model(model: keras.Model, path: Path) -> Path:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as exc:
+        # A bare "[Errno 28] No space left on device" would not say which file failed, nor that
+        # the previous checkpoint is still intact.
+        raise OSError(exc.errno, f"cannot write checkpoint '{path}': "
+                                 f"{exc.strerror or exc}; the previous '{path.name}' (if any) "
+                                 f"is kept") from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+_TEMP_PATTERNS = (".last.*.keras", ".best.*.keras")
+
+
+def _remove_stale_temps(ckpt_dir: Path) -> list[Path]:
+    """Deletes half-written checkpoint temp files that a killed run left behind.
+
+    Args:
+        ckpt_dir: the run's checkpoint folder.
+
+    Returns:
+        The removed paths.
+    """
+    removed = []
+    for pattern in _TEMP_PATTERNS:
+        for stale in ckpt_dir.glob(pattern):
+            try:
+                stale.unlink()
+                removed.append(stale)
+            except OSError:
+                pass  # a leftover temp file is litter, never a reason to stop training
+    return removed
 
 
 def _atomic_copy(src: Path, dst: Path) -> Path:
@@ -480,11 +518,13 @@ def _run(
     verbose: int,
     extra_state: dict[str, Any],
     callbacks: Sequence[keras.callbacks.Callback] | None,
+    strategy: Any = None,
 ) -> TrainResult:
     start_time = time.perf_counter()
     out = Path(out_dir)
     ckpt_dir = out / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(ckpt_dir)
     state_path = out / "state.json"
     log_path = out / "log.csv"
     last_path = ckpt_dir / "last.keras"
@@ -506,7 +546,8 @@ def _run(
             with open(state_path, encoding="utf-8") as handle:
                 state = json.load(handle)
             try:
-                loaded = load_model(last_path, compile=True)
+                with strategy_scope(strategy):
+                    loaded = load_model(last_path, compile=True)
             except Exception as exc:  # noqa: BLE001  report which file failed
                 raise ValueError(f"Cannot resume: failed to load checkpoint '{last_path}': "
                                  f"{exc}") from exc
@@ -600,16 +641,18 @@ def _run(
             if _trainable_flags(working) != before:
                 print("Checkpoint's trainable flags differ from the phase's; recompiling "
                       "(optimizer state is reset).")
-                recompile(working, learning_rate=phase.learning_rate)
+                with strategy_scope(strategy):
+                    recompile(working, learning_rate=phase.learning_rate)
             compiled_here = True
             print(f"Phase {phase.number} ({phase.name}), continuing at epoch {completed + 1} "
                   f"of {end}: trainable flags restored.")
         else:
             report = phase.setup(working)
-            if compiled_here or resumed:
-                recompile(working, learning_rate=phase.learning_rate)
-            else:
-                compile_model(working, learning_rate=phase.learning_rate, **compile_kwargs)
+            with strategy_scope(strategy):
+                if compiled_here or resumed:
+                    recompile(working, learning_rate=phase.learning_rate)
+                else:
+                    compile_model(working, learning_rate=phase.learning_rate, **compile_kwargs)
             compiled_here = True
             print(f"Phase {phase.number} ({phase.name}): epochs {start + 1}-{end}, "
                   f"lr={phase.learning_rate:g}. {report if report is not None else ''}".rstrip())
@@ -637,9 +680,12 @@ def _run(
         best = state.get("best_value")
         checkpoint = AtomicCheckpoint(ckpt_dir, monitor, mode, best=best, guard=guard,
                                       on_saved=on_saved)
-        cbs: list[keras.callbacks.Callback] = [guard, checkpoint, _PhaseTag(phase.number),
+        # The log row goes before the checkpoint and state.json: a crash between the two then
+        # leaves a row that resume drops (and redoes), never a completed epoch without its row.
+        cbs: list[keras.callbacks.Callback] = [guard, _PhaseTag(phase.number),
                                                keras.callbacks.CSVLogger(str(log_path),
-                                                                         append=append_log)]
+                                                                         append=append_log),
+                                               checkpoint]
         append_log = True
         early = None
         if early_stopping is not None:
@@ -680,6 +726,42 @@ def _run(
     return finish(last_reason)
 
 
+def _run_distributed(
+    model: ModelOrFactory,
+    train_data: Any,
+    val_data: Any,
+    phases: list[_Phase],
+    *,
+    strategy: Any,
+    out_dir: str | os.PathLike,
+    resume: bool,
+    **kwargs: Any,
+) -> TrainResult:
+    """`_run` under `strategy`: the model built in its scope, run files written by the chief only.
+
+    Without a strategy this is `_run` on the given model (a model function is called first).
+    """
+    strategy = resolve_strategy(strategy)
+    working = build_in_scope(model, strategy)
+    train_data = distribute_dataset(train_data, strategy)
+    val_data = distribute_dataset(val_data, strategy)
+    chief = is_chief(strategy)
+    # Every worker runs the same saves (reading mirrored variables is collective), but only the
+    # chief's land in out_dir: the others write to a temporary folder removed afterwards.
+    run_dir = worker_dir(out_dir, strategy, resume=resume)
+    try:
+        result = _run(working, train_data, val_data, phases, out_dir=run_dir, resume=resume,
+                      strategy=strategy, **kwargs)
+    finally:
+        if not chief:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    if not chief:
+        result.best_checkpoint = result.last_checkpoint = None
+    if isinstance(model, keras.Model) and working is not model:
+        _copy_into(model, result.model)
+    return result
+
+
 # --------------------------------------------------------------------------------------------
 # Public entry points
 # --------------------------------------------------------------------------------------------
@@ -693,7 +775,7 @@ def _compile_kwargs(loss, metrics, ignore_index, class_weights, optimizer, jit_c
 
 
 def train(
-    model: keras.Model,
+    model: ModelOrFactory,
     train_data: Any,
     val_data: Any = None,
     *,
@@ -716,11 +798,15 @@ def train(
     tensorboard: bool = True,
     verbose: int = 1,
     callbacks: Sequence[keras.callbacks.Callback] | None = None,
+    strategy: Any = None,
 ) -> TrainResult:
     """Trains `model` as it is (its trainable flags untouched) for `epochs` epochs in total.
 
     Args:
-        model: the model; compiled here with `compile_model`.
+        model: the model, compiled here with `compile_model`; or a function of no arguments
+            that builds it (called inside the strategy's scope when `strategy` is given; a
+            model passed as it is is then rebuilt there from its config and weights, and gets
+            the trained weights back at the end).
         train_data: `(images, masks[, weights])` batches, e.g. a `tf.data.Dataset`.
         val_data: validation batches or None.
         out_dir: run folder (checkpoints, state.json, log.csv, tensorboard).
@@ -736,12 +822,17 @@ def train(
         tensorboard: write TensorBoard logs to `out_dir/tensorboard`.
         verbose: Keras progress-bar verbosity.
         callbacks: extra Keras callbacks.
+        strategy: None / "none" (one device), "mirrored" (`tf.distribute.MirroredStrategy`,
+            all GPUs of this machine), "multiworker" (`MultiWorkerMirroredStrategy` over the
+            machines in `TF_CONFIG`) or a `tf.distribute.Strategy`; see `vggunet.distribute`.
+            Batches of `train_data` are global batches, split across the replicas. Only the
+            chief writes to `out_dir`; other workers' results have no checkpoint paths.
 
     Returns:
         A `TrainResult`.
     """
     phase = _Phase(1, "train", epochs, learning_rate, lambda m: None, "as given")
-    return _run(
+    return _run_distributed(
         model, train_data, val_data, [phase], kind="train", out_dir=out_dir,
         compile_kwargs=_compile_kwargs(loss, metrics, ignore_index, class_weights, optimizer,
                                        jit_compile, num_classes),
@@ -749,7 +840,7 @@ def train(
         steps_per_epoch=steps_per_epoch, validation_steps=validation_steps, resume=resume,
         tensorboard=tensorboard, verbose=verbose, extra_state={"epochs": epochs,
                                                                "learning_rate": learning_rate},
-        callbacks=callbacks,
+        callbacks=callbacks, strategy=strategy,
     )
 
 
@@ -784,7 +875,7 @@ def _spec_text(spec: Any) -> str:
 
 
 def finetune(
-    model: keras.Model,
+    model: ModelOrFactory,
     train_data: Any,
     val_data: Any = None,
     *,
@@ -811,6 +902,7 @@ def finetune(
     tensorboard: bool = True,
     verbose: int = 1,
     callbacks: Sequence[keras.callbacks.Callback] | None = None,
+    strategy: Any = None,
 ) -> TrainResult:
     """Two-phase transfer learning: frozen encoder, then the top of the encoder unfrozen.
 
@@ -820,7 +912,7 @@ def finetune(
     numbered globally. A phase with 0 epochs is skipped. Early stopping ends the current phase.
 
     Args:
-        model: a vggunet encoder U-Net.
+        model: a vggunet encoder U-Net, or a function building one (see `train`).
         train_data, val_data: see `train`.
         out_dir: run folder.
         phase1_epochs, phase2_epochs: epochs per phase.
@@ -828,7 +920,7 @@ def finetune(
         unfreeze: phase-2 spec: "topN" (the encoder's top N blocks), "encoder", or any
             `vggunet.freeze` spec (int, prefixes, predicate).
         train_bn: let encoder BatchNorm layers train in phase 2.
-        Other arguments: as in `train`.
+        Other arguments (`strategy` included): as in `train`.
 
     Returns:
         A `TrainResult` over both phases.
@@ -846,7 +938,7 @@ def finetune(
         _Phase(2, "fine-tune", phase2_epochs, phase2_lr, setup2,
                f"unfreeze {spec_text}, train_bn={train_bn}"),
     ]
-    return _run(
+    return _run_distributed(
         model, train_data, val_data, phases, kind="finetune", out_dir=out_dir,
         compile_kwargs=_compile_kwargs(loss, metrics, ignore_index, class_weights, optimizer,
                                        jit_compile, num_classes),
@@ -856,6 +948,6 @@ def finetune(
         extra_state={"phase1_epochs": phase1_epochs, "phase2_epochs": phase2_epochs,
                      "phase1_lr": phase1_lr, "phase2_lr": phase2_lr, "unfreeze": spec_text,
                      "train_bn": train_bn},
-        callbacks=callbacks,
+        callbacks=callbacks, strategy=strategy,
     )
 

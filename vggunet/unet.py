@@ -86,6 +86,7 @@ def build_vgg_unet(
     decoder: str = "upsampling",
     decoder_filters: Sequence[int] = (512, 256, 128, 64, 64),
     decoder_batchnorm: bool = False,
+    skip_batchnorm: bool = False,
     activation: str | None = "auto",
     freeze: Any = None,
     train_bn: bool = False,
@@ -113,6 +114,11 @@ def build_vgg_unet(
         decoder_filters: channels per decoder stage, deepest first; its length sets the number
             of stages (and the total stride, 2**len).
         decoder_batchnorm: BatchNorm after every bottleneck/decoder 3×3 conv.
+        skip_batchnorm: BatchNorm (decoder-side, trainable) on every skip tensor before its
+            concatenation and on the bottleneck's input, so encoder features reach the decoder
+            standardised per channel. Pretrained encoders can emit features whose channel
+            scales differ by 10³ (HED's VGG16: std 49 at `block1_conv2`, max ~900); a BatchNorm
+            after the decoder's convs does not repair that input conditioning, this does.
         activation: `"auto"` (softmax for >1 class, sigmoid for 1), `"softmax"`, `"sigmoid"` or
             None (logits).
         freeze: a freeze spec for `vggunet.freeze` (e.g. `"encoder"`, 10, `["block1"]`).
@@ -158,6 +164,12 @@ def build_vgg_unet(
 
     with dtype_policy(precision):
         x = encoder.outputs[-1]
+        if skip_batchnorm:
+            skips = {
+                stage: layers.BatchNormalization(name=f"decoder_stage{stage}_skip_bn")(tensor)
+                for stage, tensor in skips.items()
+            }
+            x = layers.BatchNormalization(name="bottleneck_input_bn")(x)
         if pool:
             x = layers.MaxPooling2D(2, name="bottleneck_pool")(x)
         x = conv_relu(x, bottleneck_filters, 3, "bottleneck_conv1", decoder_batchnorm)
