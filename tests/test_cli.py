@@ -208,7 +208,7 @@ def test_bad_flag_values_give_one_line_and_exit_2(argv, fragments, capsys):
 @pytest.mark.parametrize("argv, fragments", [
     (["train", "--data", "{tmp}/nope", "--weights", "none", "--out", "{tmp}/o"],
      ["nope", "does not exist"]),
-    (["train", "--out", "{tmp}/o"], ["--data DIR or --images DIR --masks DIR"]),
+    (["train", "--out", "{tmp}/o"], ["--data DIR, --images DIR --masks DIR or --pairs FILE"]),
     (["train", "--images", "{tmp}", "--out", "{tmp}/o"], ["--masks"]),
     (["export", "--model", "{tmp}/missing.keras", "--out", "{tmp}/x.keras"], ["missing.keras"]),
     (["predict", "--model", "{tmp}/m.keras", "--input", "{tmp}/none.png", "--out", "{tmp}/o"],

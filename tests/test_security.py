@@ -277,3 +277,55 @@ def test_odd_input_names_stay_inside_the_output_folder(tmp_path):
     assert all(p.resolve().parent == out.resolve() for p in written)
     assert {p.name for p in out.iterdir()} == {"-x.png", "..png", "...png"}
     assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == ["out"]
+
+
+def _grey_png(path: Path, value: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((40, 40), value, np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("line, needle", [
+    ("../outside.png masks/a.png", "contains '..'"),
+    ("images/a.png ../outside.png", "contains '..'"),
+    ("images/../../outside.png masks/a.png", "contains '..'"),
+    ("/etc/passwd masks/a.png", "absolute path '/etc/passwd' refused"),
+    ("C:\\\\data\\\\a.png masks/a.png", "absolute path"),
+    ("images/link.png masks/a.png", "outside"),
+    ("images/a.png", "expected 'image mask'"),
+    ("images/missing.png masks/a.png", "file not found"),
+])
+def test_pairs_list_rejects_paths_that_leave_the_data_folder(tmp_path, line, needle):
+    from vggunet.data import DataError, read_pairs_list
+
+    root = tmp_path / "data"
+    _grey_png(root / "images" / "a.png")
+    _grey_png(root / "masks" / "a.png")
+    _grey_png(tmp_path / "outside.png")
+    (root / "images" / "link.png").symlink_to(tmp_path / "outside.png")
+    (root / "list.txt").write_text(f"# image mask\nimages/a.png masks/a.png\n{line}\n")
+    with pytest.raises(DataError) as info:
+        read_pairs_list(root / "list.txt")
+    message = str(info.value)
+    assert "list.txt, line 3" in message and needle in message
+
+
+def test_pairs_list_reads_pairs_and_drives_the_cli(tmp_path, capsys):
+    from vggunet.cli import main
+    from vggunet.data import read_pairs_list
+
+    root = tmp_path / "data"
+    for stem in ("a", "b"):
+        _grey_png(root / "images" / f"{stem}.png", 100)
+        _grey_png(root / "masks" / f"{stem}.png", 1)
+    (root / "list.txt").write_text("images/a.png, masks/a.png\n\n  images/b.png\tmasks/b.png\n")
+    pairs = read_pairs_list(root / "list.txt")
+    assert pairs == [(root / "images" / "a.png", root / "masks" / "a.png"),
+                     (root / "images" / "b.png", root / "masks" / "b.png")]
+    (root / "bad.txt").write_text("images/a.png ../../etc/shadow\n")
+    code = main(["train", "--pairs", str(root / "bad.txt"), "--out", str(tmp_path / "run"),
+                 "--num-classes", "2", "--epochs", "1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "bad.txt, line 1" in err and "'..'" in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

@@ -352,7 +352,11 @@ def add_data_args(parser: argparse.ArgumentParser, *, validation: bool = True,
                         "train/ val/ test/ splits, or CamVid train/+trainannot/)")
     g.add_argument("--images", metavar="DIR", help="image folder (with --masks)")
     g.add_argument("--masks", metavar="DIR", help="mask folder (with --images)")
+    g.add_argument("--pairs", metavar="FILE",
+                   help="list file of 'image mask' relative paths, one pair per line "
+                        "(relative to the file's folder; '..' and absolute paths refused)")
     if validation:
+        g.add_argument("--val-pairs", metavar="FILE", help="validation list file (as --pairs)")
         g.add_argument("--val-data", metavar="DIR", help="validation data-set root")
         g.add_argument("--val-images", metavar="DIR", help="validation image folder")
         g.add_argument("--val-masks", metavar="DIR", help="validation mask folder")
@@ -393,13 +397,16 @@ def add_data_args(parser: argparse.ArgumentParser, *, validation: bool = True,
 
 
 def _pairs_of(data: str | None, images: str | None, masks: str | None, split: str,
-              prefix: str = "") -> list | None:
-    """Pairs from `--<prefix>data` or `--<prefix>images` + `--<prefix>masks`; None if unset."""
-    from vggunet.data import find_pairs, load_split
+              prefix: str = "", pairs: str | None = None) -> list | None:
+    """Pairs from `--<prefix>data`, `--<prefix>images` + `--<prefix>masks` or
+    `--<prefix>pairs`; None if none is set."""
+    from vggunet.data import find_pairs, load_split, read_pairs_list
 
-    if data and (images or masks):
-        raise CliError(f"give --{prefix}data DIR or --{prefix}images DIR --{prefix}masks DIR, "
-                       "not both")
+    if sum(bool(v) for v in (data, images or masks, pairs)) > 1:
+        raise CliError(f"give one of --{prefix}data DIR, --{prefix}images DIR --{prefix}masks "
+                       f"DIR or --{prefix}pairs FILE")
+    if pairs:
+        return read_pairs_list(pairs)
     if data:
         return load_split(data, split)
     if images or masks:
@@ -432,15 +439,17 @@ def resolve_pairs(args: argparse.Namespace) -> tuple[list, list | None]:
     split = "all"
     if args.data and _has_split(args.data, "train"):
         split = "train"
-    train = _pairs_of(args.data, args.images, args.masks, split)
+    train = _pairs_of(args.data, args.images, args.masks, split, pairs=args.pairs)
     if train is None:
-        raise CliError("no training data: give --data DIR or --images DIR --masks DIR")
+        raise CliError("no training data: give --data DIR, --images DIR --masks DIR or "
+                       "--pairs FILE")
     val = None
     if getattr(args, "val_data", None) is not None or getattr(args, "val_images", None) or \
-            getattr(args, "val_masks", None):
+            getattr(args, "val_masks", None) or getattr(args, "val_pairs", None):
         val_root = args.val_data
         val_split = "val" if val_root and _has_split(val_root, "val") else "all"
-        val = _pairs_of(val_root, args.val_images, args.val_masks, val_split, "val-")
+        val = _pairs_of(val_root, args.val_images, args.val_masks, val_split, "val-",
+                        pairs=args.val_pairs)
     elif split == "train" and _has_split(args.data, "val"):
         val = _pairs_of(args.data, None, None, "val")
     if getattr(args, "val_split", None):
@@ -748,9 +757,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from vggunet.evaluate import evaluate
     from vggunet.saving import load_model
 
-    if args.data and (args.images or args.masks):
-        raise CliError("give --data DIR or --images DIR --masks DIR, not both")
-    if args.data:
+    if sum(bool(v) for v in (args.data, args.images or args.masks, args.pairs)) > 1:
+        raise CliError("give one of --data DIR, --images DIR --masks DIR or --pairs FILE")
+    if args.pairs:
+        from vggunet.data import read_pairs_list
+
+        pairs = read_pairs_list(args.pairs)
+    elif args.data:
         from vggunet.data import discover_layout, load_split
 
         splits = discover_layout(args.data).splits
@@ -763,7 +776,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
         pairs = find_pairs(args.images, args.masks)
     else:
-        raise CliError("no data: give --data DIR or --images DIR --masks DIR")
+        raise CliError("no data: give --data DIR, --images DIR --masks DIR or --pairs FILE")
     model = load_model(args.model, compile=False)
     if args.num_classes is None:
         args.num_classes = max(2, int(model.output_shape[-1]))

@@ -28,7 +28,7 @@ import struct
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath, PureWindowsPath
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -50,6 +50,7 @@ __all__ = [
     "find_pairs",
     "discover_layout",
     "load_split",
+    "read_pairs_list",
     "load_image",
     "load_mask",
     "validate_pairs",
@@ -302,6 +303,87 @@ def load_split(root: str | Path, split: str = "all",
         raise DataError(f"split {split!r} not found under {layout.root} ({layout.kind} "
                         f"layout); available: {', '.join(layout.splits)}")
     return find_pairs(*layout.splits[split], mask_suffix)
+
+
+def _list_entry(text: str, base: Path, list_file: Path, line: int) -> Path:
+    """One path of a pairs list, resolved under `base`; anything that could leave it is refused."""
+    where = f"{list_file}, line {line}"
+    entry = PurePath(text)
+    if entry.is_absolute() or PureWindowsPath(text).is_absolute() or PureWindowsPath(text).drive:
+        raise DataError(f"{where}: absolute path {text!r} refused; list paths relative to "
+                        f"{base}")
+    if ".." in entry.parts or ".." in PureWindowsPath(text).parts:
+        raise DataError(f"{where}: path {text!r} contains '..'; list paths must stay inside "
+                        f"{base}")
+    path = base / entry
+    # A symlink inside the folder could still point outside it.
+    if not path.resolve().is_relative_to(base.resolve()):
+        raise DataError(f"{where}: {text!r} resolves to {path.resolve()}, outside {base}")
+    if not path.is_file():
+        raise DataError(f"{where}: file not found: {path}")
+    return path
+
+
+def read_pairs_list(list_file: str | Path, root: str | Path | None = None) -> list[Pair]:
+    """Pairs from a list file: one ``image mask`` pair of relative paths per line.
+
+    Fields are separated by whitespace or a comma; blank lines and lines starting with ``#``
+    are skipped. Paths are relative to `root` (default: the list file's folder). Absolute paths,
+    ``..`` components and symlinks that resolve outside `root` are refused, so a list can never
+    make vggunet read from, or name an output after, a file outside its data folder.
+
+    Args:
+        list_file: the text file.
+        root: folder the listed paths are relative to.
+
+    Returns:
+        (image_path, mask_path) pairs in list order.
+
+    Raises:
+        DataError: missing list file, a malformed line, a refused or missing path, a duplicate
+            image, or an empty list (the file and line are named).
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> root = Path(tempfile.mkdtemp())
+        >>> for name in ("a.png", "a_mask.png"):
+        ...     (root / name).touch()
+        >>> _ = (root / "train.txt").write_text("a.png a_mask.png\\n")
+        >>> [(i.name, m.name) for i, m in read_pairs_list(root / "train.txt")]
+        [('a.png', 'a_mask.png')]
+        >>> _ = (root / "bad.txt").write_text("../a.png a_mask.png\\n")
+        >>> read_pairs_list(root / "bad.txt")
+        Traceback (most recent call last):
+        ...
+        vggunet.data.DataError: ...bad.txt, line 1: path '../a.png' contains '..'; list paths must stay inside ...
+    """
+    list_file = Path(list_file)
+    if not list_file.is_file():
+        raise DataError(f"pairs list not found: {list_file}")
+    base = Path(root) if root is not None else list_file.parent
+    try:
+        lines = list_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"cannot read pairs list {list_file}: {error}") from error
+    pairs: list[Pair] = []
+    seen: dict[Path, int] = {}
+    for number, raw in enumerate(lines, start=1):
+        text = raw.strip()
+        if not text or text.startswith("#"):
+            continue
+        fields = [f for f in re.split(r"[,\s]+", text) if f]
+        if len(fields) != 2:
+            raise DataError(f"{list_file}, line {number}: expected 'image mask', got {text!r}")
+        image, mask = (_list_entry(f, base, list_file, number) for f in fields)
+        if image in seen:
+            raise DataError(f"{list_file}, line {number}: {fields[0]!r} already listed on line "
+                            f"{seen[image]}")
+        seen[image] = number
+        pairs.append((image, mask))
+    if not pairs:
+        raise DataError(f"pairs list {list_file} lists no pairs")
+    return pairs
 
 
 # --------------------------------------------------------------------------- reading
