@@ -242,6 +242,8 @@ def test_tiled_2048_image_in_bounded_tile_batches(rng):
     # 32 px margin each side: 4 × 416 + 480 = 2144 >= 2048 + 2 × 32); never more than 4 at a time.
     assert sum(c[0] for c in calls) == 25 and all(c[1:] == (480, 480, 3) for c in calls)
     assert max(c[0] for c in calls) <= 4
+    # Balanced batches (4,3,4,3,...), never a lone last tile.
+    assert max(c[0] for c in calls) - min(c[0] for c in calls) <= 1
 
 
 def test_tiled_argument_errors():
