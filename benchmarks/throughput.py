@@ -420,11 +420,16 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [SECTION, "",
              f"Measured {report['date']} on {m['cpu']} ({m['cores']} cores; "
              f"{', '.join(m.get('bf16_flags', []))}), TensorFlow {m['versions']['tensorflow']}, "
-             f"Keras {m['versions']['keras']}, Python {m['python']}. Load average at start/end: "
-             f"{report['loadavg_start']} / {report['loadavg_end']}.",
-             f"Command: `{report['command']}` (every contender in its own process, one after "
-             f"another in the same run). Input {size}×{size}×3, batch 8, 2 classes, "
-             "`weights=None`, Adam + sparse cross-entropy, medians of the timed steps after warm-up.",
+             f"Keras {m['versions']['keras']}, Python {m['python']}. Every contender runs in "
+             f"its own process, one after another in the same run. Input {size}×{size}×3, batch "
+             "8, 2 classes, `weights=None`, Adam + sparse cross-entropy, medians of the timed "
+             "steps after warm-up. Runs (load average at start / end):", ""]
+    for run in report.get("runs") or [{k: report[k] for k in ("command", "date", "loadavg_start",
+                                                               "loadavg_end")}
+                                      | {"jobs": sorted(r)}]:
+        lines.append(f"- `{run['command']}` ({run['date']}; load {run['loadavg_start']} / "
+                     f"{run['loadavg_end']}): {', '.join(run['jobs'])}")
+    lines += ["",
              "",
              "| contender | policy | params | fwd GFLOPs/img | train img/s | infer img/s | "
              "train GFLOP/s | infer GFLOP/s | peak RSS train |",
@@ -528,7 +533,8 @@ def main(argv: list[str] | None = None) -> int:
         keep = set(args.only.split(","))
         jobs = [j for j in jobs if j[0] in keep]
     out_path = RESULTS / ("throughput_quick.json" if args.quick else "throughput.json")
-    previous = json.loads(out_path.read_text())["results"] if args.only and out_path.exists() else {}
+    before = json.loads(out_path.read_text()) if args.only and out_path.exists() else {}
+    previous = before.get("results", {})
     report: dict[str, Any] = {
         "date": dt.date.today().isoformat(), "machine": machine(),
         "command": "make bench" + ("-quick" if args.quick else "") if not args.only
@@ -546,6 +552,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - t0:6.0f} s] {key}: {brief}", flush=True)
     report["loadavg_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
     report["wall_s"] = time.perf_counter() - t0
+    # A partial rerun (--only) keeps the other jobs' figures: record which run measured what.
+    runs = before.get("runs") or ([{k: before[k] for k in ("command", "date", "loadavg_start",
+                                                            "loadavg_end")}
+                                   | {"jobs": sorted(before.get("results", {}))}]
+                                  if before else [])
+    runs = [r | {"jobs": [j for j in r["jobs"] if j not in {key for key, _, _ in jobs}]}
+            for r in runs]
+    report["runs"] = [r for r in runs if r["jobs"]] + [
+        {k: report[k] for k in ("command", "date", "loadavg_start", "loadavg_end")}
+        | {"jobs": [key for key, _, _ in jobs]}]
     report["summary"] = summarize(report["results"])
     RESULTS.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(report, indent=2))

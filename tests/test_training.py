@@ -249,3 +249,34 @@ def test_early_stopping(isbi_crops, tmp_path):
     again = train(tiny_unet(), dataset(images[:2], masks[:2]), out_dir=tmp_path, epochs=5,
                   monitor="loss", early_stopping=0, resume=True, verbose=0)
     assert again.stopped_reason == "early_stopping" and again.epochs_completed == 2
+
+
+def test_recalibrate_batchnorm_sets_moving_stats_to_the_mean_of_batch_stats(isbi_crops):
+    from vggunet import freeze, recalibrate_batchnorm
+
+    images, _ = isbi_crops
+    model = build_vgg_unet("resnet50", input_shape=(64, 64, 3), num_classes=2, weights=None,
+                           decoder_filters=(8, 8, 8, 8, 8), bottleneck_filters=8,
+                           decoder_batchnorm=True, precision="float32")
+    freeze(model, "encoder")
+    bn = model.get_layer("decoder_stage5_conv1_bn")
+    encoder_bn = model.get_layer("conv1_bn")
+    encoder_before = [np.array(w) for w in encoder_bn.weights]
+    weights_before = [np.array(w) for w in model.trainable_weights]
+    probe = keras.Model(model.input, bn.input)
+    batches = [images[:4], images[4:]]
+    expected_mean = np.mean([np.asarray(probe(b, training=True)).mean((0, 1, 2))
+                             for b in batches], axis=0)
+
+    assert recalibrate_batchnorm(model, [(b, None) for b in batches] * 3, steps=2) == 2
+    np.testing.assert_allclose(np.array(bn.moving_mean), expected_mean, rtol=1e-4, atol=1e-5)
+    assert bn.momentum == 0.99  # restored
+    # Weights untouched; the frozen encoder's BatchNorm (inference mode) untouched too.
+    for before, after in zip(weights_before, model.trainable_weights):
+        np.testing.assert_array_equal(before, np.array(after))
+    for before, after in zip(encoder_before, encoder_bn.weights):
+        np.testing.assert_array_equal(before, np.array(after))
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        recalibrate_batchnorm(model, batches, steps=0)
+    with pytest.raises(ValueError, match="yielded no batch"):
+        recalibrate_batchnorm(model, [], steps=None)

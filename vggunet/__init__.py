@@ -36,7 +36,7 @@ from vggunet.predict import (
     predict_tiled,
 )
 from vggunet.saving import ModelFileError, UnsafeModelError, load_model, save_model
-from vggunet.training import TrainResult, compile_model, finetune, train
+from vggunet.training import TrainResult, compile_model, finetune, recalibrate_batchnorm, train
 from vggunet.unet import build_encoder_unet, build_unet, build_vgg_unet
 from vggunet.unet3d import build_unet_3d
 from vggunet.weights import ImagenetWeightsUnavailable, WeightsError, load_backbone_weights
@@ -73,6 +73,7 @@ __all__ = [
     "evaluate",
     "export_model",
     "finetune",
+    "recalibrate_batchnorm",
     "format_layers",
     "freeze",
     "get_encoder_spec",
