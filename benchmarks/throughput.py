@@ -333,7 +333,7 @@ def plan(quick: bool) -> list[tuple[str, dict[str, Any], float]]:
         jobs.append((name, {"kind": "model", "name": name, "size": size, "batch": 8,
                             "warmup": warmup, "steps": steps}, 900))
     jobs.append(("pipeline", {"kind": "pipeline", "size": size, "batch": 8, "batches": 20}, 300))
-    jobs.append(("train_448", {"kind": "train_size", "size": 448, "batch": 2, "warmup": warmup,
+    jobs.append(("train_448", {"kind": "train_size", "size": 448, "batch": 8, "warmup": warmup,
                                "steps": steps}, 900))
     for side in (1024, 2048, 4096):
         jobs.append((f"tiled_{side}", {"kind": "tiled", "side": side, "tile": 512,
