@@ -568,6 +568,8 @@ class _OverlapLoss(keras.losses.Loss):
     ``reduction`` has no effect.
     """
 
+    default_name: str | None = None
+
     def __init__(
         self,
         num_classes: int | None = None,
@@ -579,7 +581,8 @@ class _OverlapLoss(keras.losses.Loss):
         reduction: str | None = "sum_over_batch_size",
         dtype: Any = None,
     ) -> None:
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        # Subclasses differ only in their score and default name, so no subclass __init__.
+        super().__init__(name=name or self.default_name, reduction=reduction, dtype=dtype)
         self.num_classes = validate_num_classes(num_classes, allow_none=True)
         self.from_logits = _validate_bool("from_logits", from_logits)
         self.ignore_index = validate_ignore_index(ignore_index)
@@ -683,27 +686,7 @@ class DiceLoss(_OverlapLoss):
         dtype: Keras dtype policy (computation is float32 regardless).
     """
 
-    def __init__(
-        self,
-        num_classes: int | None = None,
-        from_logits: bool = False,
-        ignore_index: int | None = None,
-        smooth: float = 1.0,
-        class_weights: Sequence[float] | None = None,
-        name: str = "dice_loss",
-        reduction: str | None = "sum_over_batch_size",
-        dtype: Any = None,
-    ) -> None:
-        super().__init__(
-            num_classes=num_classes,
-            from_logits=from_logits,
-            ignore_index=ignore_index,
-            smooth=smooth,
-            class_weights=class_weights,
-            name=name,
-            reduction=reduction,
-            dtype=dtype,
-        )
+    default_name = "dice_loss"
 
     def _scores(self, intersection, pred_sum, true_sum):
         return self._safe_ratio(
@@ -730,27 +713,7 @@ class JaccardLoss(_OverlapLoss):
         dtype: Keras dtype policy (computation is float32 regardless).
     """
 
-    def __init__(
-        self,
-        num_classes: int | None = None,
-        from_logits: bool = False,
-        ignore_index: int | None = None,
-        smooth: float = 1.0,
-        class_weights: Sequence[float] | None = None,
-        name: str = "jaccard_loss",
-        reduction: str | None = "sum_over_batch_size",
-        dtype: Any = None,
-    ) -> None:
-        super().__init__(
-            num_classes=num_classes,
-            from_logits=from_logits,
-            ignore_index=ignore_index,
-            smooth=smooth,
-            class_weights=class_weights,
-            name=name,
-            reduction=reduction,
-            dtype=dtype,
-        )
+    default_name = "jaccard_loss"
 
     def _scores(self, intersection, pred_sum, true_sum):
         return self._safe_ratio(
