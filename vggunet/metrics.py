@@ -120,6 +120,8 @@ class _ConfusionMatrixMetric(keras.metrics.Metric):
     :func:`scores_from_confusion`.
     """
 
+    default_name: str | None = None
+
     def __init__(
         self,
         num_classes: int,
@@ -128,7 +130,8 @@ class _ConfusionMatrixMetric(keras.metrics.Metric):
         from_logits: bool = False,
         dtype: Any = None,
     ) -> None:
-        super().__init__(name=name, dtype=dtype)
+        # Subclasses differ only in result() and default name, so no subclass __init__.
+        super().__init__(name=name or self.default_name, dtype=dtype)
         self.num_classes = validate_num_classes(num_classes)
         self.ignore_index = validate_ignore_index(ignore_index)
         self.from_logits = _validate_bool("from_logits", from_logits)
@@ -215,15 +218,7 @@ class MeanIoU(_ConfusionMatrixMetric):
         dtype: Keras dtype policy of the result.
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        ignore_index: int | None = None,
-        name: str = "mean_iou",
-        from_logits: bool = False,
-        dtype: Any = None,
-    ) -> None:
-        super().__init__(num_classes, ignore_index, name, from_logits, dtype)
+    default_name = "mean_iou"
 
     def result(self):
         """Return the mean IoU over present classes.
@@ -254,15 +249,7 @@ class PerClassIoU(_ConfusionMatrixMetric):
         dtype: Keras dtype policy of the result.
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        ignore_index: int | None = None,
-        name: str = "per_class_iou",
-        from_logits: bool = False,
-        dtype: Any = None,
-    ) -> None:
-        super().__init__(num_classes, ignore_index, name, from_logits, dtype)
+    default_name = "per_class_iou"
 
     def result(self):
         """Return the per-class IoU vector.
@@ -289,15 +276,7 @@ class DiceScore(_ConfusionMatrixMetric):
         dtype: Keras dtype policy of the result.
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        ignore_index: int | None = None,
-        name: str = "dice_score",
-        from_logits: bool = False,
-        dtype: Any = None,
-    ) -> None:
-        super().__init__(num_classes, ignore_index, name, from_logits, dtype)
+    default_name = "dice_score"
 
     def result(self):
         """Return the mean Dice over present classes.
