@@ -121,11 +121,12 @@ def build_model(cfg: dict[str, Any], hed_path: Path | None) -> Any:
     if cfg["model"] == "lab":
         # Free H and W (multiples of 16) so the held-out 512x512 images go through whole.
         return build_unet(input_size=(None, None, 1), n_filters=32, n_classes=2)
+    extra = {"decoder_filters": cfg["decoder_filters"]} if cfg.get("decoder_filters") else {}
     return build_vgg_unet(
         "vgg16", input_shape=(None, None, 1), num_classes=2,
         weights=str(hed_path) if cfg["weights"] == "hed" else None,
         decoder_batchnorm=cfg["decoder_batchnorm"], skip_batchnorm=cfg["skip_batchnorm"],
-        precision=cfg["precision"],
+        bn_momentum=cfg["bn_momentum"], precision=cfg["precision"], **extra,
     )
 
 
@@ -144,8 +145,11 @@ def resolve_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
            "skip_batchnorm": bool(args.skip_batchnorm), "long": False, **CONFIGS[name]}
     cfg["steps"] = args.long_steps if cfg["long"] else args.steps
     cfg["crop"] = (args.long_crop or args.crop) if cfg["long"] else args.crop
-    cfg.update(batch=args.batch, epochs=args.epochs,
-               phase1_fraction=args.phase1_fraction, unfreeze=args.unfreeze)
+    cfg.update(batch=args.batch, epochs=args.long_epochs if cfg["long"] else args.epochs,
+               phase1_fraction=args.phase1_fraction, unfreeze=args.unfreeze,
+               bn_momentum=args.bn_momentum, recalibrate_bn=args.recalibrate_bn or None,
+               decoder_filters=args.decoder_filters, lr_decay_last=args.lr_decay_last,
+               curve=args.curve)
     if cfg["mode"] == "frozen":
         cfg["lr"] = args.lr_frozen
     elif cfg["mode"] == "finetune":
@@ -155,8 +159,61 @@ def resolve_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
         cfg["lr"] = args.lr_lab if cfg["model"] == "lab" else args.lr_full
     if cfg["model"] == "lab":
         cfg["decoder_batchnorm"] = cfg["skip_batchnorm"] = False  # the lab model has no BN
+        cfg["recalibrate_bn"] = cfg["decoder_filters"] = None
         cfg["precision"] = "float32"  # build_unet takes the global policy: float32 here
     return cfg
+
+
+def HeldOutCurve(held_out: list[Any], scale: str, *, steps_per_epoch: int) -> Any:  # noqa: N802
+    """A Keras callback scoring the held-out images after every epoch (the learning curve).
+
+    Runs after vggunet's own callbacks (BatchNorm re-estimation, checkpoint), so it scores what
+    `last.keras` holds. Its own time is kept in `eval_s` and left out of the training wall time.
+
+    Args:
+        held_out: `(image_path, mask_path)` pairs.
+        scale: "raw" or "unit" input scaling (as the training data).
+        steps_per_epoch: training steps per epoch (for the step column).
+
+    Returns:
+        The callback; `points` holds one dict per epoch: step, training wall seconds so far,
+        plain held-out scores.
+    """
+    import keras
+    import numpy as np
+
+    from vggunet.data import load_image, load_mask
+    from vggunet.metrics import confusion_matrix
+
+    images = np.stack([load_image(p, channels=1) for p, _ in held_out])
+    if scale == "unit":
+        images = images / np.float32(255.0)
+    masks = np.stack([load_mask(m, "binary", num_classes=2) for _, m in held_out])
+
+    class _Curve(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.points: list[dict[str, Any]] = []
+            self.eval_s = 0.0
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            t0 = time.perf_counter()
+            train_s = t0 - self.start - self.eval_s
+            out = self.model.predict(images, batch_size=2, verbose=0)
+            pred = np.argmax(out, axis=-1)  # argmax is the same on logits and probabilities
+            scores = _scores(confusion_matrix(masks, pred, 2))
+            self.eval_s += time.perf_counter() - t0
+            self.points.append({
+                "epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch,
+                "train_wall_s": round(train_s, 1),
+                "loss": round(float((logs or {}).get("loss", float("nan"))), 5),
+                "load": _load()[0], **scores,
+            })
+            print(f"  held-out after step {self.points[-1]['step']}: pixel error "
+                  f"{scores['pixel_error']:.4f} at {train_s:.0f} s of training", flush=True)
+
+    return _Curve()
 
 
 def run_one(cfg: dict[str, Any], seed: int, data: Path, tta: bool = True) -> dict[str, Any]:
@@ -202,9 +259,23 @@ def run_one(cfg: dict[str, Any], seed: int, data: Path, tta: bool = True) -> dic
         # Phases end on epoch boundaries: enough epochs for the frozen share to be one or more.
         epochs = max(epochs, round(1 / cfg["phase1_fraction"]))
     steps_per_epoch = max(1, cfg["steps"] // epochs)
+    callbacks: list[Any] = []
+    if cfg["lr_decay_last"]:
+        # Step decay: the last `lr_decay_last` share of the epochs at a tenth of the phase's lr.
+        decay_from = epochs - max(1, round(epochs * cfg["lr_decay_last"]))
+        final_lr = 0.1 * (cfg.get("lr2") or cfg["lr"])
+        callbacks.append(keras.callbacks.LearningRateScheduler(
+            lambda epoch, lr: final_lr if epoch >= decay_from else lr))
+    curve = HeldOutCurve(held_out, scale, steps_per_epoch=steps_per_epoch) \
+        if cfg["curve"] else None
+    if curve is not None:
+        callbacks.append(curve)
     common = dict(out_dir=out_dir, steps_per_epoch=steps_per_epoch, loss="ce+dice",
-                  metrics=("accuracy",), monitor="loss", tensorboard=False, verbose=2)
+                  metrics=("accuracy",), monitor="loss", tensorboard=False, verbose=2,
+                  callbacks=callbacks, recalibrate_bn=cfg["recalibrate_bn"])
     wall0, cpu0 = time.perf_counter(), time.process_time()
+    if curve is not None:
+        curve.start = wall0
     if cfg["mode"] == "finetune":
         e1 = min(epochs - 1, max(1, round(epochs * cfg["phase1_fraction"])))
         result = finetune(model, train_ds, None, phase1_epochs=e1, phase2_epochs=epochs - e1,
@@ -220,7 +291,7 @@ def run_one(cfg: dict[str, Any], seed: int, data: Path, tta: bool = True) -> dic
         result = train(model, train_ds, None, epochs=epochs, learning_rate=cfg["lr"], **common)
         phases = f"{epochs * steps_per_epoch} " + \
                  ("encoder frozen" if cfg["mode"] == "frozen" else "all trainable")
-    train_wall = time.perf_counter() - wall0
+    train_wall = time.perf_counter() - wall0 - (curve.eval_s if curve is not None else 0.0)
     train_cpu = time.process_time() - cpu0
     load_after_train = _load()
 
@@ -249,7 +320,10 @@ def run_one(cfg: dict[str, Any], seed: int, data: Path, tta: bool = True) -> dic
         "weights": "HED (BSDS500)" if cfg["weights"] == "hed" else "random",
         "mode": cfg["mode"], "phases": phases, "augment": cfg["augment"],
         "precision": cfg["precision"], "decoder_batchnorm": cfg["decoder_batchnorm"],
-        "skip_batchnorm": cfg["skip_batchnorm"],
+        "skip_batchnorm": cfg["skip_batchnorm"], "bn_momentum": cfg["bn_momentum"],
+        "recalibrate_bn": cfg["recalibrate_bn"], "decoder_filters": cfg["decoder_filters"],
+        "lr_decay_last": cfg["lr_decay_last"],
+        "curve": curve.points if curve is not None else None,
         "lr": cfg["lr"], "lr2": cfg.get("lr2"), "steps": epochs * steps_per_epoch,
         "batch": cfg["batch"], "crop": cfg["crop"], "trainable_params": trainable,
         "train_wall_s": round(train_wall, 1), "train_cpu_s": round(train_cpu, 1),
@@ -309,11 +383,21 @@ def render_table(results: dict[str, Any]) -> str:
                     (True, True): "BN after convs + on skips",
                     (False, True): "BN on skips"}[(bool(r["decoder_batchnorm"]),
                                                    bool(r.get("skip_batchnorm")))]
+            if norm != "none":
+                # Rows run before `bn_momentum` existed used Keras's default 0.99.
+                norm += f", momentum {r.get('bn_momentum', 0.99):g}"
+                if r.get("recalibrate_bn"):
+                    norm += f", re-estimated on {r['recalibrate_bn']} batches per epoch"
+            if r.get("decoder_filters"):
+                norm += f"; decoder {','.join(str(f) for f in r['decoder_filters'])}"
         lr = f"{r['lr']:g}" + (f" then {r['lr2']:g}" if r.get("lr2") else "")
+        if r.get("lr_decay_last"):
+            lr += f", ×0.1 for the last {r['lr_decay_last']:.0%} of epochs"
+        lr += f"; {r['crop']}² crops, batch {r['batch']}"
         tta = f"{t['pixel_error']:.4f} | {t['mean_iou']:.3f}" if t else "– | –"
         precision = "mixed bf16" if r["precision"] == "auto" else r["precision"]
         lines.append(
-            f"| `{r['config']}` {r['label']} | {r['weights']} | {norm} | {r['phases']}, {lr} | "
+            f"| `{r['config']}`{' ' + r['tag'] if r.get('tag') else ''} {r['label']} | {r['weights']} | {norm} | {r['phases']}, {lr} | "
             f"{r['augment']} | {precision} | {r['seed']} | {p['pixel_error']:.4f} | "
             f"{p['membrane_dice']:.3f} / {p['membrane_iou']:.3f} | "
             f"{p['cell_dice']:.3f} / {p['cell_iou']:.3f} | {p['mean_iou']:.3f} | {tta} | "
@@ -322,7 +406,11 @@ def render_table(results: dict[str, Any]) -> str:
         )
     by_config: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
-        by_config.setdefault(r["config"], []).append(r)
+        variant = r["config"] if r.get("bn_momentum") is None else \
+            f"{r['config']} (momentum {r['bn_momentum']:g})"
+        if r.get("tag"):
+            variant += f" {r['tag']}"
+        by_config.setdefault(variant, []).append(r)
     spread = [(name, rs) for name, rs in by_config.items() if len(rs) > 1]
     if spread:
         lines += ["", "Seed spread (mean, min–max over seeds):", "",
@@ -335,6 +423,17 @@ def render_table(results: dict[str, Any]) -> str:
                 f"{_fmt_spread([r['tta']['pixel_error'] for r in rs if r.get('tta')] or [0])} | "
                 f"{_fmt_spread([r['plain']['mean_iou'] for r in rs])} |"
             )
+    for r in runs:
+        if not r.get("curve"):
+            continue
+        name = f"`{r['config']}`" + (f" {r['tag']}" if r.get("tag") else "")
+        lines += ["", f"Held-out learning curve of {name} (seed {r['seed']}; BatchNorm statistics "
+                  "as checkpointed; training wall time without the scoring):", "",
+                  "| step | training wall (min) | pixel error | membrane Dice | mean IoU | "
+                  "training loss |", "|---:|---:|---:|---:|---:|---:|"]
+        for c in r["curve"]:
+            lines.append(f"| {c['step']} | {c['train_wall_s'] / 60:.1f} | {c['pixel_error']:.4f} | "
+                         f"{c['membrane_dice']:.3f} | {c['mean_iou']:.3f} | {c['loss']:.3f} |")
     return "\n".join(lines)
 
 
@@ -414,6 +513,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-batchnorm", type=int, choices=(0, 1), default=0,
                         help="BatchNorm on skips and bottleneck input, for VGG configs that do "
                              "not fix it")
+    parser.add_argument("--bn-momentum", type=float, default=0.9,
+                        help="momentum of the decoder-side BatchNorms (vggunet's default 0.9; "
+                             "the rows before it was introduced used Keras's 0.99)")
+    parser.add_argument("--recalibrate-bn", type=int, default=0, metavar="N",
+                        help="re-estimate BatchNorm statistics on N training batches before "
+                             "each checkpoint (train/finetune recalibrate_bn; 0 = off)")
+    parser.add_argument("--decoder-filters", type=lambda t: tuple(int(v) for v in t.split(",")),
+                        default=None, metavar="N,N,...",
+                        help="decoder widths of the VGG configs (default: build_vgg_unet's)")
+    parser.add_argument("--long-epochs", type=int, default=None,
+                        help="checkpoint epochs of *_long configs (default --epochs)")
+    parser.add_argument("--lr-decay-last", type=float, default=0.0,
+                        help="share of the epochs run at a tenth of the (last phase's) lr")
+    parser.add_argument("--curve", action="store_true",
+                        help="score the held-out images after every epoch (learning curve; its "
+                             "time is left out of the training wall time)")
+    parser.add_argument("--tag", default="",
+                        help="a name for this variant (kept apart from runs of the same config)")
     parser.add_argument("--no-tta", action="store_true", help="skip the TTA evaluation")
     parser.add_argument("--tta-configs", default="all",
                         help="configs also scored with TTA (8 forward passes per image, the "
@@ -427,6 +544,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--one-out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.long_epochs is None:
+        args.long_epochs = args.epochs
     if args.quick:
         args.steps, args.long_steps, args.batch, args.crop, args.epochs = 12, 12, 2, 128, 2
         args.long_crop = None
@@ -477,7 +596,13 @@ def main(argv: list[str] | None = None) -> int:
                                            *passthrough])
             figures["total_wall_s"] = round(time.perf_counter() - t0, 1)
             results = _read(out)  # another invocation may have merged meanwhile
-            results.setdefault("runs", {})[f"{name}@seed{seed}"] = figures
+            # Rows from before `--bn-momentum` (Keras's 0.99) keep their keys; later ones are
+            # told apart by their momentum.
+            key = f"{name}@seed{seed}@bnm{args.bn_momentum:g}"
+            key += f"@{args.tag}" if args.tag else ""
+            if args.tag:
+                figures["tag"] = args.tag
+            results.setdefault("runs", {})[key] = figures
             _write(out, results)
             print(f"=== {name} seed {seed}: pixel error {figures['plain']['pixel_error']:.4f}"
                   f" (TTA {figures.get('tta', {}).get('pixel_error', float('nan')):.4f}), "

@@ -187,6 +187,8 @@ def test_export_rejects_other_formats(trained, tmp_path):
     (["finetune", "--data", "x", "--phase1-epochs", "-3", "--out", "o"], ["--phase1-epochs"]),
     (["train", "--val-split", "1.5", "--out", "o"], ["--val-split"]),
     (["train", "--decoder-filters", "64,0", "--out", "o"], ["--decoder-filters"]),
+    (["train", "--bn-momentum", "1.5", "--out", "o"], ["--bn-momentum", "[0, 1)"]),
+    (["finetune", "--recalibrate-bn", "-2", "--out", "o"], ["--recalibrate-bn"]),
     (["train", "--crop", "axb", "--out", "o"], ["--crop"]),
     (["predict", "--model", "m.keras", "--input", "in", "--out", "o", "--tile", "0"],
      ["--tile"]),
@@ -254,13 +256,21 @@ def test_finetune_with_separate_validation_folders_and_augmentation(tiny_isbi, t
                    *TINY_MODEL, "--phase1-epochs", "1", "--phase2-epochs", "1",
                    "--phase1-lr", "1e-3", "--phase2-lr", "1e-4", "--unfreeze", "top1",
                    "--crop", "32x32", "--augment", "flip,rot90", "--batch-size", "4",
-                   "--early-stopping", "3", "--seed", "1", "--out", str(out), "--quiet")
+                   "--early-stopping", "3", "--seed", "1", "--out", str(out), "--quiet",
+                   "--decoder-batchnorm", "--skip-batchnorm", "--bn-momentum", "0.8",
+                   "--recalibrate-bn", "2")
     assert_ok(proc)
     assert "data: 4 training pairs, 4 validation pairs" in proc.stdout
     assert "epochs completed: 2" in proc.stdout
     state = json.loads((out / "state.json").read_text())
     assert state  # written by the trainer
     assert (out / "checkpoints" / "best.keras").is_file()
+    from vggunet import load_model
+
+    model = load_model(out / "checkpoints" / "last.keras", compile=False)
+    skip_bn = model.get_layer("decoder_stage1_skip_bn")
+    assert skip_bn.momentum == 0.8
+    assert model.get_layer("decoder_stage5_conv2_bn").momentum == 0.8
 
 
 def test_imagenet_offline_is_a_one_line_how_to(tiny_isbi, tmp_path):

@@ -251,6 +251,68 @@ def test_early_stopping(isbi_crops, tmp_path):
     assert again.stopped_reason == "early_stopping" and again.epochs_completed == 2
 
 
+def test_decoder_batchnorms_use_bn_momentum_and_encoder_batchnorms_keep_theirs():
+    model = build_vgg_unet("resnet50", input_shape=(64, 64, 3), num_classes=2, weights=None,
+                           decoder_filters=(8, 8, 8, 8, 8), bottleneck_filters=8,
+                           decoder_batchnorm=True, skip_batchnorm=True, precision="float32")
+    roles = layer_roles(model)
+    decoder_bns = [layer for layer in model.layers
+                   if isinstance(layer, keras.layers.BatchNormalization)
+                   and roles[layer.name] not in ("encoder", "skip")]
+    # 2 bottleneck + 2 per stage x 5 + 4 skips (ResNet50 has none at full resolution) + the
+    # bottleneck input.
+    assert len(decoder_bns) == 2 + 10 + 4 + 1
+    assert {layer.momentum for layer in decoder_bns} == {0.9}
+    assert model.get_layer("conv1_bn").momentum == 0.99  # the encoder's own
+    custom = build_vgg_unet("vgg16", input_shape=(32, 32, 3), weights=None,
+                            decoder_filters=(8,) * 5, bottleneck_filters=8,
+                            decoder_batchnorm=True, bn_momentum=0.5, precision="float32")
+    assert custom.get_layer("decoder_stage3_conv2_bn").momentum == 0.5
+    for bad in (1.0, -0.1, "0.9", True):
+        with pytest.raises(ValueError, match="bn_momentum must be a number in \\[0, 1\\)"):
+            build_vgg_unet("vgg16", input_shape=(32, 32, 3), weights=None,
+                           decoder_batchnorm=True, bn_momentum=bad)
+
+
+def test_train_recalibrates_batchnorm_before_validation_and_checkpoint(isbi_crops, tmp_path):
+    from vggunet import recalibrate_batchnorm
+
+    images, masks = isbi_crops
+    model = build_vgg_unet("vgg16", input_shape=(None, None, 3), num_classes=2, weights=None,
+                           decoder_filters=(8, 8, 8, 8, 8), bottleneck_filters=8,
+                           decoder_batchnorm=True, skip_batchnorm=True, precision="float32")
+    # Unshuffled batches: every re-estimation sees the same 2 batches, so it is reproducible.
+    data = tf.data.Dataset.from_tensor_slices((images, masks)).batch(4)
+    seen_at_validation = []
+
+    class Spy(keras.callbacks.Callback):
+        def on_test_begin(self, logs=None):
+            seen_at_validation.append(np.array(self.model.get_layer("bottleneck_input_bn")
+                                               .moving_mean))
+
+    result = train(model, data, data, out_dir=tmp_path / "run", epochs=1, learning_rate=1e-3,
+                   metrics=("accuracy",), monitor="val_loss", tensorboard=False, verbose=0,
+                   recalibrate_bn=2, callbacks=[Spy()])
+    trained = np.array(model.get_layer("bottleneck_input_bn").moving_mean)
+    checkpoint = load_model(result.last_checkpoint, compile=False)
+    np.testing.assert_array_equal(
+        np.array(checkpoint.get_layer("bottleneck_input_bn").moving_mean), trained)
+    # Validation already saw the re-estimated statistics, not Keras's lagging average.
+    np.testing.assert_allclose(seen_at_validation[0], trained, rtol=1e-5, atol=1e-6)
+    expected = keras.models.clone_model(model)
+    expected.set_weights(model.get_weights())
+    recalibrate_batchnorm(expected, data, steps=2)
+    np.testing.assert_allclose(
+        trained, np.array(expected.get_layer("bottleneck_input_bn").moving_mean),
+        rtol=1e-5, atol=1e-6)
+    # Keras's own update (momentum 0.9 from mean 0, 2 steps) would be far from the batch mean.
+    assert np.abs(trained).max() > 1.0
+    with pytest.raises(ValueError, match="recalibrate_bn must be a positive integer, got 0"):
+        train(model, data, out_dir=tmp_path / "bad", epochs=1, recalibrate_bn=0,
+              tensorboard=False, verbose=0)
+    assert not (tmp_path / "bad" / "log.csv").exists()
+
+
 def test_recalibrate_batchnorm_sets_moving_stats_to_the_mean_of_batch_stats(isbi_crops):
     from vggunet import freeze, recalibrate_batchnorm
 
@@ -270,7 +332,7 @@ def test_recalibrate_batchnorm_sets_moving_stats_to_the_mean_of_batch_stats(isbi
 
     assert recalibrate_batchnorm(model, [(b, None) for b in batches] * 3, steps=2) == 2
     np.testing.assert_allclose(np.array(bn.moving_mean), expected_mean, rtol=1e-4, atol=1e-5)
-    assert bn.momentum == 0.99  # restored
+    assert bn.momentum == 0.9  # restored (the decoder-side default)
     # Weights untouched; the frozen encoder's BatchNorm (inference mode) untouched too.
     for before, after in zip(weights_before, model.trainable_weights):
         np.testing.assert_array_equal(before, np.array(after))

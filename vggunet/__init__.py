@@ -36,7 +36,14 @@ from vggunet.predict import (
     predict_tiled,
 )
 from vggunet.saving import ModelFileError, UnsafeModelError, load_model, save_model
-from vggunet.training import TrainResult, compile_model, finetune, recalibrate_batchnorm, train
+from vggunet.training import (
+    BatchNormRecalibration,
+    TrainResult,
+    compile_model,
+    finetune,
+    recalibrate_batchnorm,
+    train,
+)
 from vggunet.unet import build_encoder_unet, build_unet, build_vgg_unet
 from vggunet.unet3d import build_unet_3d
 from vggunet.weights import ImagenetWeightsUnavailable, WeightsError, load_backbone_weights
@@ -45,6 +52,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackbonePreprocess",
+    "BatchNormRecalibration",
     "CropToReference",
     "DataError",
     "ENCODERS",

@@ -100,6 +100,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def _bn_momentum_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {value:g}")
+    return value
+
+
 def _weights_arg(text: str) -> str | None:
     return None if text.lower() in ("none", "random", "") else text
 
@@ -125,6 +135,11 @@ def add_model_args(parser: argparse.ArgumentParser, weights_default: str = "none
     parser.add_argument("--decoder", default="upsampling", choices=("upsampling", "transpose"))
     parser.add_argument("--decoder-batchnorm", action="store_true",
                         help="BatchNorm in bottleneck and decoder")
+    parser.add_argument("--skip-batchnorm", action="store_true",
+                        help="BatchNorm on each skip tensor and the bottleneck input "
+                             "(standardises pretrained features with large scales)")
+    parser.add_argument("--bn-momentum", type=_bn_momentum_arg, default=None, metavar="M",
+                        help="momentum of those decoder-side BatchNorms (default 0.9)")
     parser.add_argument("--precision", default="auto",
                         choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"))
     parser.add_argument("--decoder-filters", type=decoder_filters_arg, default=None,
@@ -183,6 +198,10 @@ def build_model_from_args(args: argparse.Namespace, **overrides: Any) -> Any:
         kwargs["decoder_filters"] = args.decoder_filters
     if getattr(args, "bottleneck_filters", None):
         kwargs["bottleneck_filters"] = args.bottleneck_filters
+    if getattr(args, "skip_batchnorm", False):
+        kwargs["skip_batchnorm"] = True
+    if getattr(args, "bn_momentum", None) is not None:
+        kwargs["bn_momentum"] = args.bn_momentum
     kwargs.update(overrides)
     try:
         return build_vgg_unet(
@@ -530,6 +549,9 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                    help="continue the run in --out from its last checkpoint")
     g.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard logs to OUT/tensorboard")
+    g.add_argument("--recalibrate-bn", type=non_negative_int, default=0, metavar="N",
+                   help="re-estimate the decoder's BatchNorm statistics on N training batches "
+                        "before each validation and checkpoint (0 = off)")
     g.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     g.add_argument("--strategy", default="none", choices=("none", "mirrored", "multiworker"),
                    help="distribution: mirrored = all GPUs of this machine, multiworker = the "
@@ -564,6 +586,7 @@ def _training_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         early_stopping=args.early_stopping or None, steps_per_epoch=args.steps_per_epoch,
         validation_steps=args.validation_steps, resume=args.resume,
         tensorboard=args.tensorboard, verbose=0 if args.quiet else 2,
+        recalibrate_bn=args.recalibrate_bn or None,
     )
     if args.monitor:
         kwargs["monitor"] = args.monitor

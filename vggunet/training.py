@@ -49,6 +49,7 @@ from vggunet.saving import load_model
 
 __all__ = [
     "AtomicCheckpoint",
+    "BatchNormRecalibration",
     "NaNGuard",
     "TrainResult",
     "compile_model",
@@ -292,6 +293,46 @@ class NaNGuard(keras.callbacks.Callback):
                 return
 
 
+class BatchNormRecalibration(keras.callbacks.Callback):
+    """Re-estimates the trainable BatchNorm statistics before each validation and checkpoint.
+
+    Validation, `best.keras`/`last.keras` and the returned model all use the moving statistics;
+    this makes them the plain mean over `steps` fresh training batches (see
+    `recalibrate_batchnorm`) instead of an exponential average that lags the weights. Moving
+    statistics are not used by training-mode steps, so the training trajectory is unchanged.
+    Must come before `AtomicCheckpoint` in the callback list.
+
+    Args:
+        data: training batches (re-iterated each epoch; e.g. the training `tf.data.Dataset`).
+        steps: batches per re-estimation.
+    """
+
+    def __init__(self, data: Any, steps: int = 8) -> None:
+        super().__init__()
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"recalibrate_bn must be a positive integer, got {steps!r}.")
+        self.data = data
+        self.steps = steps
+        self.epochs_done: list[int] = []
+        self._epoch: int | None = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def _recalibrate(self) -> None:
+        if self._epoch is None or self._epoch in self.epochs_done:
+            return
+        recalibrate_batchnorm(self.model, self.data, self.steps)
+        self.epochs_done.append(self._epoch)
+
+    def on_test_begin(self, logs=None):
+        # fit() validates before on_epoch_end: re-estimate first so val_* sees fresh statistics.
+        self._recalibrate()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._recalibrate()
+
+
 class _PhaseTag(keras.callbacks.Callback):
     """Adds a `phase` entry to the epoch logs (before CSVLogger writes them)."""
 
@@ -520,6 +561,7 @@ def _run(
     extra_state: dict[str, Any],
     callbacks: Sequence[keras.callbacks.Callback] | None,
     strategy: Any = None,
+    recalibrate_bn: int | None = None,
 ) -> TrainResult:
     start_time = time.perf_counter()
     out = Path(out_dir)
@@ -533,6 +575,8 @@ def _run(
     for phase in phases:
         if not isinstance(phase.epochs, int) or isinstance(phase.epochs, bool) or phase.epochs < 0:
             raise ValueError(f"{phase.name} epochs must be an int >= 0, got {phase.epochs!r}.")
+    if recalibrate_bn is not None:
+        BatchNormRecalibration(train_data, recalibrate_bn)  # validates before anything runs
 
     monitor = _default_monitor(monitor, val_data is not None,
                                compile_kwargs.get("metrics") or ())
@@ -687,6 +731,8 @@ def _run(
                                                keras.callbacks.CSVLogger(str(log_path),
                                                                          append=append_log),
                                                checkpoint]
+        if recalibrate_bn:
+            cbs.insert(0, BatchNormRecalibration(train_data, recalibrate_bn))
         append_log = True
         early = None
         if early_stopping is not None:
@@ -743,6 +789,10 @@ def _run_distributed(
     Without a strategy this is `_run` on the given model (a model function is called first).
     """
     strategy = resolve_strategy(strategy)
+    if strategy is not None and kwargs.get("recalibrate_bn"):
+        raise ValueError("recalibrate_bn runs eager forward passes on one device and is not "
+                         "supported with a distribution strategy; call "
+                         "recalibrate_batchnorm(result.model, data) after training instead.")
     working = build_in_scope(model, strategy)
     train_data = distribute_dataset(train_data, strategy)
     val_data = distribute_dataset(val_data, strategy)
@@ -800,6 +850,7 @@ def train(
     verbose: int = 1,
     callbacks: Sequence[keras.callbacks.Callback] | None = None,
     strategy: Any = None,
+    recalibrate_bn: int | None = None,
 ) -> TrainResult:
     """Trains `model` as it is (its trainable flags untouched) for `epochs` epochs in total.
 
@@ -828,6 +879,9 @@ def train(
             machines in `TF_CONFIG`) or a `tf.distribute.Strategy`; see `vggunet.distribute`.
             Batches of `train_data` are global batches, split across the replicas. Only the
             chief writes to `out_dir`; other workers' results have no checkpoint paths.
+        recalibrate_bn: re-estimate the trainable BatchNorm statistics on this many training
+            batches before each validation and checkpoint (`BatchNormRecalibration`); None
+            (default) keeps Keras's moving averages. Not with `strategy`.
 
     Returns:
         A `TrainResult`.
@@ -841,7 +895,7 @@ def train(
         steps_per_epoch=steps_per_epoch, validation_steps=validation_steps, resume=resume,
         tensorboard=tensorboard, verbose=verbose, extra_state={"epochs": epochs,
                                                                "learning_rate": learning_rate},
-        callbacks=callbacks, strategy=strategy,
+        callbacks=callbacks, strategy=strategy, recalibrate_bn=recalibrate_bn,
     )
 
 
@@ -856,10 +910,12 @@ def _phase2_spec(model: keras.Model, spec: Any) -> Any:
 def recalibrate_batchnorm(model: keras.Model, data: Any, steps: int | None = 8) -> int:
     """Re-estimates the moving statistics of the model's trainable BatchNorm layers.
 
-    Keras's BatchNorm moving averages (momentum 0.99) need hundreds of steps to forget their
-    start values, and unfrozen layers keep shifting the features they track; after a short run
-    the trained weights can be fine while the inference statistics are stale (on ISBI, a VGG16
-    U-Net at 0.597 held-out pixel error came to 0.102 with no weight changed; BENCHMARKS.md).
+    Moving averages lag: with Keras's default momentum (0.99) they need hundreds of steps to
+    forget their start values, and unfrozen layers keep shifting the features they track; after
+    a short run the trained weights can be fine while the inference statistics are stale (on
+    ISBI, a VGG16 U-Net at 0.597 held-out pixel error came to 0.102 with no weight changed;
+    BENCHMARKS.md). vggunet's decoder BatchNorms use momentum 0.9, which mostly avoids that;
+    this gives the exact statistics of the current weights.
     This runs `steps` batches in training mode with a cumulative average (momentum k/(k+1) at
     batch k), so the moving mean and variance become the plain mean of the batch statistics.
     Weights are untouched; frozen BatchNorm layers (inference mode) are left alone.
@@ -964,6 +1020,7 @@ def finetune(
     verbose: int = 1,
     callbacks: Sequence[keras.callbacks.Callback] | None = None,
     strategy: Any = None,
+    recalibrate_bn: int | None = None,
 ) -> TrainResult:
     """Two-phase transfer learning: frozen encoder, then the top of the encoder unfrozen.
 
@@ -981,7 +1038,7 @@ def finetune(
         unfreeze: phase-2 spec: "topN" (the encoder's top N blocks), "encoder", or any
             `vggunet.freeze` spec (int, prefixes, predicate).
         train_bn: let encoder BatchNorm layers train in phase 2.
-        Other arguments (`strategy` included): as in `train`.
+        Other arguments (`strategy`, `recalibrate_bn` included): as in `train`.
 
     Returns:
         A `TrainResult` over both phases.
@@ -1009,6 +1066,6 @@ def finetune(
         extra_state={"phase1_epochs": phase1_epochs, "phase2_epochs": phase2_epochs,
                      "phase1_lr": phase1_lr, "phase2_lr": phase2_lr, "unfreeze": spec_text,
                      "train_bn": train_bn},
-        callbacks=callbacks, strategy=strategy,
+        callbacks=callbacks, strategy=strategy, recalibrate_bn=recalibrate_bn,
     )
 

@@ -8,7 +8,14 @@ from typing import Any, Callable, Sequence
 import keras
 from keras import layers
 
-from vggunet.blocks import DECODERS, conv_block, conv_relu, decoder_stage, upsampling_block
+from vggunet.blocks import (
+    DECODER_BN_MOMENTUM,
+    DECODERS,
+    conv_block,
+    conv_relu,
+    decoder_stage,
+    upsampling_block,
+)
 from vggunet.encoders import (
     build_encoder,
     check_pretrained_channels,
@@ -87,6 +94,7 @@ def build_vgg_unet(
     decoder_filters: Sequence[int] = (512, 256, 128, 64, 64),
     decoder_batchnorm: bool = False,
     skip_batchnorm: bool = False,
+    bn_momentum: float = DECODER_BN_MOMENTUM,
     activation: str | None = "auto",
     freeze: Any = None,
     train_bn: bool = False,
@@ -119,6 +127,9 @@ def build_vgg_unet(
             standardised per channel. Pretrained encoders can emit features whose channel
             scales differ by 10³ (HED's VGG16: std 49 at `block1_conv2`, max ~900); a BatchNorm
             after the decoder's convs does not repair that input conditioning, this does.
+        bn_momentum: momentum of the moving statistics of those decoder-side BatchNorms
+            (default 0.9, PyTorch's rate; Keras's 0.99 leaves them stale for hundreds of
+            steps). The encoder's own BatchNorms keep theirs.
         activation: `"auto"` (softmax for >1 class, sigmoid for 1), `"softmax"`, `"sigmoid"` or
             None (logits).
         freeze: a freeze spec for `vggunet.freeze` (e.g. `"encoder"`, 10, `["block1"]`).
@@ -140,6 +151,9 @@ def build_vgg_unet(
     _check_positive_int(num_classes, "num_classes")
     check_pretrained_channels(input_shape, weights)
     _check_positive_int(bottleneck_filters, "bottleneck_filters")
+    if isinstance(bn_momentum, bool) or not isinstance(bn_momentum, (int, float)) \
+            or not 0.0 <= bn_momentum < 1.0:
+        raise ValueError(f"bn_momentum must be a number in [0, 1), got {bn_momentum!r}.")
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}.")
     if activation not in ACTIVATIONS:
@@ -166,18 +180,20 @@ def build_vgg_unet(
         x = encoder.outputs[-1]
         if skip_batchnorm:
             skips = {
-                stage: layers.BatchNormalization(name=f"decoder_stage{stage}_skip_bn")(tensor)
+                stage: layers.BatchNormalization(
+                    momentum=bn_momentum, name=f"decoder_stage{stage}_skip_bn")(tensor)
                 for stage, tensor in skips.items()
             }
-            x = layers.BatchNormalization(name="bottleneck_input_bn")(x)
+            x = layers.BatchNormalization(momentum=bn_momentum, name="bottleneck_input_bn")(x)
         if pool:
             x = layers.MaxPooling2D(2, name="bottleneck_pool")(x)
-        x = conv_relu(x, bottleneck_filters, 3, "bottleneck_conv1", decoder_batchnorm)
-        x = conv_relu(x, bottleneck_filters, 3, "bottleneck_conv2", decoder_batchnorm)
+        x = conv_relu(x, bottleneck_filters, 3, "bottleneck_conv1", decoder_batchnorm,
+                      bn_momentum)
+        x = conv_relu(x, bottleneck_filters, 3, "bottleneck_conv2", decoder_batchnorm,
+                      bn_momentum)
         for stage, filters in enumerate(decoder_filters, start=1):
-            x = decoder_stage(
-                x, skips.get(stage), filters, f"decoder_stage{stage}", decoder, decoder_batchnorm
-            )
+            x = decoder_stage(x, skips.get(stage), filters, f"decoder_stage{stage}", decoder,
+                              decoder_batchnorm, bn_momentum)
         x = layers.Conv2D(num_classes, 1, name="head_conv")(x)
         if needs_pad:
             x = CropToReference(name="head_crop")([x, encoder.inputs[0]])
