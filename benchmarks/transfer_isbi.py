@@ -417,10 +417,11 @@ def render_table(results: dict[str, Any]) -> str:
                   "| config | seeds | pixel error | pixel error, TTA | mean IoU |",
                   "|---|---|---|---|---|"]
         for name, rs in spread:
+            tta_values = [r["tta"]["pixel_error"] for r in rs if r.get("tta")]
             lines.append(
                 f"| `{name}` | {', '.join(str(r['seed']) for r in rs)} | "
                 f"{_fmt_spread([r['plain']['pixel_error'] for r in rs])} | "
-                f"{_fmt_spread([r['tta']['pixel_error'] for r in rs if r.get('tta')] or [0])} | "
+                f"{_fmt_spread(tta_values) if tta_values else '–'} | "
                 f"{_fmt_spread([r['plain']['mean_iou'] for r in rs])} |"
             )
     for r in runs:
