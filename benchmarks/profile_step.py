@@ -13,7 +13,8 @@ Usage (from the repository root; each call profiles one contender in this proces
     .venv/bin/python benchmarks/profile_step.py --model vggunet --frozen
     .venv/bin/python benchmarks/profile_step.py --model sm
     .venv/bin/python benchmarks/profile_step.py --model vggunet --inter-op 1
-Writes `benchmarks/results/profile_<model>[_frozen][_interopN].json` and prints a markdown table.
+Writes `benchmarks/results/profile_<model>_<size>[_frozen][_interopN].json` and prints a
+markdown table.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from throughput import (  # noqa: E402
     build_contender,
     compile_for_bench,
     conv_probe_gflop_s,
+    layer_flops,
     random_batch,
 )
 
@@ -62,7 +64,7 @@ def self_times(events: list[tuple[int, int, str]]) -> dict[str, int]:
     stack: list[list[Any]] = []  # open events: [end, name, duration, children's duration]
     for start, duration, name in sorted(events, key=lambda e: (e[0], -e[1])):
         while stack and stack[-1][0] <= start:
-            end, done, total, children = stack.pop()
+            _, done, total, children = stack.pop()
             out[done] += total - children
         if stack:
             stack[-1][3] += duration
@@ -102,28 +104,11 @@ def read_host_ops(logdir: Path) -> dict[str, int]:
 
 
 def layer_index(model: Any) -> dict[str, tuple[str, float]]:
-    """Layer name -> (class name, forward FLOPs per image), nested models included."""
-    from throughput import forward_flops
+    """Layer name -> (class name, forward FLOPs per image), nested models' layers included."""
+    from vggunet.inspect import all_layers
 
-    import keras
-
-    out: dict[str, tuple[str, float]] = {}
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            out.update(layer_index(layer))
-            continue
-        flops = 0.0
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
-            flops = forward_flops(_Single(layer))
-        out[layer.name] = (type(layer).__name__, flops)
-    return out
-
-
-class _Single:
-    """Duck-typed stand-in so `forward_flops` counts one layer."""
-
-    def __init__(self, layer: Any) -> None:
-        self.layers = [layer]
+    return {layer.name: (type(layer).__name__, layer_flops(layer))
+            for layer in all_layers(model)}
 
 
 def categorize(name: str, layers: dict[str, tuple[str, float]]) -> tuple[str, str | None]:
@@ -294,8 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     report = profile(args.model, args.size, args.batch, args.warmup, args.steps, args.frozen,
                      args.inter_op)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    suffix = ("_frozen" if args.frozen else "") + (f"_interop{args.inter_op}"
-                                                   if args.inter_op else "")
+    suffix = f"_{args.size}" + ("_frozen" if args.frozen else "") + \
+        (f"_interop{args.inter_op}" if args.inter_op else "")
     out = RESULTS / f"profile_{args.model}{suffix}.json"
     out.write_text(json.dumps(report, indent=2))
     print(markdown(report))

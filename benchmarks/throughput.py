@@ -62,32 +62,37 @@ def time_calls(fn: Callable[[], Any], warmup: int, steps: int) -> list[float]:
     return times
 
 
-def forward_flops(model: Any) -> float:
-    """Forward FLOPs per image (2 × multiply-adds) of the Conv2D/Conv2DTranspose/Dense layers.
+def layer_flops(layer: Any) -> float:
+    """Forward FLOPs per image (2 × multiply-adds) of one Conv2D/Conv2DTranspose/Dense layer.
 
-    Shapes are read from the layers' static output shapes, so `model` must have a fixed input
-    size. Nested models (a backbone used as a layer) are counted through their own layers.
-    Element-wise layers (BatchNorm, activations, pooling, concat) are left out: they are a few
-    percent of the work and not what the convolution peak measures.
+    Shapes are the layer's static ones, so the model must have a fixed input size; other
+    layers count 0.
     """
     import keras
 
-    total = 0.0
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            total += forward_flops(layer)
-            continue
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
-            kh, kw = layer.kernel_size
-            c_in = int(layer.input.shape[-1]) // getattr(layer, "groups", 1)
-            if isinstance(layer, keras.layers.Conv2DTranspose):
-                h, w = layer.input.shape[1:3]
-            else:
-                h, w = layer.output.shape[1:3]
-            total += 2.0 * int(h) * int(w) * kh * kw * c_in * layer.filters
-        elif isinstance(layer, keras.layers.Dense):
-            total += 2.0 * int(layer.input.shape[-1]) * layer.units
-    return total
+    if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
+        kh, kw = layer.kernel_size
+        c_in = int(layer.input.shape[-1]) // getattr(layer, "groups", 1)
+        if isinstance(layer, keras.layers.Conv2DTranspose):
+            h, w = layer.input.shape[1:3]
+        else:
+            h, w = layer.output.shape[1:3]
+        return 2.0 * int(h) * int(w) * kh * kw * c_in * layer.filters
+    if isinstance(layer, keras.layers.Dense):
+        return 2.0 * int(layer.input.shape[-1]) * layer.units
+    return 0.0
+
+
+def forward_flops(model: Any) -> float:
+    """Forward FLOPs per image of the model's Conv2D/Conv2DTranspose/Dense layers.
+
+    Nested models (a backbone used as a layer) are counted through their own layers.
+    Element-wise layers (BatchNorm, activations, pooling, concat) are left out: they are a few
+    percent of the work and not what the convolution peak measures.
+    """
+    from vggunet.inspect import all_layers
+
+    return sum(layer_flops(layer) for layer in all_layers(model))
 
 
 def build_contender(name: str, size: int) -> Any:

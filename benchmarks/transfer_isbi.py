@@ -164,7 +164,7 @@ def resolve_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return cfg
 
 
-def HeldOutCurve(held_out: list[Any], scale: str, *, steps_per_epoch: int) -> Any:  # noqa: N802
+def held_out_curve(held_out: list[Any], scale: str, *, steps_per_epoch: int) -> Any:
     """A Keras callback scoring the held-out images after every epoch (the learning curve).
 
     Runs after vggunet's own callbacks (BatchNorm re-estimation, checkpoint), so it scores what
@@ -266,7 +266,7 @@ def run_one(cfg: dict[str, Any], seed: int, data: Path, tta: bool = True) -> dic
         final_lr = 0.1 * (cfg.get("lr2") or cfg["lr"])
         callbacks.append(keras.callbacks.LearningRateScheduler(
             lambda epoch, lr: final_lr if epoch >= decay_from else lr))
-    curve = HeldOutCurve(held_out, scale, steps_per_epoch=steps_per_epoch) \
+    curve = held_out_curve(held_out, scale, steps_per_epoch=steps_per_epoch) \
         if cfg["curve"] else None
     if curve is not None:
         callbacks.append(curve)

@@ -780,25 +780,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from vggunet.evaluate import evaluate
     from vggunet.saving import load_model
 
-    if sum(bool(v) for v in (args.data, args.images or args.masks, args.pairs)) > 1:
-        raise CliError("give one of --data DIR, --images DIR --masks DIR or --pairs FILE")
-    if args.pairs:
-        from vggunet.data import read_pairs_list
-
-        pairs = read_pairs_list(args.pairs)
-    elif args.data:
-        from vggunet.data import discover_layout, load_split
+    split = args.split
+    if split == "auto" and args.data and not (args.images or args.masks or args.pairs):
+        from vggunet.data import discover_layout
 
         splits = discover_layout(args.data).splits
-        split = args.split
-        if split == "auto":
-            split = next((s for s in ("test", "val") if s in splits), "all")
-        pairs = load_split(args.data, split)
-    elif args.images and args.masks:
-        from vggunet.data import find_pairs
-
-        pairs = find_pairs(args.images, args.masks)
-    else:
+        split = next((s for s in ("test", "val") if s in splits), "all")
+    pairs = _pairs_of(args.data, args.images, args.masks, split, pairs=args.pairs)
+    if pairs is None:
         raise CliError("no data: give --data DIR, --images DIR --masks DIR or --pairs FILE")
     model = load_model(args.model, compile=False)
     if args.num_classes is None:

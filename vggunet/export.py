@@ -35,6 +35,8 @@ from typing import Any, Iterator, Sequence
 import keras
 import numpy as np
 
+from vggunet.inspect import all_layers
+
 FORMATS = ("keras", "savedmodel", "tflite", "onnx")
 _SUFFIXES = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}
 _REDUCED_POLICIES = ("mixed_bfloat16", "mixed_float16", "bfloat16", "float16")
@@ -133,23 +135,14 @@ def _policy_name(value: Any) -> str | None:
 def _uses_reduced_precision(model: keras.Model) -> bool:
     return any(
         getattr(layer, "compute_dtype", "float32") in ("bfloat16", "float16")
-        for layer in _all_layers(model)
+        for layer in all_layers(model)
     )
-
-
-def _all_layers(model: keras.Model) -> list:
-    found = []
-    for layer in model.layers:
-        found.append(layer)
-        if isinstance(layer, keras.Model):
-            found.extend(_all_layers(layer))
-    return found
 
 
 def _pad_multiple(model: keras.Model) -> int | None:
     from vggunet.layers import PadToMultiple
 
-    multiples = [layer.multiple for layer in _all_layers(model) if isinstance(layer, PadToMultiple)]
+    multiples = [layer.multiple for layer in all_layers(model) if isinstance(layer, PadToMultiple)]
     return max(multiples) if multiples else None
 
 

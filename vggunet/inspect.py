@@ -27,6 +27,29 @@ class LayerRow:
     role: str
 
 
+def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Every layer of `model`, nested models' layers included (each after its model), in order.
+
+    Args:
+        model: a Keras model.
+
+    Returns:
+        The layers, depth first.
+
+    Example:
+        >>> inner = keras.Sequential([keras.layers.Dense(2, name="d")], name="inner")
+        >>> outer = keras.Sequential([keras.Input((3,)), inner, keras.layers.Dense(1, name="o")])
+        >>> [layer.name for layer in all_layers(outer)]
+        ['inner', 'd', 'o']
+    """
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if isinstance(layer, keras.Model):
+            found.extend(all_layers(layer))
+    return found
+
+
 def skip_layer_names(model: keras.Model) -> list[str]:
     """Names of the layers whose outputs feed a decoder concatenation, read from the graph.
 

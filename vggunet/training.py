@@ -43,6 +43,7 @@ from vggunet.distribute import (
 from vggunet.evaluate import output_is_logits, write_json_atomic
 from vggunet.freezing import FreezeReport, freeze, recompile, top_blocks
 from vggunet.freezing import unfreeze as _unfreeze
+from vggunet.inspect import all_layers
 from vggunet.losses import get_loss
 from vggunet.metrics import get_metrics
 from vggunet.saving import load_model
@@ -313,17 +314,17 @@ class BatchNormRecalibration(keras.callbacks.Callback):
             raise ValueError(f"recalibrate_bn must be a positive integer, got {steps!r}.")
         self.data = data
         self.steps = steps
-        self.epochs_done: list[int] = []
         self._epoch: int | None = None
+        self._done: int | None = None  # the epoch whose statistics are already fresh
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
     def _recalibrate(self) -> None:
-        if self._epoch is None or self._epoch in self.epochs_done:
+        if self._epoch is None or self._done == self._epoch:
             return
         recalibrate_batchnorm(self.model, self.data, self.steps)
-        self.epochs_done.append(self._epoch)
+        self._done = self._epoch
 
     def on_test_begin(self, logs=None):
         # fit() validates before on_epoch_end: re-estimate first so val_* sees fresh statistics.
@@ -575,8 +576,9 @@ def _run(
     for phase in phases:
         if not isinstance(phase.epochs, int) or isinstance(phase.epochs, bool) or phase.epochs < 0:
             raise ValueError(f"{phase.name} epochs must be an int >= 0, got {phase.epochs!r}.")
-    if recalibrate_bn is not None:
-        BatchNormRecalibration(train_data, recalibrate_bn)  # validates before anything runs
+    # Built (and so validated) before anything runs; one instance serves every phase.
+    recalibration = (BatchNormRecalibration(train_data, recalibrate_bn)
+                     if recalibrate_bn is not None else None)
 
     monitor = _default_monitor(monitor, val_data is not None,
                                compile_kwargs.get("metrics") or ())
@@ -731,8 +733,8 @@ def _run(
                                                keras.callbacks.CSVLogger(str(log_path),
                                                                          append=append_log),
                                                checkpoint]
-        if recalibrate_bn:
-            cbs.insert(0, BatchNormRecalibration(train_data, recalibrate_bn))
+        if recalibration is not None:
+            cbs.insert(0, recalibration)
         append_log = True
         early = None
         if early_stopping is not None:
@@ -916,7 +918,8 @@ def recalibrate_batchnorm(model: keras.Model, data: Any, steps: int | None = 8) 
     ISBI, a VGG16 U-Net at 0.597 held-out pixel error came to 0.102 with no weight changed;
     BENCHMARKS.md). vggunet's decoder BatchNorms use momentum 0.9, which mostly avoids that;
     this gives the exact statistics of the current weights.
-    This runs `steps` batches in training mode with a cumulative average (momentum k/(k+1) at
+
+    It runs `steps` batches in training mode with a cumulative average (momentum k/(k+1) at
     batch k), so the moving mean and variance become the plain mean of the batch statistics.
     Weights are untouched; frozen BatchNorm layers (inference mode) are left alone.
 
@@ -943,12 +946,7 @@ def recalibrate_batchnorm(model: keras.Model, data: Any, steps: int | None = 8) 
     """
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"steps must be a positive integer or None, got {steps!r}.")
-    def walk(parent: Any) -> Any:
-        for child in getattr(parent, "layers", ()):
-            yield child
-            yield from walk(child)
-
-    norms = [layer for layer in walk(model)
+    norms = [layer for layer in all_layers(model)
              if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
     momenta = [layer.momentum for layer in norms]
     used = 0
