@@ -149,7 +149,7 @@ def resolve_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
                phase1_fraction=args.phase1_fraction, unfreeze=args.unfreeze,
                bn_momentum=args.bn_momentum, recalibrate_bn=args.recalibrate_bn or None,
                decoder_filters=args.decoder_filters, lr_decay_last=args.lr_decay_last,
-               curve=args.curve)
+               curve=args.curve, loss=args.loss, tag=args.tag)
     if cfg["mode"] == "frozen":
         cfg["lr"] = args.lr_frozen
     elif cfg["mode"] == "finetune":
@@ -216,6 +216,21 @@ def held_out_curve(held_out: list[Any], scale: str, *, steps_per_epoch: int) -> 
     return _Curve()
 
 
+def run_dir(cfg: dict[str, Any], seed: int, root: Path = RUNS) -> Path:
+    """The checkpoint folder of one run; tagged runs get their own, so they can run side by side.
+
+    Args:
+        cfg: a resolved configuration.
+        seed: the run's seed.
+        root: the folder holding all runs.
+
+    Returns:
+        `root/<config>_seed<seed>[/<tag>]`.
+    """
+    folder = root / f"{cfg['name']}_seed{seed}"
+    return folder / cfg["tag"] if cfg.get("tag") else folder
+
+
 def run_one(cfg: dict[str, Any], seed: int, data: Path, tta: bool = True) -> dict[str, Any]:
     """Trains one configuration with one seed and scores it on the held-out images.
 
@@ -253,7 +268,7 @@ def run_one(cfg: dict[str, Any], seed: int, data: Path, tta: bool = True) -> dic
         shuffle=True, seed=seed, repeat=True, cache=True,
     )
     model = build_model(cfg, hed_path)
-    out_dir = RUNS / f"{cfg['name']}_seed{seed}"
+    out_dir = run_dir(cfg, seed)
     epochs = cfg["epochs"]
     if cfg["mode"] == "finetune":
         # Phases end on epoch boundaries: enough epochs for the frozen share to be one or more.
@@ -270,7 +285,7 @@ def run_one(cfg: dict[str, Any], seed: int, data: Path, tta: bool = True) -> dic
         if cfg["curve"] else None
     if curve is not None:
         callbacks.append(curve)
-    common = dict(out_dir=out_dir, steps_per_epoch=steps_per_epoch, loss="ce+dice",
+    common = dict(out_dir=out_dir, steps_per_epoch=steps_per_epoch, loss=cfg["loss"],
                   metrics=("accuracy",), monitor="loss", tensorboard=False, verbose=2,
                   callbacks=callbacks, recalibrate_bn=cfg["recalibrate_bn"])
     wall0, cpu0 = time.perf_counter(), time.process_time()
@@ -322,7 +337,7 @@ def run_one(cfg: dict[str, Any], seed: int, data: Path, tta: bool = True) -> dic
         "precision": cfg["precision"], "decoder_batchnorm": cfg["decoder_batchnorm"],
         "skip_batchnorm": cfg["skip_batchnorm"], "bn_momentum": cfg["bn_momentum"],
         "recalibrate_bn": cfg["recalibrate_bn"], "decoder_filters": cfg["decoder_filters"],
-        "lr_decay_last": cfg["lr_decay_last"],
+        "lr_decay_last": cfg["lr_decay_last"], "loss": cfg["loss"],
         "curve": curve.points if curve is not None else None,
         "lr": cfg["lr"], "lr2": cfg.get("lr2"), "steps": epochs * steps_per_epoch,
         "batch": cfg["batch"], "crop": cfg["crop"], "trainable_params": trainable,
@@ -394,6 +409,8 @@ def render_table(results: dict[str, Any]) -> str:
         if r.get("lr_decay_last"):
             lr += f", ×0.1 for the last {r['lr_decay_last']:.0%} of epochs"
         lr += f"; {r['crop']}² crops, batch {r['batch']}"
+        # Rows from before `--loss` existed trained with CE + Dice.
+        lr += f"; loss {r.get('loss', 'ce+dice').upper().replace('DICE', 'Dice')}"
         tta = f"{t['pixel_error']:.4f} | {t['mean_iou']:.3f}" if t else "– | –"
         precision = "mixed bf16" if r["precision"] == "auto" else r["precision"]
         lines.append(
@@ -487,6 +504,17 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit status: 0, or 1 when a configuration failed.
     """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return _main(parser, args, argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of the benchmark (shared by `main` and the tests).
+
+    Returns:
+        The argument parser.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS),
                         help=f"comma-separated, from: {', '.join(CONFIGS)}")
@@ -530,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--curve", action="store_true",
                         help="score the held-out images after every epoch (learning curve; its "
                              "time is left out of the training wall time)")
+    parser.add_argument("--loss", default="ce+dice", choices=("ce+dice", "ce", "dice", "focal"),
+                        help="training loss (vggunet.losses name)")
     parser.add_argument("--tag", default="",
                         help="a name for this variant (kept apart from runs of the same config)")
     parser.add_argument("--no-tta", action="store_true", help="skip the TTA evaluation")
@@ -544,7 +574,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="render the results into BENCHMARKS.md and print the table")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--one-out", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace,
+          argv: list[str] | None) -> int:
     if args.long_epochs is None:
         args.long_epochs = args.epochs
     if args.quick:
