@@ -164,6 +164,27 @@ def resolve_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return cfg
 
 
+def held_out_arrays(held_out: list[Any], scale: str) -> tuple[Any, Any]:
+    """The held-out images and masks as arrays, scaled like the training data.
+
+    Args:
+        held_out: `(image_path, mask_path)` pairs.
+        scale: "raw" ([0, 255]) or "unit" ([0, 1]).
+
+    Returns:
+        `(images (N, H, W, 1) float32, masks (N, H, W) class indices)`.
+    """
+    import numpy as np
+
+    from vggunet.data import load_image, load_mask
+
+    images = np.stack([load_image(p, channels=1) for p, _ in held_out])
+    if scale == "unit":
+        images = images / np.float32(255.0)
+    masks = np.stack([load_mask(m, "binary", num_classes=2) for _, m in held_out])
+    return images, masks
+
+
 def held_out_curve(held_out: list[Any], scale: str, *, steps_per_epoch: int) -> Any:
     """A Keras callback scoring the held-out images after every epoch (the learning curve).
 
@@ -182,13 +203,9 @@ def held_out_curve(held_out: list[Any], scale: str, *, steps_per_epoch: int) -> 
     import keras
     import numpy as np
 
-    from vggunet.data import load_image, load_mask
     from vggunet.metrics import confusion_matrix
 
-    images = np.stack([load_image(p, channels=1) for p, _ in held_out])
-    if scale == "unit":
-        images = images / np.float32(255.0)
-    masks = np.stack([load_mask(m, "binary", num_classes=2) for _, m in held_out])
+    images, masks = held_out_arrays(held_out, scale)
 
     class _Curve(keras.callbacks.Callback):
         def __init__(self) -> None:
@@ -247,7 +264,7 @@ def run_one(cfg: dict[str, Any], seed: int, data: Path, tta: bool = True) -> dic
     import numpy as np
 
     from hed_weights import convert_hed_weights
-    from vggunet.data import load_image, load_mask, make_dataset
+    from vggunet.data import make_dataset
     from vggunet.evaluate import evaluate
     from vggunet.metrics import confusion_matrix
     from vggunet.predict import predict_proba
@@ -319,10 +336,7 @@ def run_one(cfg: dict[str, Any], seed: int, data: Path, tta: bool = True) -> dic
     if tta:
         t0 = time.perf_counter()
         from_logits = cfg["model"] == "lab"
-        images = np.stack([load_image(p, channels=1) for p, _ in held_out])
-        if scale == "unit":
-            images = images / np.float32(255.0)
-        masks = np.stack([load_mask(m, "binary", num_classes=2) for _, m in held_out])
+        images, masks = held_out_arrays(held_out, scale)
         proba = predict_proba(model, images, tta=True, batch_size=2, from_logits=from_logits)
         cm = confusion_matrix(masks, np.argmax(proba, axis=-1), 2)
         figures["tta"] = _scores(cm)

@@ -98,3 +98,14 @@ def test_update_benchmarks_md_replaces_only_the_marked_table(tmp_path):
     assert text.index("prose before") < text.index("| new | table |") < text.index("prose after")
     assert text.endswith("## Next section\n\nkept\n")
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_held_out_arrays_scale_like_training_and_keep_the_two_classes():
+    if not T.DEFAULT_DATA.is_dir():
+        pytest.skip(f"ISBI data not found at {T.DEFAULT_DATA}")
+    _, held_out = T._split(T.DEFAULT_DATA)
+    raw, masks = T.held_out_arrays(held_out[:2], "raw")
+    unit, _ = T.held_out_arrays(held_out[:2], "unit")
+    assert raw.shape == (2, 512, 512, 1) and masks.shape == (2, 512, 512)
+    assert raw.max() > 1.0 and abs(float(unit.max()) - float(raw.max()) / 255.0) < 1e-6
+    assert set(map(int, set(masks.ravel().tolist()))) == {0, 1}
