@@ -146,6 +146,28 @@ def test_predict_folder_and_single_file_with_tiles(tiny_isbi, trained, tmp_path)
     assert [p.name for p in (tmp_path / "one").iterdir()] == ["0.png"]
 
 
+def test_predict_mirror_pad_matches_the_python_api(tiny_isbi, trained, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from vggunet.predict import predict_mask, read_image
+    from vggunet.saving import load_model
+
+    model_path = trained / "checkpoints" / "best.keras"
+    source = tiny_isbi / "image" / "1.png"
+    proc = run_cli("predict", "--model", str(model_path), "--input", str(source),
+                   "--out", str(tmp_path / "mp"), "--mirror-pad", "16", "--no-overlay")
+    assert_ok(proc)
+    written = np.asarray(Image.open(tmp_path / "mp" / "1.png"))
+    model = load_model(model_path, compile=False)
+    expected = predict_mask(model, read_image(source, 3), mirror_pad=16)
+    np.testing.assert_array_equal(written, expected)
+
+    proc = run_cli("predict", "--model", str(model_path), "--input", str(source),
+                   "--out", str(tmp_path / "bad"), "--mirror-pad", "-3")
+    assert_usage_error(proc, "--mirror-pad")
+
+
 def test_evaluate_writes_metrics_json(tiny_isbi, trained, tmp_path):
     out = tmp_path / "metrics.json"
     proc = run_cli("evaluate", "--model", str(trained / "checkpoints" / "best.keras"),

@@ -563,3 +563,69 @@ def test_tta_of_a_real_unet_is_invariant_on_a_d4_symmetric_image(rng):
     for k in range(4):
         np.testing.assert_allclose(np.rot90(tta, k), tta, atol=1e-5)
         np.testing.assert_allclose(np.rot90(tta, k)[::-1], tta, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Mirror padding (the U-Net paper's border context)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_mirror_pad_changes_only_the_border_and_equals_a_mirrored_input(rng):
+    """Radius-2 model: with mirror_pad=2 every pixel sees the mirrored image instead of zeros.
+    Pixels >= 2 from the border already saw only real pixels, so they must not change; the
+    border ring must equal the model run on an explicitly reflect-padded image, cropped back."""
+    model = _small_rf_model()
+    image = _images(rng, 40, 56, 3)
+    plain = predict_proba(model, image)
+    padded = predict_proba(model, image, mirror_pad=2)
+    np.testing.assert_allclose(padded[2:-2, 2:-2], plain[2:-2, 2:-2], atol=1e-6)
+    assert np.abs(padded - plain)[[0, 1, -2, -1]].max() > 1e-3  # the border did change
+    mirrored = np.pad(image, ((2, 2), (2, 2), (0, 0)), mode="reflect")
+    reference = np.asarray(model.predict_on_batch(mirrored[None]))[0, 2:-2, 2:-2]
+    np.testing.assert_allclose(padded, reference, atol=1e-6)
+    # More context than the receptive field changes nothing further.
+    np.testing.assert_allclose(predict_proba(model, image, mirror_pad=7), padded, atol=1e-6)
+
+
+def test_mirror_pad_is_a_no_op_for_a_pointwise_model_with_tta_batches_and_masks(rng):
+    model = _pointwise_keras_model()
+    batch = _images(rng, 3, 33, 47, 3)
+    plain = predict_proba(model, batch, batch_size=2)
+    padded = predict_proba(model, batch, batch_size=2, mirror_pad=9, tta=True)
+    assert padded.shape == plain.shape == (3, 33, 47, 3)
+    np.testing.assert_allclose(padded, plain, atol=1e-5)
+    np.testing.assert_array_equal(predict_mask(model, batch, mirror_pad=9),
+                                  np.argmax(plain, axis=-1))
+
+
+def test_mirror_pad_in_tiles_matches_whole_image_and_keeps_small_images_whole(rng):
+    model = _small_rf_model()
+    image = _images(rng, 150, 200, 3)
+    whole = predict_proba(model, image, mirror_pad=4)
+    tiled = predict_tiled(model, image, tile=96, overlap=32, mirror_pad=4)
+    assert tiled.shape == whole.shape == (150, 200, 3)
+    # Seams only (see the receptive-field bound above); the borders now agree too.
+    assert np.abs(tiled - whole).mean() < 0.01
+    np.testing.assert_allclose(tiled[:, 0], whole[:, 0], atol=0.1)
+    small = _images(rng, 20, 24, 3)  # mirrored to 28x32, then reflect-padded to 32x32
+    np.testing.assert_allclose(predict_tiled(model, small, tile=64, overlap=16, mirror_pad=4),
+                               predict_proba(model, small, mirror_pad=4), atol=1e-6)
+
+
+def test_mirror_pad_for_a_fixed_size_model_goes_through_tiles(rng):
+    lab = build_unet(input_size=(32, 32, 3), n_filters=2, n_classes=3)
+    image = _images(rng, 40, 50, 3)
+    out = predict_proba(lab, image, from_logits=True, mirror_pad=8)
+    assert out.shape == (40, 50, 3)
+    np.testing.assert_allclose(out.sum(-1), 1.0, atol=1e-5)
+    assert not np.allclose(out, predict_proba(lab, image, from_logits=True), atol=1e-4)
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, True, "8", None])
+def test_mirror_pad_must_be_a_non_negative_integer(bad, rng):
+    model = _pointwise_keras_model()
+    image = _images(rng, 32, 32, 3)
+    for call in (lambda: predict_proba(model, image, mirror_pad=bad),
+                 lambda: predict_tiled(model, image, tile=32, overlap=8, mirror_pad=bad)):
+        with pytest.raises(PredictionError, match=r"mirror_pad must be an integer >= 0, got"):
+            call()

@@ -342,3 +342,58 @@ def test_recalibrate_batchnorm_sets_moving_stats_to_the_mean_of_batch_stats(isbi
         recalibrate_batchnorm(model, batches, steps=0)
     with pytest.raises(ValueError, match="yielded no batch"):
         recalibrate_batchnorm(model, [], steps=None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning-rate schedule
+# ---------------------------------------------------------------------------------------------
+
+
+def test_cosine_lr_halves_the_mean_rate_and_never_reaches_zero():
+    from vggunet.training import cosine_lr
+
+    rates = [cosine_lr(e, 2, 23, 3e-4) for e in range(23)]
+    assert rates[:2] == [3e-4, 3e-4]  # before the span: the base rate
+    span = rates[2:]
+    assert all(a > b for a, b in zip(span, span[1:]))
+    assert span[0] == pytest.approx(3e-4 * 0.5 * (1 + np.cos(np.pi * 0.5 / 21)))
+    assert 0 < span[-1] < 3e-6
+    assert np.mean(span) == pytest.approx(1.5e-4, rel=1e-9)
+    assert cosine_lr(23, 2, 23, 3e-4) == 3e-4  # after the span
+
+
+def test_finetune_cosine_decays_phase2_per_epoch_and_survives_resume(isbi_crops, tmp_path):
+    from vggunet.training import cosine_lr
+
+    images, masks = isbi_crops
+    kwargs = dict(out_dir=tmp_path, phase1_lr=1e-3, phase2_lr=4e-4, unfreeze="top1",
+                  lr_schedule="cosine", jit_compile=False, verbose=0, steps_per_epoch=STEPS,
+                  metrics=("accuracy",), tensorboard=False)
+    data = dataset(images, masks).repeat()
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        finetune(tiny_unet(), data, phase1_epochs=1, phase2_epochs=3, callbacks=[Crash()],
+                 **kwargs)
+    result = finetune(tiny_unet(), data, phase1_epochs=1, phase2_epochs=3, resume=True,
+                      **kwargs)
+    assert result.epochs_completed == 4
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    logged = [float(r["learning_rate"]) for r in rows]
+    expected = [1e-3] + [cosine_lr(e, 1, 4, 4e-4) for e in range(1, 4)]
+    assert logged == pytest.approx(expected, rel=1e-5)
+    phases = json.loads((tmp_path / "state.json").read_text())["phases"]
+    assert [p["lr_schedule"] for p in phases] == ["constant", "cosine"]
+
+
+def test_unknown_lr_schedule_is_refused_before_training(isbi_crops, tmp_path):
+    images, masks = isbi_crops
+    with pytest.raises(ValueError, match=r"lr_schedule must be one of \('constant', 'cosine'\), "
+                                         r"got 'linear'"):
+        train(tiny_unet(), dataset(images, masks), out_dir=tmp_path, epochs=1,
+              lr_schedule="linear", verbose=0)
+    assert not (tmp_path / "log.csv").exists()

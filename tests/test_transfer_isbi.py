@@ -109,3 +109,69 @@ def test_held_out_arrays_scale_like_training_and_keep_the_two_classes():
     assert raw.shape == (2, 512, 512, 1) and masks.shape == (2, 512, 512)
     assert raw.max() > 1.0 and abs(float(unit.max()) - float(raw.max()) / 255.0) < 1e-6
     assert set(map(int, set(masks.ravel().tolist()))) == {0, 1}
+
+
+def test_schedule_flags_resolve_and_step_decay_applies_to_the_last_epochs():
+    cfg = _cfg("--lr-schedule", "cosine", "--lr-finetune", "3e-4", "--mirror-pad", "64")
+    assert cfg["lr_schedule"] == "cosine" and cfg["mirror_pad"] == 64
+    assert _cfg()["lr_schedule"] == "constant" and _cfg()["mirror_pad"] == 0
+    step = _cfg("--lr-decay-last", "0.17", "--lr-finetune", "3e-4")
+    rates = [T.step_decay_lr(step, e, epochs=12, lr=3e-4) for e in range(12)]
+    assert rates[:10] == [3e-4] * 10 and rates[10:] == pytest.approx([3e-5, 3e-5])
+    with pytest.raises(SystemExit):
+        T.build_parser().parse_args(["--lr-schedule", "linear"])
+
+
+def test_render_table_shows_cosine_and_mirror_padded_scores():
+    mirror = dict(_row()["plain"], pixel_error=0.0701)
+    row = _row(lr_schedule="cosine", mirror_pad=64, mirror=mirror,
+               tta_mirror=dict(mirror, pixel_error=0.0688), tag="cos")
+    table = T.render_table({"runs": {"a": row, "b": _row(seed=1)}})
+    lines = [line for line in table.splitlines() if line.startswith("| `hed_finetune_long`")]
+    assert "cosine decay over the phase" in lines[0] and "×0.1" not in lines[0]
+    assert "| 64 px: 0.0701 (0.0688) |" in lines[0]
+    assert "| – | 2504 s" in lines[1]  # a row without mirror-padded scores
+    header = table.splitlines()[0]
+    assert header.count("|") == lines[0].count("|") == lines[1].count("|")
+
+
+def test_result_keys_tell_tags_and_momentum_apart():
+    args = T.build_parser().parse_args(["--tag", "cos"])
+    assert T.result_key("hed_finetune_long", 1, args) == "hed_finetune_long@seed1@bnm0.9@cos"
+    args = T.build_parser().parse_args(["--bn-momentum", "0.99"])
+    assert T.result_key("hed_finetune", 0, args) == "hed_finetune@seed0@bnm0.99"
+
+
+def test_rescore_without_a_checkpoint_reports_and_fails(tmp_path, capsys):
+    out = tmp_path / "results.json"
+    assert T.main(["--rescore", "--configs", "hed_finetune_long", "--tag", "gone",
+                   "--mirror-pad", "32", "--out", str(out)]) == 1
+    assert "no results row or no" in capsys.readouterr().out
+
+
+def test_error_breakdown_locates_edge_and_border_errors():
+    import numpy as np
+
+    masks = np.ones((1, 64, 64), np.int32)
+    masks[0, :, 30:34] = 0  # a 4-px membrane: class edges in columns 29, 30, 33 and 34
+    pred = masks.copy()
+    pred[0, 40:50, 29] = 0  # 10 errors on the class edge, 16+ px from the image border
+    pred[0, 0:2, 5:10] = 0  # 10 errors off the edges, inside the 8-px border band
+    e = T.error_breakdown(masks, pred, border=8)
+    assert e["edge_share"] == pytest.approx(4 / 64)
+    assert e["edge_error"] == pytest.approx(10 / (4 * 64), abs=1e-5)
+    assert e["off_edge_error"] == pytest.approx(10 / (60 * 64), abs=1e-5)
+    assert e["edge_error_share"] == 0.5
+    interior = 48 * 48
+    assert e["border_share"] == pytest.approx(1 - interior / 64 ** 2, abs=1e-5)
+    assert e["interior_error"] == pytest.approx(10 / interior, abs=1e-5)
+    assert e["border_error"] == pytest.approx(10 / (64 ** 2 - interior), abs=1e-5)
+
+
+def test_render_table_lists_where_the_errors_sit():
+    errors = {"edge_share": 0.155, "edge_error": 0.318, "off_edge_error": 0.0313,
+              "edge_error_share": 0.65, "border_px": 32, "border_share": 0.234,
+              "border_error": 0.0822, "interior_error": 0.0738}
+    table = T.render_table({"runs": {"a": _row(errors=errors, tag="cos")}})
+    assert "| `hed_finetune_long` cos seed 0 | 15.5% | 0.318 / 0.0313 | 65% | " \
+           "0.0822 / 0.0738 (32 px) |" in table

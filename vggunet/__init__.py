@@ -38,8 +38,10 @@ from vggunet.predict import (
 from vggunet.saving import ModelFileError, UnsafeModelError, load_model, save_model
 from vggunet.training import (
     BatchNormRecalibration,
+    CosineDecayEpochs,
     TrainResult,
     compile_model,
+    cosine_lr,
     finetune,
     recalibrate_batchnorm,
     train,
@@ -53,6 +55,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackbonePreprocess",
     "BatchNormRecalibration",
+    "CosineDecayEpochs",
     "CropToReference",
     "DataError",
     "ENCODERS",
@@ -74,6 +77,7 @@ __all__ = [
     "build_vgg_unet",
     "compile_model",
     "conv_block",
+    "cosine_lr",
     "create_mask",
     "decoder_stage",
     "display",

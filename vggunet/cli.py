@@ -552,6 +552,9 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--recalibrate-bn", type=non_negative_int, default=0, metavar="N",
                    help="re-estimate the decoder's BatchNorm statistics on N training batches "
                         "before each validation and checkpoint (0 = off)")
+    g.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"),
+                   help="learning rate over the (last) phase: constant, or cosine from the "
+                        "phase's rate towards 0, set per epoch (default constant)")
     g.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     g.add_argument("--strategy", default="none", choices=("none", "mirrored", "multiworker"),
                    help="distribution: mirrored = all GPUs of this machine, multiworker = the "
@@ -586,7 +589,7 @@ def _training_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         early_stopping=args.early_stopping or None, steps_per_epoch=args.steps_per_epoch,
         validation_steps=args.validation_steps, resume=args.resume,
         tensorboard=args.tensorboard, verbose=0 if args.quiet else 2,
-        recalibrate_bn=args.recalibrate_bn or None,
+        recalibrate_bn=args.recalibrate_bn or None, lr_schedule=args.lr_schedule,
     )
     if args.monitor:
         kwargs["monitor"] = args.monitor
@@ -703,9 +706,10 @@ def _predict_file(model: Any, source: Any, out: Any, args: argparse.Namespace,
     image = P.read_image(source, args.channels)
     if args.tile:
         proba = np.asarray(P.predict_tiled(model, image, tile=args.tile, overlap=overlap,
-                                           tta=args.tta))
+                                           tta=args.tta, mirror_pad=args.mirror_pad))
     else:
-        proba = np.asarray(P.predict_proba(model, image, tta=args.tta))
+        proba = np.asarray(P.predict_proba(model, image, tta=args.tta,
+                                           mirror_pad=args.mirror_pad))
     mask = (proba[..., 0] > 0.5 if proba.shape[-1] == 1 else np.argmax(proba, -1))
     mask = mask.astype(np.int32)
     written = [P.save_mask_png(mask, out / f"{source.stem}.png")]
@@ -740,7 +744,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     folder_takes_overlap = "overlap" in inspect.signature(P.predict_folder).parameters
     if source.is_dir() and (args.overlap is None or folder_takes_overlap):
         kwargs: dict[str, Any] = dict(tile=args.tile, tta=args.tta, overlay=not args.no_overlay,
-                                      channels=args.channels)
+                                      channels=args.channels, mirror_pad=args.mirror_pad)
         if args.overlap is not None:
             kwargs["overlap"] = overlap
         written = P.predict_folder(model, source, out, **kwargs)
@@ -766,6 +770,9 @@ def _add_predict(sub: Any) -> None:
     p.add_argument("--overlap", type=non_negative_int, default=None, metavar="N",
                    help="tile overlap in pixels (default min(64, tile/4))")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (flips)")
+    p.add_argument("--mirror-pad", type=non_negative_int, default=0, metavar="N",
+                   help="add N mirrored pixels of context on each side before predicting "
+                        "(the U-Net paper's border handling; default 0)")
     p.add_argument("--no-overlay", action="store_true", help="masks only, no overlay PNGs")
     p.add_argument("--channels", type=positive_int, default=3,
                    help="channels the model expects (default 3)")

@@ -10,6 +10,9 @@ per-pixel probabilities; this module feeds them images of any size and shape:
 * `predict_tiled` — large images in overlapping tiles blended with a smooth window; memory is
   bounded by the tile batch plus one (H, W, K) accumulator.
 * `tta=True` — the mean of the probabilities over the 8 dihedral transforms (flips, 90° turns).
+* `mirror_pad=N` — the U-Net paper's border trick: the image is extended by N mirrored pixels on
+  every side before the forward pass and the prediction cropped back, so border pixels are
+  predicted with context instead of the convolutions' zero padding.
 * `save_mask_png`, `colorize`, `save_overlay`, `predict_folder` — writing results (atomically).
 
 The lab's `create_mask` is kept, in numpy, for the notebooks.
@@ -265,13 +268,27 @@ def _pad_to_min(image: np.ndarray, minimum: int) -> tuple[np.ndarray, tuple[int,
     return padded, (top, left)
 
 
+def _check_mirror_pad(mirror_pad: Any) -> int:
+    if isinstance(mirror_pad, bool) or not isinstance(mirror_pad, (int, np.integer)) \
+            or mirror_pad < 0:
+        raise PredictionError(f"mirror_pad must be an integer >= 0, got {mirror_pad!r}.")
+    return int(mirror_pad)
+
+
+def _mirror(image: np.ndarray, pad: int) -> np.ndarray:
+    """Extends an (H, W, C) image by `pad` mirrored pixels on every side (edge not repeated)."""
+    if not pad:
+        return image
+    return np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+
+
 # --------------------------------------------------------------------------------------------
 # Public prediction API
 # --------------------------------------------------------------------------------------------
 
 
 def predict_proba(model: Any, image: Any, *, tta: bool = False, batch_size: int = 1,
-                  from_logits: bool = False) -> Any:
+                  from_logits: bool = False, mirror_pad: int = 0) -> Any:
     """Per-pixel class probabilities for one image, a batch, or a list of images.
 
     Images are raw pixels (the models preprocess inside). Every image is checked: NaN/inf
@@ -285,6 +302,10 @@ def predict_proba(model: Any, image: Any, *, tta: bool = False, batch_size: int 
     models) as float32; with `from_logits=True` a softmax (sigmoid for one channel) is applied
     first, as needed for logit models such as `build_unet`. With `tta=True` probabilities are
     averaged over the 8 flips/90° rotations (see `predict_tiled` for fixed-size models).
+    With `mirror_pad=N` each image is extended by N mirrored pixels on every side before the
+    forward pass and the output cropped back (the U-Net paper's overlap-tile context), so the
+    border pixels see image-like context rather than zeros; N of 32-64 covers most of a VGG
+    U-Net's useful context for the cost of ((H+2N)(W+2N))/(HW) more pixels.
 
     Args:
         model: a Keras model mapping (B, H, W, C) pixels to (B, H, W, K).
@@ -293,6 +314,7 @@ def predict_proba(model: Any, image: Any, *, tta: bool = False, batch_size: int 
         tta: average over the 8 dihedral transforms.
         batch_size: images per forward pass (same-size images only are stacked).
         from_logits: apply softmax/sigmoid to the model output.
+        mirror_pad: pixels of mirrored context added on each side (0 = none).
 
     Returns:
         (H, W, K) float32 for one image, (B, H, W, K) for a batch array, and a list of
@@ -308,6 +330,7 @@ def predict_proba(model: Any, image: Any, *, tta: bool = False, batch_size: int 
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise PredictionError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    mirror_pad = _check_mirror_pad(mirror_pad)
     fixed_h, fixed_w, channels = _model_input(model)
     images, kind = _split_input(image)
     prepared = [
@@ -325,7 +348,7 @@ def predict_proba(model: Any, image: Any, *, tta: bool = False, batch_size: int 
         for i, img in enumerate(prepared):
             results[i] = predict_tiled(
                 model, img, tile=(fixed_h, fixed_w), overlap=overlap, tta=tta,
-                batch_size=batch_size, from_logits=from_logits,
+                batch_size=batch_size, from_logits=from_logits, mirror_pad=mirror_pad,
             )
     else:
         # Group same-shape images so they can share forward passes.
@@ -335,8 +358,10 @@ def predict_proba(model: Any, image: Any, *, tta: bool = False, batch_size: int 
         for shape, indices in groups.items():
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start:start + batch_size]
-                padded = [_pad_to_min(prepared[i], MIN_SIZE) for i in chunk]
+                padded = [_pad_to_min(_mirror(prepared[i], mirror_pad), MIN_SIZE)
+                          for i in chunk]
                 top, left = padded[0][1]
+                top, left = top + mirror_pad, left + mirror_pad
                 out = _run_tta(model, np.stack([p for p, _ in padded]), tta, from_logits)
                 out = out[:, top:top + shape[0], left:left + shape[1]]
                 for i, o in zip(chunk, out):
@@ -355,7 +380,7 @@ def _mask_from_proba(proba: np.ndarray) -> np.ndarray:
 
 
 def predict_mask(model: Any, image: Any, *, tta: bool = False, batch_size: int = 1,
-                 from_logits: bool = False) -> Any:
+                 from_logits: bool = False, mirror_pad: int = 0) -> Any:
     """Class-index masks: the argmax of `predict_proba` (`probability > 0.5` for one channel).
 
     Takes the same inputs as `predict_proba`; returns (H, W) int32 for one image, (B, H, W) for
@@ -368,6 +393,7 @@ def predict_mask(model: Any, image: Any, *, tta: bool = False, batch_size: int =
         batch_size: images per forward pass.
         from_logits: the model outputs logits (only matters for one output channel, where the
             threshold is applied to the sigmoid).
+        mirror_pad: pixels of mirrored context added on each side (see `predict_proba`).
 
     Returns:
         (H, W) int32 class indices for one image, (B, H, W) for a batch array, a list of
@@ -381,7 +407,8 @@ def predict_mask(model: Any, image: Any, *, tta: bool = False, batch_size: int =
         >>> mask.shape, mask.dtype, bool(mask.max() < 3)
         ((40, 50), dtype('int32'), True)
     """
-    proba = predict_proba(model, image, tta=tta, batch_size=batch_size, from_logits=from_logits)
+    proba = predict_proba(model, image, tta=tta, batch_size=batch_size, from_logits=from_logits,
+                          mirror_pad=mirror_pad)
     if isinstance(proba, list):
         return [_mask_from_proba(p) for p in proba]
     return _mask_from_proba(proba)
@@ -440,7 +467,7 @@ def _fit_tile(size: int, tile: int, overlap: int, multiple: int = 32) -> int:
 
 def predict_tiled(model: Any, image: Any, *, tile: int | Sequence[int] = 512, overlap: int = 64,
                   tta: bool = False, batch_size: int = 4,
-                  from_logits: bool = False) -> np.ndarray:
+                  from_logits: bool = False, mirror_pad: int = 0) -> np.ndarray:
     """Predicts one large image in overlapping tiles and blends them.
 
     The image is reflect-padded so that every tile is full-size (and by `overlap // 2` on the
@@ -467,6 +494,8 @@ def predict_tiled(model: Any, image: Any, *, tile: int | Sequence[int] = 512, ov
         tta: average each tile over the dihedral transforms.
         batch_size: tiles per forward pass.
         from_logits: apply softmax/sigmoid to each tile's output before blending.
+        mirror_pad: pixels of mirrored context added around the whole image before tiling
+            (see `predict_proba`); tiles inside the image already see their neighbours.
 
     Returns:
         (H, W, K) float32.
@@ -492,9 +521,17 @@ def predict_tiled(model: Any, image: Any, *, tile: int | Sequence[int] = 512, ov
             f"the model takes a fixed input of {fixed_h}×{fixed_w}; tile must be that size, "
             f"got {tile_h}×{tile_w}."
         )
+    mirror_pad = _check_mirror_pad(mirror_pad)
     if np.asarray(image).ndim == 4:
         raise PredictionError("predict_tiled takes one image (H, W[, C]); loop over a batch.")
     img = _prepare(image, channels)
+    if mirror_pad:
+        out_h, out_w = img.shape[:2]
+        whole = predict_tiled(model, _mirror(img, mirror_pad), tile=(tile_h, tile_w),
+                              overlap=overlap, tta=tta, batch_size=batch_size,
+                              from_logits=from_logits)
+        return np.ascontiguousarray(whole[mirror_pad:mirror_pad + out_h,
+                                          mirror_pad:mirror_pad + out_w])
     height, width = img.shape[:2]
     if not fixed and height <= tile_h and width <= tile_w:
         return predict_proba(model, img, tta=tta, from_logits=from_logits)
@@ -815,7 +852,7 @@ def _inside(folder: Path, name: str) -> Path:
 
 def predict_folder(model: Any, input_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
                    tile: int | Sequence[int] | None = None, tta: bool = False,
-                   overlay: bool = True,
+                   mirror_pad: int = 0, overlay: bool = True,
                    channels: int = 3, from_logits: bool = False,
                    palette: Sequence[Sequence[int]] | None = None) -> list[Path]:
     """Predicts every image in a folder and writes `<stem>.png` masks (and overlays).
@@ -833,6 +870,7 @@ def predict_folder(model: Any, input_dir: str | os.PathLike, output_dir: str | o
         output_dir: folder for the masks and overlays (created).
         tile: predict in tiles of this size (int or (H, W)) instead of whole images.
         tta: average over the 8 flips/rotations.
+        mirror_pad: pixels of mirrored context added on each side (see `predict_proba`).
         overlay: also write `<stem>_overlay.png`.
         channels: read images as 1 (grey) or 3 (RGB) channels.
         from_logits: the model outputs logits.
@@ -846,6 +884,7 @@ def predict_folder(model: Any, input_dir: str | os.PathLike, output_dir: str | o
         raise PredictionError(f"input folder '{input_dir}' does not exist or is not a folder.")
     if channels not in (1, 3):
         raise PredictionError(f"channels must be 1 or 3, got {channels!r}.")
+    mirror_pad = _check_mirror_pad(mirror_pad)
     tile_hw = None if tile is None else _pair(tile, "tile")
     output_dir = Path(output_dir)
     try:
@@ -878,10 +917,11 @@ def predict_folder(model: Any, input_dir: str | os.PathLike, output_dir: str | o
     for source, mask_path, overlay_path in plan:
         image = read_image(source, channels)
         if tile is None:
-            proba = predict_proba(model, image, tta=tta, from_logits=from_logits)
+            proba = predict_proba(model, image, tta=tta, from_logits=from_logits,
+                                  mirror_pad=mirror_pad)
         else:
             proba = predict_tiled(model, image, tile=tile, overlap=min(64, min(tile_hw) // 4),
-                                  tta=tta, from_logits=from_logits)
+                                  tta=tta, from_logits=from_logits, mirror_pad=mirror_pad)
         mask = _mask_from_proba(proba)
         written.append(save_mask_png(mask, mask_path))
         if overlay_path is not None:

@@ -51,9 +51,12 @@ from vggunet.saving import load_model
 __all__ = [
     "AtomicCheckpoint",
     "BatchNormRecalibration",
+    "CosineDecayEpochs",
+    "LR_SCHEDULES",
     "NaNGuard",
     "TrainResult",
     "compile_model",
+    "cosine_lr",
     "finetune",
     "prepare_phase2",
     "recalibrate_batchnorm",
@@ -334,8 +337,72 @@ class BatchNormRecalibration(keras.callbacks.Callback):
         self._recalibrate()
 
 
+LR_SCHEDULES = ("constant", "cosine")
+"""Learning-rate schedules of `train` and `finetune` (phase 2): `lr_schedule=`."""
+
+
+def cosine_lr(epoch: int, start: int, end: int, base_lr: float) -> float:
+    """The learning rate of global epoch `epoch` under a half-cosine decay over [start, end).
+
+    The rate falls from `base_lr` towards 0, evaluated at the middle of each epoch (so the
+    first epoch trains just below `base_lr` and the last one just above 0, never at 0); the
+    mean rate over the span is `base_lr / 2`. Epochs outside the span get `base_lr`.
+
+    Args:
+        epoch: global epoch index (0-based).
+        start: first epoch of the decay.
+        end: one past its last epoch.
+        base_lr: the rate the decay starts from.
+
+    Returns:
+        The learning rate.
+
+    Example:
+        >>> [round(cosine_lr(e, 0, 4, 1.0), 3) for e in range(4)]
+        [0.962, 0.691, 0.309, 0.038]
+    """
+    if end <= start or not start <= epoch < end:
+        return float(base_lr)
+    return float(base_lr) * 0.5 * (1.0 + math.cos(math.pi * (epoch - start + 0.5) / (end - start)))
+
+
+class CosineDecayEpochs(keras.callbacks.Callback):
+    """Sets the optimizer's learning rate at each epoch's start to `cosine_lr`.
+
+    Epochs are global, so a resumed run continues the curve where it stopped. The rate is added
+    to the epoch logs as `learning_rate` (so `log.csv` records it).
+
+    Args:
+        base_lr: the rate the decay starts from.
+        start: first epoch of the decay.
+        end: one past its last epoch.
+    """
+
+    def __init__(self, base_lr: float, start: int, end: int) -> None:
+        super().__init__()
+        self.base_lr, self.start, self.end = float(base_lr), int(start), int(end)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.optimizer.learning_rate = cosine_lr(epoch, self.start, self.end, self.base_lr)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = _current_lr(self.model)
+
+
+def _check_schedule(lr_schedule: Any) -> str:
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}.")
+    return lr_schedule
+
+
+def _current_lr(model: keras.Model) -> float:
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+
 class _PhaseTag(keras.callbacks.Callback):
-    """Adds a `phase` entry to the epoch logs (before CSVLogger writes them)."""
+    """Adds `phase` and `learning_rate` entries to the epoch logs (before CSVLogger writes them),
+    so every row of `log.csv` says which phase and rate trained it."""
 
     def __init__(self, phase: int) -> None:
         super().__init__()
@@ -344,6 +411,7 @@ class _PhaseTag(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["phase"] = self.phase
+            logs["learning_rate"] = _current_lr(self.model)
 
 
 def _better(mode: str, current: float, best: float | None) -> bool:
@@ -423,6 +491,7 @@ class _Phase:
     learning_rate: float
     setup: Callable[[keras.Model], FreezeReport | None]
     spec: str
+    schedule: str = "constant"
 
 
 def _structure(model: keras.Model) -> list[tuple[str, tuple[tuple[int, ...], ...]]]:
@@ -710,7 +779,8 @@ def _run(
             recorded[phase.number] = rec
             if start not in state["phase_boundaries"]:
                 state["phase_boundaries"].append(start)
-        rec.update(epochs=phase.epochs, learning_rate=phase.learning_rate, spec=phase.spec)
+        rec.update(epochs=phase.epochs, learning_rate=phase.learning_rate, spec=phase.spec,
+                   lr_schedule=phase.schedule)
         state["phase"] = phase.number
 
         guard = NaNGuard()
@@ -735,6 +805,8 @@ def _run(
                                                checkpoint]
         if recalibration is not None:
             cbs.insert(0, recalibration)
+        if phase.schedule == "cosine":
+            cbs.insert(0, CosineDecayEpochs(phase.learning_rate, start, end))
         append_log = True
         early = None
         if early_stopping is not None:
@@ -853,6 +925,7 @@ def train(
     callbacks: Sequence[keras.callbacks.Callback] | None = None,
     strategy: Any = None,
     recalibrate_bn: int | None = None,
+    lr_schedule: str = "constant",
 ) -> TrainResult:
     """Trains `model` as it is (its trainable flags untouched) for `epochs` epochs in total.
 
@@ -884,19 +957,23 @@ def train(
         recalibrate_bn: re-estimate the trainable BatchNorm statistics on this many training
             batches before each validation and checkpoint (`BatchNormRecalibration`); None
             (default) keeps Keras's moving averages. Not with `strategy`.
+        lr_schedule: "constant" (default) or "cosine": `learning_rate` decays along half a
+            cosine towards 0 over the epochs, set per epoch (`CosineDecayEpochs`).
 
     Returns:
         A `TrainResult`.
     """
-    phase = _Phase(1, "train", epochs, learning_rate, lambda m: None, "as given")
+    phase = _Phase(1, "train", epochs, learning_rate, lambda m: None, "as given",
+                   _check_schedule(lr_schedule))
     return _run_distributed(
         model, train_data, val_data, [phase], kind="train", out_dir=out_dir,
         compile_kwargs=_compile_kwargs(loss, metrics, ignore_index, class_weights, optimizer,
                                        jit_compile, num_classes),
         monitor=monitor, mode=mode, early_stopping=early_stopping,
         steps_per_epoch=steps_per_epoch, validation_steps=validation_steps, resume=resume,
-        tensorboard=tensorboard, verbose=verbose, extra_state={"epochs": epochs,
-                                                               "learning_rate": learning_rate},
+        tensorboard=tensorboard, verbose=verbose,
+        extra_state={"epochs": epochs, "learning_rate": learning_rate,
+                     "lr_schedule": lr_schedule},
         callbacks=callbacks, strategy=strategy, recalibrate_bn=recalibrate_bn,
     )
 
@@ -1019,6 +1096,7 @@ def finetune(
     callbacks: Sequence[keras.callbacks.Callback] | None = None,
     strategy: Any = None,
     recalibrate_bn: int | None = None,
+    lr_schedule: str = "constant",
 ) -> TrainResult:
     """Two-phase transfer learning: frozen encoder, then the top of the encoder unfrozen.
 
@@ -1036,6 +1114,8 @@ def finetune(
         unfreeze: phase-2 spec: "topN" (the encoder's top N blocks), "encoder", or any
             `vggunet.freeze` spec (int, prefixes, predicate).
         train_bn: let encoder BatchNorm layers train in phase 2.
+        lr_schedule: phase 2's learning rate: "constant" (default) or "cosine" (from
+            `phase2_lr` towards 0 over phase 2's epochs); phase 1 keeps `phase1_lr`.
         Other arguments (`strategy`, `recalibrate_bn` included): as in `train`.
 
     Returns:
@@ -1052,7 +1132,7 @@ def finetune(
     phases = [
         _Phase(1, "frozen encoder", phase1_epochs, phase1_lr, setup1, "freeze encoder"),
         _Phase(2, "fine-tune", phase2_epochs, phase2_lr, setup2,
-               f"unfreeze {spec_text}, train_bn={train_bn}"),
+               f"unfreeze {spec_text}, train_bn={train_bn}", _check_schedule(lr_schedule)),
     ]
     return _run_distributed(
         model, train_data, val_data, phases, kind="finetune", out_dir=out_dir,
@@ -1063,7 +1143,7 @@ def finetune(
         tensorboard=tensorboard, verbose=verbose,
         extra_state={"phase1_epochs": phase1_epochs, "phase2_epochs": phase2_epochs,
                      "phase1_lr": phase1_lr, "phase2_lr": phase2_lr, "unfreeze": spec_text,
-                     "train_bn": train_bn},
+                     "train_bn": train_bn, "lr_schedule": lr_schedule},
         callbacks=callbacks, strategy=strategy, recalibrate_bn=recalibrate_bn,
     )
 
