@@ -149,7 +149,8 @@ def resolve_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
                phase1_fraction=args.phase1_fraction, unfreeze=args.unfreeze,
                bn_momentum=args.bn_momentum, recalibrate_bn=args.recalibrate_bn or None,
                decoder_filters=args.decoder_filters, lr_decay_last=args.lr_decay_last,
-               curve=args.curve, loss=args.loss, tag=args.tag)
+               curve=args.curve, loss=args.loss, tag=args.tag, lr_schedule=args.lr_schedule,
+               mirror_pad=args.mirror_pad)
     if cfg["mode"] == "frozen":
         cfg["lr"] = args.lr_frozen
     elif cfg["mode"] == "finetune":
@@ -162,6 +163,25 @@ def resolve_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
         cfg["recalibrate_bn"] = cfg["decoder_filters"] = None
         cfg["precision"] = "float32"  # build_unet takes the global policy: float32 here
     return cfg
+
+
+def step_decay_lr(cfg: dict[str, Any], epoch: int, epochs: int, lr: float) -> float:
+    """`--lr-decay-last`: the last share of the epochs at a tenth of the last phase's rate.
+
+    (`--lr-schedule cosine` is vggunet's own `lr_schedule="cosine"`, passed to
+    `finetune`/`train`.)
+
+    Args:
+        cfg: a resolved configuration.
+        epoch: the global epoch index (0-based, counted across phases).
+        epochs: the total number of epochs.
+        lr: the rate the optimizer has now (kept before the decay).
+
+    Returns:
+        The learning rate for `epoch`.
+    """
+    decay_from = epochs - max(1, round(epochs * cfg["lr_decay_last"]))
+    return 0.1 * (cfg.get("lr2") or cfg["lr"]) if epoch >= decay_from else lr
 
 
 def held_out_arrays(held_out: list[Any], scale: str) -> tuple[Any, Any]:
@@ -233,6 +253,77 @@ def held_out_curve(held_out: list[Any], scale: str, *, steps_per_epoch: int) -> 
     return _Curve()
 
 
+def mirror_scores(model: Any, held_out: list[Any], scale: str, mirror_pad: int, *,
+                  tta: bool, from_logits: bool = False) -> dict[str, Any]:
+    """Held-out scores with the U-Net paper's mirrored border context (`mirror_pad`).
+
+    Args:
+        model: the trained model.
+        held_out: `(image_path, mask_path)` pairs.
+        scale: "raw" or "unit" input scaling (as the training data).
+        mirror_pad: mirrored pixels added on each side (`predict_proba(mirror_pad=...)`).
+        tta: also score mirror padding together with the 8-fold TTA.
+        from_logits: the model outputs logits (the lab model).
+
+    Returns:
+        `{"mirror_pad": N, "mirror": scores[, "tta_mirror": scores]}`.
+    """
+    import numpy as np
+
+    from vggunet.metrics import confusion_matrix
+    from vggunet.predict import predict_proba
+
+    images, masks = held_out_arrays(held_out, scale)
+    out: dict[str, Any] = {"mirror_pad": mirror_pad}
+    for key, with_tta in (("mirror", False), ("tta_mirror", True)):
+        if with_tta and not tta:
+            continue
+        proba = predict_proba(model, images, tta=with_tta, batch_size=2, from_logits=from_logits,
+                              mirror_pad=mirror_pad)
+        out[key] = _scores(confusion_matrix(masks, np.argmax(proba, axis=-1), 2))
+    return out
+
+
+def error_breakdown(masks: Any, pred: Any, border: int = 32) -> dict[str, float]:
+    """Where the pixel errors sit: on the labels' class edges, and near the image border.
+
+    A pixel is on a class edge when its 3×3 neighbourhood in the label holds more than one
+    class (the 1-px band on both sides of every membrane outline).
+
+    Args:
+        masks: (N, H, W) true class indices.
+        pred: (N, H, W) predicted class indices.
+        border: width in pixels of the image-border band.
+
+    Returns:
+        `edge_share` (pixels on class edges), `edge_error` / `off_edge_error` (error rate on /
+        off them), `edge_error_share` (share of all errors on them), `border_share`,
+        `border_error` / `interior_error` (error rate within / beyond `border` px of the edge).
+    """
+    import numpy as np
+    from scipy import ndimage
+
+    masks, pred = np.asarray(masks), np.asarray(pred)
+    wrong = masks != pred
+    edge = np.stack([ndimage.grey_dilation(m, size=3) != ndimage.grey_erosion(m, size=3)
+                     for m in masks])
+    height, width = masks.shape[1:]
+    yy, xx = np.mgrid[:height, :width]
+    near = np.minimum(np.minimum(yy, xx), np.minimum(height - 1 - yy, width - 1 - xx)) < border
+    near = np.broadcast_to(near, masks.shape)
+
+    def rate(where: Any) -> float:
+        return round(float(wrong[where].mean()), 5) if where.any() else float("nan")
+
+    return {
+        "edge_share": round(float(edge.mean()), 5), "edge_error": rate(edge),
+        "off_edge_error": rate(~edge),
+        "edge_error_share": round(float(wrong[edge].sum() / max(1, wrong.sum())), 5),
+        "border_px": border, "border_share": round(float(near.mean()), 5),
+        "border_error": rate(near), "interior_error": rate(~near),
+    }
+
+
 def run_dir(cfg: dict[str, Any], seed: int, root: Path = RUNS) -> Path:
     """The checkpoint folder of one run; tagged runs get their own, so they can run side by side.
 
@@ -292,19 +383,17 @@ def run_one(cfg: dict[str, Any], seed: int, data: Path, tta: bool = True) -> dic
         epochs = max(epochs, round(1 / cfg["phase1_fraction"]))
     steps_per_epoch = max(1, cfg["steps"] // epochs)
     callbacks: list[Any] = []
-    if cfg["lr_decay_last"]:
-        # Step decay: the last `lr_decay_last` share of the epochs at a tenth of the phase's lr.
-        decay_from = epochs - max(1, round(epochs * cfg["lr_decay_last"]))
-        final_lr = 0.1 * (cfg.get("lr2") or cfg["lr"])
+    if cfg["lr_decay_last"] and cfg["lr_schedule"] == "constant":
         callbacks.append(keras.callbacks.LearningRateScheduler(
-            lambda epoch, lr: final_lr if epoch >= decay_from else lr))
+            lambda epoch, lr: step_decay_lr(cfg, epoch, epochs, lr)))
     curve = held_out_curve(held_out, scale, steps_per_epoch=steps_per_epoch) \
         if cfg["curve"] else None
     if curve is not None:
         callbacks.append(curve)
     common = dict(out_dir=out_dir, steps_per_epoch=steps_per_epoch, loss=cfg["loss"],
                   metrics=("accuracy",), monitor="loss", tensorboard=False, verbose=2,
-                  callbacks=callbacks, recalibrate_bn=cfg["recalibrate_bn"])
+                  callbacks=callbacks, recalibrate_bn=cfg["recalibrate_bn"],
+                  lr_schedule=cfg["lr_schedule"])
     wall0, cpu0 = time.perf_counter(), time.process_time()
     if curve is not None:
         curve.start = wall0
@@ -341,6 +430,11 @@ def run_one(cfg: dict[str, Any], seed: int, data: Path, tta: bool = True) -> dic
         cm = confusion_matrix(masks, np.argmax(proba, axis=-1), 2)
         figures["tta"] = _scores(cm)
         eval_wall["tta_s"] = round(time.perf_counter() - t0, 1)
+    if cfg.get("mirror_pad"):
+        t0 = time.perf_counter()
+        figures.update(mirror_scores(model, held_out, scale, cfg["mirror_pad"], tta=tta,
+                                     from_logits=cfg["model"] == "lab"))
+        eval_wall["mirror_s"] = round(time.perf_counter() - t0, 1)
     trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     return {
         "config": cfg["name"], "label": cfg["label"], "seed": seed,
@@ -351,7 +445,8 @@ def run_one(cfg: dict[str, Any], seed: int, data: Path, tta: bool = True) -> dic
         "precision": cfg["precision"], "decoder_batchnorm": cfg["decoder_batchnorm"],
         "skip_batchnorm": cfg["skip_batchnorm"], "bn_momentum": cfg["bn_momentum"],
         "recalibrate_bn": cfg["recalibrate_bn"], "decoder_filters": cfg["decoder_filters"],
-        "lr_decay_last": cfg["lr_decay_last"], "loss": cfg["loss"],
+        "lr_decay_last": cfg["lr_decay_last"], "lr_schedule": cfg["lr_schedule"],
+        "loss": cfg["loss"],
         "curve": curve.points if curve is not None else None,
         "lr": cfg["lr"], "lr2": cfg.get("lr2"), "steps": epochs * steps_per_epoch,
         "batch": cfg["batch"], "crop": cfg["crop"], "trainable_params": trainable,
@@ -400,8 +495,9 @@ def render_table(results: dict[str, Any]) -> str:
     lines = [
         "| config | encoder | decoder norm | training (Adam lr) | augment | precision | seed | "
         "pixel error | membrane Dice / IoU | cell Dice / IoU | mean IoU | pixel error, TTA | "
-        "mean IoU, TTA | train wall (s/step) | load avg start→end |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "mean IoU, TTA | pixel error, mirror pad (with TTA) | train wall (s/step) | "
+        "load avg start→end |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         p, t = r["plain"], r.get("tta")
@@ -420,18 +516,26 @@ def render_table(results: dict[str, Any]) -> str:
             if r.get("decoder_filters"):
                 norm += f"; decoder {','.join(str(f) for f in r['decoder_filters'])}"
         lr = f"{r['lr']:g}" + (f" then {r['lr2']:g}" if r.get("lr2") else "")
-        if r.get("lr_decay_last"):
+        if r.get("lr_schedule") == "cosine":
+            lr += ", cosine decay over the phase"
+        elif r.get("lr_decay_last"):
             lr += f", ×0.1 for the last {r['lr_decay_last']:.0%} of epochs"
         lr += f"; {r['crop']}² crops, batch {r['batch']}"
         # Rows from before `--loss` existed trained with CE + Dice.
         lr += f"; loss {r.get('loss', 'ce+dice').upper().replace('DICE', 'Dice')}"
         tta = f"{t['pixel_error']:.4f} | {t['mean_iou']:.3f}" if t else "– | –"
+        mirror = "–"
+        if r.get("mirror"):
+            mirror = f"{r['mirror_pad']} px: {r['mirror']['pixel_error']:.4f}"
+            if r.get("tta_mirror"):
+                mirror += f" ({r['tta_mirror']['pixel_error']:.4f})"
         precision = "mixed bf16" if r["precision"] == "auto" else r["precision"]
         lines.append(
             f"| `{r['config']}`{' ' + r['tag'] if r.get('tag') else ''} {r['label']} | {r['weights']} | {norm} | {r['phases']}, {lr} | "
             f"{r['augment']} | {precision} | {r['seed']} | {p['pixel_error']:.4f} | "
             f"{p['membrane_dice']:.3f} / {p['membrane_iou']:.3f} | "
             f"{p['cell_dice']:.3f} / {p['cell_iou']:.3f} | {p['mean_iou']:.3f} | {tta} | "
+            f"{mirror} | "
             f"{r['train_wall_s']:.0f} s ({r['s_per_step']:.2f}) | "
             f"{r['load_start'][0]:.1f}→{r['load_end'][0]:.1f} |"
         )
@@ -455,6 +559,19 @@ def render_table(results: dict[str, Any]) -> str:
                 f"{_fmt_spread(tta_values) if tta_values else '–'} | "
                 f"{_fmt_spread([r['plain']['mean_iou'] for r in rs])} |"
             )
+    located = [r for r in runs if r.get("errors")]
+    if located:
+        lines += ["", "Where the held-out errors sit (plain prediction; a class-edge pixel has "
+                  "both classes in its 3×3 label neighbourhood):", "",
+                  "| run | pixels on class edges | error on / off them | errors on them | "
+                  "error within / beyond the border band |", "|---|---:|---:|---:|---:|"]
+        for r in located:
+            e = r["errors"]
+            name = f"`{r['config']}`" + (f" {r['tag']}" if r.get("tag") else "")
+            lines.append(f"| {name} seed {r['seed']} | {e['edge_share']:.1%} | "
+                         f"{e['edge_error']:.3f} / {e['off_edge_error']:.4f} | "
+                         f"{e['edge_error_share']:.0%} | {e['border_error']:.4f} / "
+                         f"{e['interior_error']:.4f} ({e['border_px']} px) |")
     for r in runs:
         if not r.get("curve"):
             continue
@@ -569,6 +686,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="checkpoint epochs of *_long configs (default --epochs)")
     parser.add_argument("--lr-decay-last", type=float, default=0.0,
                         help="share of the epochs run at a tenth of the (last phase's) lr")
+    parser.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"),
+                        help="learning rate over the last phase (train/finetune lr_schedule): "
+                             "constant (with --lr-decay-last a step decay), or cosine from its "
+                             "rate towards 0, set per epoch")
     parser.add_argument("--curve", action="store_true",
                         help="score the held-out images after every epoch (learning curve; its "
                              "time is left out of the training wall time)")
@@ -577,6 +698,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tag", default="",
                         help="a name for this variant (kept apart from runs of the same config)")
     parser.add_argument("--no-tta", action="store_true", help="skip the TTA evaluation")
+    parser.add_argument("--mirror-pad", type=int, default=0, metavar="N",
+                        help="also score with N mirrored pixels of border context "
+                             "(predict_proba(mirror_pad=N)), plain and with TTA")
+    parser.add_argument("--rescore", action="store_true",
+                        help="score the finished runs named by --configs/--seeds/--tag again "
+                             "from their last.keras (where the errors sit; with --mirror-pad "
+                             "also mirror-padded) and merge the figures into their rows; no "
+                             "training")
     parser.add_argument("--tta-configs", default="all",
                         help="configs also scored with TTA (8 forward passes per image, the "
                              "costliest part of scoring on a busy CPU): 'all' or a list")
@@ -589,6 +718,72 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--one-out", default=None, help=argparse.SUPPRESS)
     return parser
+
+
+def result_key(name: str, seed: int, args: argparse.Namespace) -> str:
+    """The results-file key of one run: configuration, seed, BatchNorm momentum and tag."""
+    # Rows from before `--bn-momentum` (Keras's 0.99) keep their keys; later ones are told
+    # apart by their momentum.
+    key = f"{name}@seed{seed}@bnm{args.bn_momentum:g}"
+    return key + (f"@{args.tag}" if args.tag else "")
+
+
+def rescore(args: argparse.Namespace, names: list[str], seeds: list[int], out: Path) -> int:
+    """Scores finished runs again from their `last.keras` and merges the figures into their rows.
+
+    Always adds `errors` (`error_breakdown` of the plain prediction); with `--mirror-pad N`
+    also the mirror-padded scores (plain, and with TTA where the row has TTA scores).
+
+    Args:
+        args: the parsed command line (locates the runs; `--mirror-pad` adds mirror scores).
+        names: configurations.
+        seeds: seeds.
+        out: the results file.
+
+    Returns:
+        0, or 1 when a run's checkpoint or row is missing.
+    """
+    from vggunet.saving import load_model
+
+    import numpy as np
+
+    from vggunet.predict import predict_proba
+
+    failed = 0
+    for seed in seeds:
+        for name in names:
+            cfg = resolve_config(name, args)
+            key = result_key(name, seed, args)
+            checkpoint = run_dir(cfg, seed) / "checkpoints" / "last.keras"
+            row = _read(out).get("runs", {}).get(key)
+            if row is None or not checkpoint.is_file():
+                print(f"=== {key}: no results row or no {checkpoint}; skipped", flush=True)
+                failed += 1
+                continue
+            _, held_out = _split(Path(args.data))
+            scale = "unit" if cfg["model"] == "lab" else "raw"
+            model = load_model(checkpoint, compile=False)
+            from_logits = cfg["model"] == "lab"
+            images, masks = held_out_arrays(held_out, scale)
+            pred = np.argmax(predict_proba(model, images, batch_size=2,
+                                           from_logits=from_logits), axis=-1)
+            figures: dict[str, Any] = {"errors": error_breakdown(masks, pred)}
+            if args.mirror_pad > 0:
+                figures.update(mirror_scores(model, held_out, scale, args.mirror_pad,
+                                             tta=bool(row.get("tta")), from_logits=from_logits))
+            results = _read(out)
+            results["runs"][key].update(figures)
+            _write(out, results)
+            e = figures["errors"]
+            print(f"=== {key}: {e['edge_error_share']:.0%} of the errors on class edges "
+                  f"({e['edge_share']:.1%} of the pixels, error {e['edge_error']:.3f} there, "
+                  f"{e['off_edge_error']:.4f} elsewhere)", flush=True)
+            if "mirror" in figures:
+                print(f"=== {key}: mirror_pad {args.mirror_pad}: pixel error "
+                      f"{figures['mirror']['pixel_error']:.4f}"
+                      + (f", with TTA {figures['tta_mirror']['pixel_error']:.4f}"
+                         if "tta_mirror" in figures else ""), flush=True)
+    return 1 if failed else 0
 
 
 def _main(parser: argparse.ArgumentParser, args: argparse.Namespace,
@@ -620,6 +815,8 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace,
     if unknown:
         parser.error(f"unknown config(s) {unknown}; valid: {', '.join(CONFIGS)}")
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.rescore:
+        return rescore(args, names, seeds, out)
     results = _read(out)
     results["meta"] = {
         "cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
@@ -645,10 +842,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace,
                                            *passthrough])
             figures["total_wall_s"] = round(time.perf_counter() - t0, 1)
             results = _read(out)  # another invocation may have merged meanwhile
-            # Rows from before `--bn-momentum` (Keras's 0.99) keep their keys; later ones are
-            # told apart by their momentum.
-            key = f"{name}@seed{seed}@bnm{args.bn_momentum:g}"
-            key += f"@{args.tag}" if args.tag else ""
+            key = result_key(name, seed, args)
             if args.tag:
                 figures["tag"] = args.tag
             results.setdefault("runs", {})[key] = figures
