@@ -22,6 +22,8 @@ configuration and seed).
 Usage (from the repository root):
     .venv/bin/python benchmarks/transfer_isbi.py --configs hed_frozen,random_frozen --seeds 0,1
     .venv/bin/python benchmarks/transfer_isbi.py --table      # render BENCHMARKS.md's section
+    .venv/bin/python benchmarks/transfer_isbi.py --rescore --configs hed_finetune_long \
+        --tag cos --mirror-pad 64   # where a finished run's errors sit; mirror-padded scores
     .venv/bin/python benchmarks/transfer_isbi.py --quick      # smoke test (minutes)
 """
 
