@@ -304,8 +304,10 @@ def predict_proba(model: Any, image: Any, *, tta: bool = False, batch_size: int 
     averaged over the 8 flips/90° rotations (see `predict_tiled` for fixed-size models).
     With `mirror_pad=N` each image is extended by N mirrored pixels on every side before the
     forward pass and the output cropped back (the U-Net paper's overlap-tile context), so the
-    border pixels see image-like context rather than zeros; N of 32-64 covers most of a VGG
-    U-Net's useful context for the cost of ((H+2N)(W+2N))/(HW) more pixels.
+    border pixels see image-like context rather than zeros, for ((H+2N)(W+2N))/(HW) times the
+    pixels. It suits models trained on whole images or valid-convolution tiles; a model trained
+    on zero-padded random crops has learned zero padding at borders (on ISBI, `mirror_pad=64`
+    raised such a model's pixel error by 0.0003-0.0005; BENCHMARKS.md).
 
     Args:
         model: a Keras model mapping (B, H, W, C) pixels to (B, H, W, K).
