@@ -255,14 +255,38 @@ def held_out_curve(held_out: list[Any], scale: str, *, steps_per_epoch: int) -> 
     return _Curve()
 
 
-def mirror_scores(model: Any, held_out: list[Any], scale: str, mirror_pad: int, *,
+def score_prediction(model: Any, images: Any, masks: Any, *, from_logits: bool = False,
+                     **predict: Any) -> tuple[dict[str, float], Any]:
+    """Held-out scores of one way of predicting (`predict_proba` with `predict`'s options).
+
+    Args:
+        model: the trained model.
+        images: (N, H, W, 1) held-out images, scaled like the training data.
+        masks: (N, H, W) true class indices.
+        from_logits: the model outputs logits (the lab model).
+        **predict: `predict_proba` options, e.g. `tta=True`, `mirror_pad=64`.
+
+    Returns:
+        `(scores, predicted class indices (N, H, W))`.
+    """
+    import numpy as np
+
+    from vggunet.metrics import confusion_matrix
+    from vggunet.predict import predict_proba
+
+    proba = predict_proba(model, images, batch_size=2, from_logits=from_logits, **predict)
+    pred = np.argmax(proba, axis=-1)
+    return _scores(confusion_matrix(masks, pred, 2)), pred
+
+
+def mirror_scores(model: Any, images: Any, masks: Any, mirror_pad: int, *,
                   tta: bool, from_logits: bool = False) -> dict[str, Any]:
     """Held-out scores with the U-Net paper's mirrored border context (`mirror_pad`).
 
     Args:
         model: the trained model.
-        held_out: `(image_path, mask_path)` pairs.
-        scale: "raw" or "unit" input scaling (as the training data).
+        images: (N, H, W, 1) held-out images, scaled like the training data.
+        masks: (N, H, W) true class indices.
         mirror_pad: mirrored pixels added on each side (`predict_proba(mirror_pad=...)`).
         tta: also score mirror padding together with the 8-fold TTA.
         from_logits: the model outputs logits (the lab model).
@@ -270,19 +294,12 @@ def mirror_scores(model: Any, held_out: list[Any], scale: str, mirror_pad: int, 
     Returns:
         `{"mirror_pad": N, "mirror": scores[, "tta_mirror": scores]}`.
     """
-    import numpy as np
-
-    from vggunet.metrics import confusion_matrix
-    from vggunet.predict import predict_proba
-
-    images, masks = held_out_arrays(held_out, scale)
     out: dict[str, Any] = {"mirror_pad": mirror_pad}
     for key, with_tta in (("mirror", False), ("tta_mirror", True)):
         if with_tta and not tta:
             continue
-        proba = predict_proba(model, images, tta=with_tta, batch_size=2, from_logits=from_logits,
-                              mirror_pad=mirror_pad)
-        out[key] = _scores(confusion_matrix(masks, np.argmax(proba, axis=-1), 2))
+        out[key], _ = score_prediction(model, images, masks, from_logits=from_logits,
+                                       tta=with_tta, mirror_pad=mirror_pad)
     return out
 
 
@@ -359,8 +376,6 @@ def run_one(cfg: dict[str, Any], seed: int, data: Path, tta: bool = True) -> dic
     from hed_weights import convert_hed_weights
     from vggunet.data import make_dataset
     from vggunet.evaluate import evaluate
-    from vggunet.metrics import confusion_matrix
-    from vggunet.predict import predict_proba
     from vggunet.training import finetune, train
 
     load_start = _load()
@@ -424,18 +439,17 @@ def run_one(cfg: dict[str, Any], seed: int, data: Path, tta: bool = True) -> dic
     plain = evaluate(model, val_ds, num_classes=2, class_names=CLASS_NAMES, verbose=False)
     figures: dict[str, Any] = {"plain": _scores(plain["confusion_matrix"])}
     eval_wall = {}
+    from_logits = cfg["model"] == "lab"
+    images, masks = held_out_arrays(held_out, scale)
     if tta:
         t0 = time.perf_counter()
-        from_logits = cfg["model"] == "lab"
-        images, masks = held_out_arrays(held_out, scale)
-        proba = predict_proba(model, images, tta=True, batch_size=2, from_logits=from_logits)
-        cm = confusion_matrix(masks, np.argmax(proba, axis=-1), 2)
-        figures["tta"] = _scores(cm)
+        figures["tta"], _ = score_prediction(model, images, masks, from_logits=from_logits,
+                                             tta=True)
         eval_wall["tta_s"] = round(time.perf_counter() - t0, 1)
     if cfg.get("mirror_pad"):
         t0 = time.perf_counter()
-        figures.update(mirror_scores(model, held_out, scale, cfg["mirror_pad"], tta=tta,
-                                     from_logits=cfg["model"] == "lab"))
+        figures.update(mirror_scores(model, images, masks, cfg["mirror_pad"], tta=tta,
+                                     from_logits=from_logits))
         eval_wall["mirror_s"] = round(time.perf_counter() - t0, 1)
     trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     return {
@@ -747,10 +761,6 @@ def rescore(args: argparse.Namespace, names: list[str], seeds: list[int], out: P
     """
     from vggunet.saving import load_model
 
-    import numpy as np
-
-    from vggunet.predict import predict_proba
-
     failed = 0
     for seed in seeds:
         for name in names:
@@ -767,11 +777,10 @@ def rescore(args: argparse.Namespace, names: list[str], seeds: list[int], out: P
             model = load_model(checkpoint, compile=False)
             from_logits = cfg["model"] == "lab"
             images, masks = held_out_arrays(held_out, scale)
-            pred = np.argmax(predict_proba(model, images, batch_size=2,
-                                           from_logits=from_logits), axis=-1)
+            _, pred = score_prediction(model, images, masks, from_logits=from_logits)
             figures: dict[str, Any] = {"errors": error_breakdown(masks, pred)}
             if args.mirror_pad > 0:
-                figures.update(mirror_scores(model, held_out, scale, args.mirror_pad,
+                figures.update(mirror_scores(model, images, masks, args.mirror_pad,
                                              tta=bool(row.get("tta")), from_logits=from_logits))
             results = _read(out)
             results["runs"][key].update(figures)

@@ -366,6 +366,10 @@ def cosine_lr(epoch: int, start: int, end: int, base_lr: float) -> float:
     return float(base_lr) * 0.5 * (1.0 + math.cos(math.pi * (epoch - start + 0.5) / (end - start)))
 
 
+def _current_lr(model: keras.Model) -> float:
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+
 class CosineDecayEpochs(keras.callbacks.Callback):
     """Sets the optimizer's learning rate at each epoch's start to `cosine_lr`.
 
@@ -394,10 +398,6 @@ def _check_schedule(lr_schedule: Any) -> str:
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}.")
     return lr_schedule
-
-
-def _current_lr(model: keras.Model) -> float:
-    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
 
 
 class _PhaseTag(keras.callbacks.Callback):
