@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from vggunet import data as D
+from vggunet.data import pipeline as DP
 from vggunet.data import (
     DataError,
     border_weight_map,
@@ -503,7 +504,7 @@ def test_border_weight_map_single_object_and_ignore():
 def test_components_and_distance_helpers_are_exact():
     rng = np.random.default_rng(0)
     fg = rng.random((23, 31)) < 0.35
-    labels, n = D._label_components(fg)
+    labels, n = DP._label_components(fg)
     assert (labels > 0).sum() == fg.sum() and n == len(np.unique(labels[labels > 0]))
     # 4-neighbours in the foreground share a label; distinct labels never touch.
     for a, b in ((labels[:-1], labels[1:]), (labels[:, :-1], labels[:, 1:])):
@@ -514,7 +515,7 @@ def test_components_and_distance_helpers_are_exact():
     ty, tx = np.nonzero(target)
     yy, xx = np.mgrid[:17, :13]
     brute = np.sqrt((yy[..., None] - ty) ** 2 + (xx[..., None] - tx) ** 2).min(-1)
-    np.testing.assert_allclose(D._distance_to(target), brute, rtol=1e-12)
+    np.testing.assert_allclose(DP._distance_to(target), brute, rtol=1e-12)
 
 
 def test_border_sample_weights_in_pipeline(tmp_path):

@@ -13,11 +13,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from vggunet import build_unet, build_vgg_unet
-from vggunet.predict import (
+from vggunet.inference import (
     OutputError,
     PredictionError,
-    _fit_tile,
-    _tile_starts,
     colorize,
     create_mask,
     default_palette,
@@ -29,6 +27,7 @@ from vggunet.predict import (
     save_mask_png,
     save_overlay,
 )
+from vggunet.inference.tiling import _fit_tile, _tile_starts
 
 
 # ---------------------------------------------------------------------------------------------

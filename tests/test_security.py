@@ -18,7 +18,8 @@ tf = pytest.importorskip("tensorflow")
 
 import vggunet  # noqa: E402
 from vggunet import build_vgg_unet  # noqa: E402
-from vggunet.predict import PredictionError, _inside, predict_folder  # noqa: E402
+from vggunet.inference import PredictionError, predict_folder  # noqa: E402
+from vggunet.inference.folder import _inside  # noqa: E402
 from vggunet.saving import UnsafeModelError, load_model, save_model  # noqa: E402
 from vggunet.training import train  # noqa: E402
 

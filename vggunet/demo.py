@@ -91,8 +91,8 @@ def sample_pairs(root: str | os.PathLike = SAMPLE_DIR) -> list[tuple[Path, Path]
 
 
 def _imagenet_cached(backbone: str) -> bool:
-    from vggunet.encoders import get_encoder_spec
-    from vggunet.weights import keras_cache_dir
+    from vggunet.models.registry import get_encoder_spec
+    from vggunet.models.weights import keras_cache_dir
 
     return (keras_cache_dir() / get_encoder_spec(backbone).weights_file).is_file()
 
@@ -117,8 +117,8 @@ def build_demo_model(backbone: str = "vgg16", say: Callable[[str], Any] = print,
     Returns:
         The model.
     """
-    from vggunet.unet import build_vgg_unet
-    from vggunet.weights import ImagenetWeightsUnavailable
+    from vggunet.models.unet import build_vgg_unet
+    from vggunet.models.weights import ImagenetWeightsUnavailable
 
     kwargs = dict(input_shape=(None, None, 3), num_classes=2, precision="float32",
                   decoder_filters=decoder_filters, bottleneck_filters=bottleneck_filters)
@@ -129,8 +129,8 @@ def build_demo_model(backbone: str = "vgg16", say: Callable[[str], Any] = print,
             return model
         except ImagenetWeightsUnavailable:
             pass
-    from vggunet.encoders import get_encoder_spec
-    from vggunet.weights import keras_cache_dir
+    from vggunet.models.registry import get_encoder_spec
+    from vggunet.models.weights import keras_cache_dir
 
     spec = get_encoder_spec(backbone)
     say(f"encoder: {backbone} with RANDOM weights (ImageNet weights not cached: copy "
@@ -164,7 +164,7 @@ def run_demo(out_dir: str | os.PathLike = "runs/demo", *,
 
     from vggunet.data import make_dataset
     from vggunet.evaluate import evaluate
-    from vggunet.inspect import print_layers
+    from vggunet.transfer.inspect import print_layers
     from vggunet.plots import plot_history, plot_predictions
     from vggunet.training import finetune
 

@@ -35,17 +35,14 @@ from typing import Any, Iterator, Sequence
 import keras
 import numpy as np
 
-from vggunet.inspect import all_layers
+from vggunet.errors import ExportError
+from vggunet.transfer.inspect import all_layers
 
 FORMATS = ("keras", "savedmodel", "tflite", "onnx")
 _SUFFIXES = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}
 _REDUCED_POLICIES = ("mixed_bfloat16", "mixed_float16", "bfloat16", "float16")
 _TF2ONNX_CATCH_ERRORS = "TF2ONNX_CATCH_ERRORS"
 ONNX_INSTALL_HINT = 'pip install "vggunet[export]" (tf2onnx and onnxruntime)'
-
-
-class ExportError(ValueError):
-    """An export that cannot be done as asked (bad format, path, size, or missing converter)."""
 
 
 def infer_format(out: str | os.PathLike) -> str:
@@ -66,7 +63,7 @@ def infer_format(out: str | os.PathLike) -> str:
         >>> infer_format("serving/model")
         Traceback (most recent call last):
         ...
-        vggunet.export.ExportError: cannot tell the export format from 'serving/model' ...
+        vggunet.errors.ExportError: cannot tell the export format from 'serving/model' ...
     """
     suffix = Path(out).suffix.lower()
     if suffix not in _SUFFIXES:
@@ -92,7 +89,7 @@ def float32_copy(model: keras.Model) -> keras.Model:
 
     Example:
         >>> from vggunet import build_unet
-        >>> from vggunet.precision import dtype_policy
+        >>> from vggunet.models.precision import dtype_policy
         >>> with dtype_policy("mixed_bfloat16"):
         ...     m = build_unet(input_size=(32, 32, 1), n_filters=2, n_classes=2)
         >>> copy = float32_copy(m)
@@ -101,7 +98,7 @@ def float32_copy(model: keras.Model) -> keras.Model:
         >>> all((a == b).all() for a, b in zip(m.get_weights(), copy.get_weights()))
         True
     """
-    import vggunet.layers  # noqa: F401  registers the custom layers for from_config
+    import vggunet.models.layers  # noqa: F401  registers the custom layers for from_config
 
     clone = model.__class__.from_config(_float32_config(model.get_config()))
     # Mixed policies keep float32 variables already; a pure half-precision model is widened.
@@ -140,7 +137,7 @@ def _uses_reduced_precision(model: keras.Model) -> bool:
 
 
 def _pad_multiple(model: keras.Model) -> int | None:
-    from vggunet.layers import PadToMultiple
+    from vggunet.models.layers import PadToMultiple
 
     multiples = [layer.multiple for layer in all_layers(model) if isinstance(layer, PadToMultiple)]
     return max(multiples) if multiples else None
@@ -351,7 +348,7 @@ def export_model(
         >>> export_model(m, f"{tmp}/m.tflite")
         Traceback (most recent call last):
         ...
-        vggunet.export.ExportError: tflite export needs a fixed input size: ...
+        vggunet.errors.ExportError: tflite export needs a fixed input size: ...
     """
     fmt = infer_format(out) if format is None else str(format).lower()
     if fmt not in FORMATS:
@@ -421,7 +418,7 @@ def _conversion_errors(fmt: str, model: keras.Model) -> Iterator[None]:
 
 def _same_precision_copy(model: keras.Model) -> keras.Model:
     """The model without its compile state and optimizer, same policy and weights."""
-    import vggunet.layers  # noqa: F401  registers the custom layers for from_config
+    import vggunet.models.layers  # noqa: F401  registers the custom layers for from_config
 
     clone = model.__class__.from_config(model.get_config())
     clone.set_weights(model.get_weights())

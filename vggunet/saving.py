@@ -14,13 +14,7 @@ from pathlib import Path
 
 import keras
 
-
-class UnsafeModelError(ValueError):
-    """A model file only loads with Keras safe mode off (it contains a Lambda layer or similar)."""
-
-
-class ModelFileError(ValueError):
-    """A `.keras` file is corrupt, truncated, or not a Keras model archive (message names it)."""
+from vggunet.errors import ModelFileError, UnsafeModelError
 
 
 def _lambda_layers(path: Path) -> list[str]:
@@ -69,7 +63,7 @@ def load_model(path: str | os.PathLike, *, compile: bool = True, safe_mode: bool
         >>> model.name, model.output_shape
         ('unet', (None, 32, 32, 2))
     """
-    import vggunet.layers  # noqa: F401  registers custom layers
+    import vggunet.models.layers  # noqa: F401  registers custom layers
     for module in ("vggunet.losses", "vggunet.metrics"):
         try:
             __import__(module)

@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 import keras
 import numpy as np
 
-from vggunet.distribute import (
+from vggunet.training.distribute import (
     ModelOrFactory,
     build_in_scope,
     distribute_dataset,
@@ -41,9 +41,9 @@ from vggunet.distribute import (
     worker_dir,
 )
 from vggunet.evaluate import output_is_logits, write_json_atomic
-from vggunet.freezing import FreezeReport, freeze, recompile, top_blocks
-from vggunet.freezing import unfreeze as _unfreeze
-from vggunet.inspect import all_layers
+from vggunet.transfer.freezing import FreezeReport, freeze, recompile, top_blocks
+from vggunet.transfer.freezing import unfreeze as _unfreeze
+from vggunet.transfer.inspect import all_layers
 from vggunet.losses import get_loss
 from vggunet.metrics import get_metrics
 from vggunet.saving import load_model

@@ -33,7 +33,8 @@ from pathlib import Path, PurePath, PureWindowsPath
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from vggunet.augment import Augment, random_flip, reflect_index
+from vggunet.errors import DataError
+from vggunet.data.augment import Augment, random_flip, reflect_index
 
 try:  # scipy is optional: exact numpy fallbacks below are used without it.
     from scipy import ndimage as _ndimage
@@ -68,10 +69,6 @@ TWO_FOLDER_NAMES = (("images", "masks"), ("image", "label"), ("images", "labels"
 CAMVID_SPLITS = ("train", "val", "test")
 
 Pair = tuple[Path, Path]
-
-
-class DataError(ValueError):
-    """A data file or folder is missing, unreadable or inconsistent (message names it)."""
 
 
 # --------------------------------------------------------------------------- pairing
@@ -356,7 +353,7 @@ def read_pairs_list(list_file: str | Path, root: str | Path | None = None) -> li
         >>> read_pairs_list(root / "bad.txt")
         Traceback (most recent call last):
         ...
-        vggunet.data.DataError: ...bad.txt, line 1: path '../a.png' contains '..'; list paths must stay inside ...
+        vggunet.errors.DataError: ...bad.txt, line 1: path '../a.png' contains '..'; list paths must stay inside ...
     """
     list_file = Path(list_file)
     if not list_file.is_file():

@@ -38,7 +38,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from vggunet.losses import (
+from vggunet.losses.core import (
     effective_num_classes,
     pixel_weights,
     prepare_labels,

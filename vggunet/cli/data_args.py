@@ -1,0 +1,179 @@
+"""Flags that locate segmentation data, and the tf.data pipelines they describe."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from vggunet.cli.args import fraction, non_negative_int, parse_palette, parse_size, positive_float, positive_int
+from vggunet.errors import CliError
+
+
+def add_data_args(parser: argparse.ArgumentParser, *, validation: bool = True,
+                  augmentation: bool = True) -> None:
+    """Flags that locate segmentation data and describe its masks.
+
+    Args:
+        parser: the subcommand's parser, changed in place.
+        validation: add the `--val-*` flags.
+        augmentation: add the augmentation and crop flags.
+    """
+    g = parser.add_argument_group("data")
+    g.add_argument("--data", metavar="DIR",
+                   help="data-set root with a known layout (images/+masks/, image/+label/, "
+                        "train/ val/ test/ splits, or CamVid train/+trainannot/)")
+    g.add_argument("--images", metavar="DIR", help="image folder (with --masks)")
+    g.add_argument("--masks", metavar="DIR", help="mask folder (with --images)")
+    g.add_argument("--pairs", metavar="FILE",
+                   help="list file of 'image mask' relative paths, one pair per line "
+                        "(relative to the file's folder; '..' and absolute paths refused)")
+    if validation:
+        g.add_argument("--val-pairs", metavar="FILE", help="validation list file (as --pairs)")
+        g.add_argument("--val-data", metavar="DIR", help="validation data-set root")
+        g.add_argument("--val-images", metavar="DIR", help="validation image folder")
+        g.add_argument("--val-masks", metavar="DIR", help="validation mask folder")
+        g.add_argument("--val-split", type=fraction, default=None, metavar="F",
+                       help="hold out this fraction of the training pairs for validation")
+    g.add_argument("--mask-format", default="index",
+                   choices=("index", "binary", "palette", "channel"),
+                   help="index: pixel = class; binary: 0/255; palette: RGB colours "
+                        "(--palette); channel: one channel holds the class (--mask-channel)")
+    g.add_argument("--palette", default=None,
+                   help="for --mask-format palette: JSON list of [r,g,b] (position = class) "
+                        "or a JSON file")
+    g.add_argument("--mask-channel", type=non_negative_int, default=0,
+                   help="for --mask-format channel: 0 = red")
+    g.add_argument("--ignore-index", type=int, default=None, metavar="V",
+                   help="mask value that is not scored or trained on (e.g. 255)")
+    g.add_argument("--size", type=parse_size, default=None, metavar="HxW",
+                   help="resize every image and mask to HxW")
+    g.add_argument("--batch-size", type=positive_int, default=4)
+    if augmentation:
+        g.add_argument("--crop", type=parse_size, default=None, metavar="HxW",
+                       help="random training crops of HxW")
+        g.add_argument("--augment", default=None, metavar="SPEC",
+                       help="training augmentations, e.g. flip,rot90,elastic "
+                            "(also rotate=DEG, brightness=B, contrast=C)")
+        g.add_argument("--cache", action="store_true",
+                       help="keep decoded images in memory after the first epoch")
+        g.add_argument("--sample-weights", default=None,
+                       choices=("median_frequency", "inverse_frequency", "border"),
+                       help="per-pixel loss weights: class weights by median or inverse "
+                            "frequency, or border = U-Net separation weights (with "
+                            "median-frequency class weights)")
+        g.add_argument("--border-w0", type=positive_float, default=10.0, metavar="W0",
+                       help="for --sample-weights border: weight of the separation term")
+        g.add_argument("--border-sigma", type=positive_float, default=5.0, metavar="PX",
+                       help="for --sample-weights border: its width in pixels")
+    g.add_argument("--seed", type=int, default=None, help="seed for data order and augmentation")
+
+
+def _pairs_of(data: str | None, images: str | None, masks: str | None, split: str,
+              prefix: str = "", pairs: str | None = None) -> list | None:
+    """Pairs from `--<prefix>data`, `--<prefix>images` + `--<prefix>masks` or
+    `--<prefix>pairs`; None if none is set."""
+    from vggunet.data import find_pairs, load_split, read_pairs_list
+
+    if sum(bool(v) for v in (data, images or masks, pairs)) > 1:
+        raise CliError(f"give one of --{prefix}data DIR, --{prefix}images DIR --{prefix}masks "
+                       f"DIR or --{prefix}pairs FILE")
+    if pairs:
+        return read_pairs_list(pairs)
+    if data:
+        return load_split(data, split)
+    if images or masks:
+        if not (images and masks):
+            raise CliError(f"--{prefix}images and --{prefix}masks go together")
+        return find_pairs(images, masks)
+    return None
+
+
+def _has_split(root: str, split: str) -> bool:
+    from vggunet.data import discover_layout
+
+    return split in discover_layout(root).splits
+
+
+def resolve_pairs(args: argparse.Namespace) -> tuple[list, list | None]:
+    """The (train, validation) pairs the data flags select.
+
+    With `--data` on a split layout the `train` split trains and the `val` split validates
+    (unless `--val-*` flags say otherwise); `--val-split F` holds out a seeded random fraction.
+
+    Args:
+        args: parsed flags from `add_data_args`.
+
+    Returns:
+        `(train_pairs, val_pairs_or_None)`.
+    """
+    import random
+
+    split = "all"
+    if args.data and _has_split(args.data, "train"):
+        split = "train"
+    train = _pairs_of(args.data, args.images, args.masks, split, pairs=args.pairs)
+    if train is None:
+        raise CliError("no training data: give --data DIR, --images DIR --masks DIR or "
+                       "--pairs FILE")
+    val = None
+    if getattr(args, "val_data", None) is not None or getattr(args, "val_images", None) or \
+            getattr(args, "val_masks", None) or getattr(args, "val_pairs", None):
+        val_root = args.val_data
+        val_split = "val" if val_root and _has_split(val_root, "val") else "all"
+        val = _pairs_of(val_root, args.val_images, args.val_masks, val_split, "val-",
+                        pairs=args.val_pairs)
+    elif split == "train" and _has_split(args.data, "val"):
+        val = _pairs_of(args.data, None, None, "val")
+    if getattr(args, "val_split", None):
+        if val is not None:
+            raise CliError("--val-split cannot be combined with separate validation data "
+                           "(--val-* flags, or the val/ split of --data)")
+        order = list(range(len(train)))
+        random.Random(args.seed if args.seed is not None else 0).shuffle(order)
+        n_val = max(1, round(len(train) * args.val_split))
+        if n_val >= len(train):
+            raise CliError(f"--val-split {args.val_split} leaves no training data "
+                           f"({len(train)} pairs)")
+        held = set(order[:n_val])
+        val = [p for i, p in enumerate(train) if i in held]
+        train = [p for i, p in enumerate(train) if i not in held]
+    return train, val
+
+
+def _dataset_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(
+        num_classes=args.num_classes, mask_format=args.mask_format,
+        palette=parse_palette(args.palette), mask_channel=args.mask_channel,
+        ignore_index=args.ignore_index, channels=args.channels, size=args.size,
+    )
+
+
+def make_datasets(args: argparse.Namespace) -> tuple[Any, Any, int, int]:
+    """tf.data pipelines for training and validation from the data flags.
+
+    Args:
+        args: parsed flags from `add_data_args` (and the training flags).
+
+    Returns:
+        `(train_ds, val_ds_or_None, n_train, n_val)`.
+    """
+    from vggunet.data import make_dataset
+
+    train_pairs, val_pairs = resolve_pairs(args)
+    common = _dataset_kwargs(args)
+    repeat = bool(getattr(args, "steps_per_epoch", None))
+    train_ds = make_dataset(
+        pairs=train_pairs, crop=args.crop, augment=args.augment, batch_size=args.batch_size,
+        shuffle=True, seed=args.seed, repeat=repeat, cache=args.cache,
+        sample_weights=getattr(args, "sample_weights", None),
+        border_w0=getattr(args, "border_w0", 10.0),
+        border_sigma=getattr(args, "border_sigma", 5.0), **common,
+    )
+    val_ds = None
+    if val_pairs:
+        # Full-size validation images may differ in size: batch them one by one unless resized.
+        val_ds = make_dataset(
+            pairs=val_pairs, batch_size=args.batch_size if args.size else 1, shuffle=False,
+            cache=args.cache, **common,
+        )
+    return train_ds, val_ds, len(train_pairs), len(val_pairs or [])

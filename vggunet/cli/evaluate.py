@@ -1,0 +1,56 @@
+"""`vggunet evaluate`: scores of a saved model on labelled data."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from vggunet.cli.args import positive_int
+from vggunet.cli.data_args import _dataset_kwargs, _pairs_of, add_data_args
+from vggunet.errors import CliError
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from vggunet.data import make_dataset
+    from vggunet.evaluate import evaluate
+    from vggunet.saving import load_model
+
+    split = args.split
+    if split == "auto" and args.data and not (args.images or args.masks or args.pairs):
+        from vggunet.data import discover_layout
+
+        splits = discover_layout(args.data).splits
+        split = next((s for s in ("test", "val") if s in splits), "all")
+    pairs = _pairs_of(args.data, args.images, args.masks, split, pairs=args.pairs)
+    if pairs is None:
+        raise CliError("no data: give --data DIR, --images DIR --masks DIR or --pairs FILE")
+    model = load_model(args.model, compile=False)
+    if args.num_classes is None:
+        args.num_classes = max(2, int(model.output_shape[-1]))
+    if args.channels is None:
+        args.channels = int(model.input_shape[-1] or 3)
+    dataset = make_dataset(pairs=pairs, batch_size=args.batch_size if args.size else 1,
+                           shuffle=False, **_dataset_kwargs(args))
+    names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
+    print(f"evaluating {model.name} on {len(pairs)} image(s)")
+    evaluate(model, dataset, num_classes=args.num_classes, ignore_index=args.ignore_index,
+             class_names=names, out_json=args.out, verbose=True)
+    return 0
+
+
+def _add_evaluate(sub: Any) -> None:
+    p = sub.add_parser("evaluate", help="score a saved model on labelled data",
+                       description="Per-class IoU and Dice, mean IoU, pixel accuracy and error; "
+                                   "optionally written as JSON.")
+    p.add_argument("--model", required=True, help="a saved .keras model")
+    add_data_args(p, validation=False, augmentation=False)
+    p.add_argument("--split", default="auto",
+                   help="split of a --data root: train, val, test, all (default: test, "
+                        "else val, else all)")
+    p.add_argument("--num-classes", type=positive_int, default=None,
+                   help="default: the model's output channels")
+    p.add_argument("--channels", type=positive_int, default=None,
+                   help="default: the model's input channels")
+    p.add_argument("--class-names", default=None, help="comma-separated, one per class")
+    p.add_argument("--out", default=None, metavar="metrics.json", help="write the scores here")
+    p.set_defaults(func=_cmd_evaluate)

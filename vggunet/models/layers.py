@@ -1,0 +1,159 @@
+"""The few custom layers vggunet models use, registered so `.keras` files load in safe mode.
+
+Every layer here is written with `keras.ops` only, so models run on any Keras backend, and each
+one returns its constructor arguments from `get_config()`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import layers, ops
+
+PACKAGE = "vggunet"
+
+# Per-channel statistics of keras.applications' preprocess_input modes.
+_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+_TORCH_STD = (0.229, 0.224, 0.225)
+PREPROCESSING_MODES = ("caffe", "torch", "tf", "unit", "none")
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BackbonePreprocess(layers.Layer):
+    """Applies a backbone's `preprocess_input` inside the model, so the model takes raw pixels.
+
+    Modes follow `keras.applications.imagenet_utils.preprocess_input`:
+    `"caffe"` (RGB to BGR, minus the ImageNet BGR mean; VGG and ResNet v1), `"torch"` (to [0, 1],
+    then ImageNet mean/std), `"tf"` (to [-1, 1]), `"unit"` (to [0, 1]) and `"none"`.
+
+    Args:
+        mode: one of `PREPROCESSING_MODES`.
+    """
+
+    def __init__(self, mode: str = "caffe", **kwargs: Any) -> None:
+        # Preprocessing stays in float32 whatever the model's compute dtype: bfloat16 cannot hold
+        # 131.32 (pixel minus mean) to better than a whole unit.
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if mode not in PREPROCESSING_MODES:
+            raise ValueError(
+                f"Unknown preprocessing mode {mode!r}; expected one of {PREPROCESSING_MODES}."
+            )
+        self.mode = mode
+
+    def build(self, input_shape: tuple) -> None:
+        channels = input_shape[-1]
+        if self.mode in ("caffe", "torch") and channels != 3:
+            raise ValueError(
+                f"Preprocessing mode {self.mode!r} needs 3 (RGB) channels, got input shape "
+                f"{tuple(input_shape)}; use mode 'tf', 'unit' or 'none' for {channels} channels."
+            )
+        super().build(input_shape)
+
+    def call(self, inputs: Any) -> Any:
+        x = ops.cast(inputs, "float32")
+        if self.mode == "caffe":
+            x = ops.flip(x, axis=-1)
+            return x - ops.convert_to_tensor(_CAFFE_BGR_MEAN, dtype="float32")
+        if self.mode == "torch":
+            mean = ops.convert_to_tensor(_TORCH_MEAN, dtype="float32")
+            std = ops.convert_to_tensor(_TORCH_STD, dtype="float32")
+            return (x / 255.0 - mean) / std
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        if self.mode == "unit":
+            return x / 255.0
+        return x
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return tuple(input_shape)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "mode": self.mode}
+
+
+def _reflect_indices(size: Any, pad: Any) -> Any:
+    """Source indices of an axis of length `size` reflect-padded by `pad` at its end.
+
+    Same as numpy's `mode="reflect"` (edge not repeated), including pads longer than the axis,
+    which reflect back and forth with period `2 * (size - 1)`.
+
+    Args:
+        size: the axis length (an int or a scalar tensor).
+        pad: how many entries to append.
+
+    Returns:
+        An int32 index vector of length `size + pad`.
+    """
+    index = ops.arange(size + pad, dtype="int32")
+    # max(.., 1) keeps a length-1 axis valid: every index then reads element 0.
+    period = ops.maximum(2 * (size - 1), 1)
+    index = ops.mod(index, period)
+    return ops.where(index < size, index, period - index)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PadToMultiple(layers.Layer):
+    """Pads height and width at the bottom/right up to the next multiple of `multiple`.
+
+    Reflection padding keeps image statistics at the border (zeros would look like a dark frame
+    to a pretrained encoder). Paired with `CropToReference` at the output, this lets a network
+    whose total stride is `multiple` take any H×W >= `multiple`.
+
+    Args:
+        multiple: the total stride of the network (32 for five pooling stages).
+        mode: `"reflect"` or `"constant"` (zeros).
+    """
+
+    def __init__(self, multiple: int = 32, mode: str = "reflect", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if int(multiple) < 1:
+            raise ValueError(f"multiple must be a positive integer, got {multiple!r}.")
+        if mode not in ("reflect", "constant"):
+            raise ValueError(f"mode must be 'reflect' or 'constant', got {mode!r}.")
+        self.multiple = int(multiple)
+        self.mode = mode
+
+    def call(self, inputs: Any) -> Any:
+        shape = ops.shape(inputs)
+        pad_h = (self.multiple - shape[1] % self.multiple) % self.multiple
+        pad_w = (self.multiple - shape[2] % self.multiple) % self.multiple
+        if self.mode == "constant":
+            return ops.pad(inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+        # Reflection as a gather rather than ops.pad(mode="reflect"): the PyTorch backend's
+        # reflect pad rejects NHWC tensors whose padding is zero (an input that is already a
+        # multiple), and a gather gives the same result on every backend.
+        x = ops.take(inputs, _reflect_indices(shape[1], pad_h), axis=1)
+        return ops.take(x, _reflect_indices(shape[2], pad_w), axis=2)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        def padded(dim: int | None) -> int | None:
+            return None if dim is None else -(-dim // self.multiple) * self.multiple
+
+        return (input_shape[0], padded(input_shape[1]), padded(input_shape[2]), input_shape[3])
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "multiple": self.multiple, "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class CropToReference(layers.Layer):
+    """Crops `x` (top-left anchored) to the height and width of `reference`.
+
+    Called as `CropToReference()([x, reference])`; the inverse of `PadToMultiple`.
+    """
+
+    def call(self, inputs: Any) -> Any:
+        x, reference = inputs
+        x_shape = ops.shape(x)
+        ref_shape = ops.shape(reference)
+        return ops.slice(x, [0, 0, 0, 0], [x_shape[0], ref_shape[1], ref_shape[2], x_shape[3]])
+
+    def compute_output_shape(self, input_shapes: list) -> tuple:
+        x_shape, ref_shape = input_shapes
+        return (x_shape[0], ref_shape[1], ref_shape[2], x_shape[3])
+
+
+CUSTOM_LAYERS = (BackbonePreprocess, PadToMultiple, CropToReference)

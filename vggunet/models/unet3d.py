@@ -1,0 +1,104 @@
+"""The 3D U-Net of the AI-for-Medicine brain-tumour lab, with a `depth` argument."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import keras
+from keras import layers
+
+DATA_FORMATS = ("channels_first", "channels_last")
+
+
+def _conv3d_relu(
+    x: Any, filters: int, name: str, data_format: str, batchnorm: bool
+) -> Any:
+    # The lab keeps Conv3D and its ReLU as separate layers; keeping that makes summaries match.
+    x = layers.Conv3D(filters, (3, 3, 3), padding="same", data_format=data_format, name=name)(x)
+    if batchnorm:
+        axis = 1 if data_format == "channels_first" else -1
+        x = layers.BatchNormalization(axis=axis, name=f"{name}_bn")(x)
+    return layers.Activation("relu", name=f"{name}_relu")(x)
+
+
+def build_unet_3d(
+    input_shape: Sequence[int | None] = (4, 160, 160, 16),
+    depth: int = 2,
+    base_filters: int = 32,
+    n_classes: int = 3,
+    data_format: str = "channels_first",
+    final_activation: str | None = "sigmoid",
+    batchnorm: bool = False,
+    pool_size: int = 2,
+) -> keras.Model:
+    """Builds the lab's 3D U-Net (`unet_model_3d`) for volumes.
+
+    At level i (0 = top): two Conv3D(3×3×3, same) + ReLU with `base_filters·2^i` and
+    `base_filters·2^i·2` filters, MaxPooling3D except at the bottom. Going up: UpSampling3D,
+    concatenation with the level's second conv on the channel axis, two Conv3D with that skip's
+    channel count. Head: Conv3D(n_classes, 1×1×1) and `final_activation`. With the defaults,
+    `count_params()` is exactly 833,507 and the output is (None, 3, 160, 160, 16).
+
+    Args:
+        input_shape: `(C, D1, D2, D3)` for channels_first, `(D1, D2, D3, C)` for channels_last;
+            spatial sizes must be divisible by `pool_size**(depth-1)`.
+        depth: number of levels (>= 1); depth 2 pools once.
+        base_filters: filters of the first convolution.
+        n_classes: output channels.
+        data_format: `"channels_first"` (the lab's) or `"channels_last"`.
+        final_activation: activation of the head (`"sigmoid"`, `"softmax"`, or None for logits).
+        batchnorm: BatchNorm after each convolution.
+        pool_size: pooling/upsampling factor per level.
+
+    Returns:
+        The uncompiled `keras.Model` (runs on CPU in both data formats).
+
+    Example:
+        >>> build_unet_3d().count_params()
+        833507
+    """
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth must be an integer >= 1, got {depth!r}.")
+    for value, argument in ((base_filters, "base_filters"), (n_classes, "n_classes"),
+                            (pool_size, "pool_size")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{argument} must be a positive integer, got {value!r}.")
+    if data_format not in DATA_FORMATS:
+        raise ValueError(f"data_format must be one of {DATA_FORMATS}, got {data_format!r}.")
+    if len(input_shape) != 4:
+        raise ValueError(
+            f"input_shape must have 4 entries (channels and 3 spatial sizes), got "
+            f"{tuple(input_shape)!r}."
+        )
+    spatial = input_shape[1:] if data_format == "channels_first" else input_shape[:3]
+    factor = pool_size ** (depth - 1)
+    for axis, size in enumerate(spatial):
+        if size is not None and int(size) % factor:
+            raise ValueError(
+                f"spatial size {size} (axis {axis}) of input_shape {tuple(input_shape)!r} is not "
+                f"divisible by {factor} = pool_size**(depth-1) for depth={depth}."
+            )
+    channel_axis = 1 if data_format == "channels_first" else -1
+
+    inputs = keras.Input(tuple(input_shape), name="input_volume")
+    x = inputs
+    skips = []
+    for level in range(depth):
+        prefix = "bottleneck" if level == depth - 1 else f"encoder_level{level}"
+        filters = base_filters * 2 ** level
+        x = _conv3d_relu(x, filters, f"{prefix}_conv1", data_format, batchnorm)
+        x = _conv3d_relu(x, filters * 2, f"{prefix}_conv2", data_format, batchnorm)
+        if level < depth - 1:
+            skips.append(x)
+            x = layers.MaxPooling3D(pool_size, data_format=data_format, name=f"{prefix}_pool")(x)
+    for level in range(depth - 2, -1, -1):
+        prefix = f"decoder_level{level}"
+        skip = skips[level]
+        x = layers.UpSampling3D(pool_size, data_format=data_format, name=f"{prefix}_up")(x)
+        x = layers.Concatenate(axis=channel_axis, name=f"{prefix}_concat")([x, skip])
+        skip_channels = skip.shape[channel_axis]
+        x = _conv3d_relu(x, skip_channels, f"{prefix}_conv1", data_format, batchnorm)
+        x = _conv3d_relu(x, skip_channels, f"{prefix}_conv2", data_format, batchnorm)
+    x = layers.Conv3D(n_classes, (1, 1, 1), data_format=data_format, name="head_conv")(x)
+    outputs = layers.Activation(final_activation or "linear", name="head_activation")(x)
+    return keras.Model(inputs, outputs, name="unet_3d")

@@ -1,0 +1,316 @@
+"""Freezing and unfreezing layers for fine-tuning, with Keras's BatchNorm rule.
+
+Keras's transfer-learning guide: a BatchNormalization layer with `trainable=False` runs in
+inference mode (it uses, and does not update, its moving statistics), and when part of a
+pretrained model is unfrozen its BatchNorm layers should stay in inference mode, or the first
+batches wreck what the model learned. `unfreeze(..., train_bn=False)` (the default) therefore
+leaves encoder BatchNorm layers frozen.
+
+Keras compiles the list of trainable variables into the train step, so after changing
+trainability the model must be compiled again: `recompile(model)` does that, keeping the loss,
+metrics and optimizer settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Callable, Sequence, Union
+
+import keras
+from keras import layers
+
+from vggunet.transfer.inspect import layer_roles, param_totals
+
+FreezeSpec = Union[int, str, Sequence[str], Callable[[keras.layers.Layer], bool], None]
+_ROLE_SPECS = {
+    "encoder": ("encoder", "skip"),
+    "decoder": ("decoder",),
+    "bottleneck": ("bottleneck",),
+    "head": ("head",),
+    "all": ("input", "encoder", "skip", "bottleneck", "decoder", "head"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class FreezeReport:
+    """What a `freeze`/`unfreeze` call changed and where the model stands now."""
+
+    action: str
+    changed: tuple[str, ...]
+    kept_frozen_bn: tuple[str, ...]
+    trainable_layers: int
+    frozen_layers: int
+    trainable_params: int
+    frozen_params: int
+
+    def __str__(self) -> str:
+        text = (
+            f"{self.action}: {len(self.changed)} layer(s) changed; now {self.trainable_layers} "
+            f"trainable / {self.frozen_layers} frozen layers, {self.trainable_params:,} "
+            f"trainable / {self.frozen_params:,} frozen params"
+        )
+        if self.kept_frozen_bn:
+            text += f"; {len(self.kept_frozen_bn)} encoder BatchNorm layer(s) kept frozen"
+        return text + ". Recompile before training (vggunet.recompile)."
+
+
+def _block_number(name: str) -> int | None:
+    # keras.applications names layers by stage: block4_conv1 (VGG), conv4_block2_out (ResNet),
+    # pool1_pool (ResNet's stem pool, part of stage 1).
+    match = re.match(r"(?:block|conv|pool)(\d+)", name)
+    return int(match.group(1)) if match else None
+
+
+def encoder_blocks(model: keras.Model) -> list[int]:
+    """The encoder's stage numbers in order, e.g. [1, 2, 3, 4, 5] for VGG16 and ResNet50.
+
+    Args:
+        model: a vggunet model.
+
+    Returns:
+        Sorted distinct block numbers of encoder layers.
+    """
+    roles = layer_roles(model)
+    numbers = {
+        _block_number(layer.name)
+        for layer in model.layers
+        if roles[layer.name] in ("encoder", "skip")
+    }
+    return sorted(n for n in numbers if n is not None)
+
+
+def select_layers(
+    model: keras.Model, spec: FreezeSpec = None, *, up_to: str | int | None = None
+) -> list[keras.layers.Layer]:
+    """Resolves a freeze spec to layers.
+
+    Args:
+        model: the model.
+        spec: an int N (the first N layers, `model.layers[:N]`); `"encoder"`, `"decoder"`,
+            `"bottleneck"`, `"head"` or `"all"` (by role); a layer name or name prefix, or a list
+            of them (`["block1", "block2"]`); or a predicate `layer -> bool`.
+        up_to: instead of `spec`: the encoder up to and including this block (`"block4"`,
+            `"conv4"` or 4).
+
+    Returns:
+        The selected layers in model order. Raises ValueError if nothing matches.
+    """
+    if (spec is None) == (up_to is None):
+        raise ValueError("Give exactly one of spec or up_to (e.g. freeze(model, 'encoder') or "
+                         "freeze(model, up_to='block4')).")
+    all_layers = list(model.layers)
+    if up_to is not None:
+        number = up_to if isinstance(up_to, int) else _block_number(str(up_to))
+        blocks = encoder_blocks(model)
+        if number is None or number not in blocks:
+            raise ValueError(
+                f"up_to={up_to!r} names no encoder block of model {model.name!r}; its blocks are "
+                f"{blocks} (e.g. up_to='block{blocks[-1] if blocks else 1}')."
+            )
+        roles = layer_roles(model)
+        chosen = [
+            layer for layer in all_layers
+            if roles[layer.name] in ("encoder", "skip")
+            and (_block_number(layer.name) or 0) <= number
+        ]
+    elif isinstance(spec, bool):
+        raise ValueError(f"freeze spec must not be a bool, got {spec!r}.")
+    elif isinstance(spec, int):
+        if not 0 < spec <= len(all_layers):
+            raise ValueError(
+                f"freeze spec {spec} is out of range: model {model.name!r} has "
+                f"{len(all_layers)} layers (use 1..{len(all_layers)})."
+            )
+        chosen = all_layers[:spec]
+    elif isinstance(spec, str) and spec in _ROLE_SPECS:
+        roles = layer_roles(model)
+        chosen = [layer for layer in all_layers if roles[layer.name] in _ROLE_SPECS[spec]]
+    elif isinstance(spec, str) or (
+        isinstance(spec, (list, tuple)) and all(isinstance(s, str) for s in spec)
+    ):
+        prefixes = [spec] if isinstance(spec, str) else list(spec)
+        unmatched = [p for p in prefixes if not any(l.name.startswith(p) for l in all_layers)]
+        if unmatched:
+            raise ValueError(
+                f"freeze spec {unmatched} matches no layer of model {model.name!r}; valid forms: "
+                f"an int, {sorted(_ROLE_SPECS)}, layer names or prefixes such as "
+                f"{_example_prefixes(model)}, or a predicate."
+            )
+        chosen = [l for l in all_layers if any(l.name.startswith(p) for p in prefixes)]
+    elif callable(spec):
+        chosen = [layer for layer in all_layers if spec(layer)]
+    else:
+        raise ValueError(
+            f"freeze spec must be an int, a name/prefix, a list of them or a predicate; got "
+            f"{spec!r} ({type(spec).__name__})."
+        )
+    if not chosen:
+        raise ValueError(f"freeze spec {spec if up_to is None else up_to!r} matches no layer of "
+                         f"model {model.name!r}.")
+    return chosen
+
+
+def _example_prefixes(model: keras.Model) -> list[str]:
+    seen = []
+    for layer in model.layers:
+        prefix = layer.name.split("_")[0]
+        if prefix not in seen:
+            seen.append(prefix)
+    return seen[:8]
+
+
+def _set_trainable(
+    model: keras.Model, chosen: list, trainable: bool, train_bn: bool, action: str
+) -> FreezeReport:
+    roles = layer_roles(model)
+    changed, kept = [], []
+    for layer in chosen:
+        target = trainable
+        if (
+            trainable and not train_bn
+            and isinstance(layer, layers.BatchNormalization)
+            and roles[layer.name] in ("encoder", "skip")
+        ):
+            target = False
+            kept.append(layer.name)
+        if layer.trainable != target:
+            changed.append(layer.name)
+        layer.trainable = target
+    totals = param_totals(model)
+    trainable_layers = sum(1 for l in model.layers if l.trainable and l.weights)
+    frozen_layers = sum(1 for l in model.layers if not l.trainable and l.weights)
+    return FreezeReport(action, tuple(changed), tuple(kept), trainable_layers, frozen_layers,
+                        totals["trainable"], totals["frozen"])
+
+
+def freeze(
+    model: keras.Model, spec: FreezeSpec = None, *, up_to: str | int | None = None,
+    train_bn: bool = False,
+) -> FreezeReport:
+    """Sets `trainable=False` on the layers a spec selects (see `select_layers`).
+
+    Frozen BatchNorm layers run in inference mode. `train_bn` is accepted for symmetry with
+    `unfreeze` and has no effect here.
+
+    Args:
+        model: the model to change in place.
+        spec: which layers (int, role, names/prefixes, predicate).
+        up_to: the encoder up to and including this block, instead of `spec`.
+        train_bn: unused by freeze.
+
+    Returns:
+        A `FreezeReport`; recompile the model before training.
+
+    Example:
+        >>> from vggunet import build_vgg_unet
+        >>> m = build_vgg_unet(input_shape=(64, 64, 3), weights=None)
+        >>> freeze(m, "encoder").frozen_layers
+        13
+    """
+    return _set_trainable(model, select_layers(model, spec, up_to=up_to), False, train_bn,
+                          "freeze")
+
+
+def unfreeze(
+    model: keras.Model, spec: FreezeSpec = None, *, up_to: str | int | None = None,
+    train_bn: bool = False,
+) -> FreezeReport:
+    """Sets `trainable=True` on the selected layers, keeping encoder BatchNorm frozen by default.
+
+    Args:
+        model: the model to change in place.
+        spec: which layers (int, role, names/prefixes, predicate).
+        up_to: the encoder up to and including this block, instead of `spec`.
+        train_bn: also make encoder BatchNormalization layers trainable (they then update
+            their statistics in training mode; Keras's guide advises against it).
+
+    Returns:
+        A `FreezeReport`; recompile the model before training.
+
+    Example:
+        >>> from vggunet import build_vgg_unet, freeze
+        >>> m = build_vgg_unet(input_shape=(64, 64, 3), weights=None,
+        ...                    decoder_filters=(8, 8, 8, 8, 8), bottleneck_filters=8)
+        >>> _ = freeze(m, "encoder")
+        >>> unfreeze(m, top_blocks(m, 1)).changed
+        ('block5_conv1', 'block5_conv2', 'block5_conv3')
+        >>> encoder_blocks(m)
+        [1, 2, 3, 4, 5]
+    """
+    return _set_trainable(model, select_layers(model, spec, up_to=up_to), True, train_bn,
+                          "unfreeze")
+
+
+def top_blocks(model: keras.Model, n: int = 1) -> Callable[[keras.layers.Layer], bool]:
+    """A predicate selecting the encoder's top `n` blocks (e.g. VGG's block5, ResNet's conv5).
+
+    Args:
+        model: a vggunet model.
+        n: how many blocks from the top.
+
+    Returns:
+        A predicate for `freeze`/`unfreeze`.
+    """
+    blocks = encoder_blocks(model)
+    if not 0 < n <= len(blocks):
+        raise ValueError(f"n must be in 1..{len(blocks)} for model {model.name!r}, got {n!r}.")
+    wanted = set(blocks[-n:])
+    roles = layer_roles(model)
+    return lambda layer: (roles.get(layer.name) in ("encoder", "skip")
+                          and _block_number(layer.name) in wanted)
+
+
+def recompile(
+    model: keras.Model, learning_rate: float | None = None, **overrides: Any
+) -> keras.Model:
+    """Compiles `model` again with its current loss, metrics and optimizer settings.
+
+    Needed after changing trainability. The optimizer is rebuilt from its config (its slots
+    belong to the old set of trainable variables), optionally with a new learning rate.
+
+    Args:
+        model: a compiled model.
+        learning_rate: new learning rate for the rebuilt optimizer (None keeps the old one).
+        **overrides: other `compile()` arguments to replace (e.g. `jit_compile=False`).
+
+    Returns:
+        The same model, compiled.
+    """
+    config = model.get_compile_config() if getattr(model, "compiled", False) else None
+    if not config:
+        raise ValueError(
+            f"model {model.name!r} has not been compiled; call model.compile(...) first."
+        )
+    optimizer = keras.optimizers.deserialize(config.pop("optimizer"))
+    if learning_rate is not None:
+        optimizer = optimizer.__class__.from_config(
+            {**optimizer.get_config(), "learning_rate": float(learning_rate)}
+        )
+    loss = keras.losses.deserialize(config["loss"]) if isinstance(config.get("loss"), dict) \
+        else config.get("loss")
+    kwargs = {
+        "optimizer": optimizer,
+        "loss": loss,
+        "loss_weights": config.get("loss_weights"),
+        "metrics": _deserialize_metrics(config.get("metrics")),
+        "weighted_metrics": _deserialize_metrics(config.get("weighted_metrics")),
+        "run_eagerly": config.get("run_eagerly", False),
+        "steps_per_execution": config.get("steps_per_execution", 1),
+        "jit_compile": config.get("jit_compile", "auto"),
+    }
+    kwargs.update(overrides)
+    model.compile(**kwargs)
+    return model
+
+
+def _deserialize_metrics(metrics: Any) -> Any:
+    if metrics is None:
+        return None
+    if isinstance(metrics, dict) and "class_name" in metrics:
+        return keras.metrics.deserialize(metrics)
+    if isinstance(metrics, (list, tuple)):
+        return [_deserialize_metrics(m) for m in metrics]
+    if isinstance(metrics, dict):
+        return {k: _deserialize_metrics(v) for k, v in metrics.items()}
+    return metrics
