@@ -44,7 +44,16 @@ class FreezeReport:
     trainable_params: int
     frozen_params: int
 
-    def __str__(self) -> str:
+    def describe(self, recompile_hint: bool = True) -> str:
+        """One line: what changed and the trainable/frozen totals.
+
+        Args:
+            recompile_hint: end with the advice to recompile (for users who changed
+                trainability themselves; the library's own training recompiles and omits it).
+
+        Returns:
+            The line.
+        """
         text = (
             f"{self.action}: {len(self.changed)} layer(s) changed; now {self.trainable_layers} "
             f"trainable / {self.frozen_layers} frozen layers, {self.trainable_params:,} "
@@ -52,7 +61,11 @@ class FreezeReport:
         )
         if self.kept_frozen_bn:
             text += f"; {len(self.kept_frozen_bn)} encoder BatchNorm layer(s) kept frozen"
-        return text + ". Recompile before training (vggunet.recompile)."
+        return text + (". Recompile before training (vggunet.recompile)." if recompile_hint
+                       else ".")
+
+    def __str__(self) -> str:
+        return self.describe()
 
 
 def _block_number(name: str) -> int | None:
