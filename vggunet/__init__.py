@@ -21,9 +21,9 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(
         ("ArgumentError", "CheckpointError", "CliError", "DataError", "ExportError",
-         "ImagenetWeightsUnavailable", "ModelFileError", "OutputError", "PredictionError",
-         "RunLockedError", "SettingsMismatchError", "UnsafeModelError", "VggUnetError",
-         "WeightsError", "WriteError"),
+         "ImagenetWeightsUnavailable", "MissingFileError", "ModelFileError", "OutputError",
+         "PredictionError", "RunLockedError", "SettingsMismatchError", "UnsafeModelError",
+         "VggUnetError", "WeightsError", "WriteError"),
         "vggunet.errors"),
     **dict.fromkeys(
         ("BackbonePreprocess", "CropToReference", "ENCODERS", "EncoderSpec", "PadToMultiple",

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from vggunet.errors import MissingFileError
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -57,14 +59,14 @@ def make_sample(src: str | os.PathLike, dst: str | os.PathLike = SAMPLE_DIR, *,
     src, dst = Path(src), Path(dst)
     for sub in ("image", "label"):
         if not (src / sub).is_dir():
-            raise FileNotFoundError(f"{src / sub} not found; src must hold image/ and label/")
+            raise MissingFileError(f"{src / sub} not found; src must hold image/ and label/")
     written: list[Path] = []
     for i in range(count):
         for sub, resample in (("image", Image.Resampling.LANCZOS),
                               ("label", Image.Resampling.NEAREST)):
             path = src / sub / f"{i}.png"
             if not path.is_file():
-                raise FileNotFoundError(f"{path} not found")
+                raise MissingFileError(f"{path} not found")
             img = Image.open(path).convert("L").resize((size, size), resample)
             out = dst / sub / f"{i}.png"
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -85,7 +87,7 @@ def sample_pairs(root: str | os.PathLike = SAMPLE_DIR) -> list[tuple[Path, Path]
     root = Path(root)
     images = sorted((root / "image").glob("*.png"), key=lambda p: int(p.stem))
     if not images:
-        raise FileNotFoundError(f"no sample images under {root / 'image'}; reinstall vggunet "
+        raise MissingFileError(f"no sample images under {root / 'image'}; reinstall vggunet "
                                 "or regenerate it with vggunet.demo.make_sample")
     return [(p, root / "label" / p.name) for p in images]
 

@@ -1,3 +1,4 @@
-"""Compatibility alias of `vggunet.models.registry`, where this module's code now lives."""
+"""Compatibility alias of `vggunet.models.registry` and `vggunet.models.encoder`."""
 
+from vggunet.models.encoder import *  # noqa: F401,F403
 from vggunet.models.registry import *  # noqa: F401,F403

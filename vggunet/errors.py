@@ -18,6 +18,7 @@ __all__ = [
     "DataError",
     "ExportError",
     "ImagenetWeightsUnavailable",
+    "MissingFileError",
     "ModelFileError",
     "OutputError",
     "PredictionError",
@@ -40,6 +41,10 @@ class ArgumentError(VggUnetError, ValueError):
 
 class DataError(VggUnetError, ValueError):
     """A data file or folder is missing, unreadable or inconsistent (message names it)."""
+
+
+class MissingFileError(VggUnetError, FileNotFoundError):
+    """A file or folder vggunet was asked to read does not exist (message names it)."""
 
 
 class WeightsError(VggUnetError, ValueError):

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Sequence
 import keras
 import numpy as np
 
+from vggunet.errors import ArgumentError
 from vggunet.metrics import confusion_matrix, scores_from_confusion
 
 __all__ = ["evaluate", "format_scores", "output_is_logits", "predict_labels", "write_json_atomic"]
@@ -132,7 +133,7 @@ def evaluate(
         num_classes = channels
     size = 2 if num_classes == 1 else int(num_classes)
     if channels not in (1, size) and not (channels == 1 and size == 2):
-        raise ValueError(
+        raise ArgumentError(
             f"model {model.name!r} outputs {channels} channel(s) but num_classes={num_classes}."
         )
     if class_names is None:
@@ -141,14 +142,14 @@ def evaluate(
         ]
     class_names = [str(name) for name in class_names]
     if len(class_names) != size:
-        raise ValueError(f"class_names has {len(class_names)} names for {size} classes.")
+        raise ArgumentError(f"class_names has {len(class_names)} names for {size} classes.")
     from_logits = output_is_logits(model)
 
     cm = np.zeros((size, size), dtype=np.int64)
     n_images = 0
     for batch in _batches(dataset):
         if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
-            raise ValueError("dataset must yield (images, masks) or (images, masks, weights).")
+            raise ArgumentError("dataset must yield (images, masks) or (images, masks, weights).")
         images, masks = batch[0], np.asarray(batch[1])
         outputs = model.predict_on_batch(images)
         labels = predict_labels(outputs, from_logits=from_logits, threshold=threshold)

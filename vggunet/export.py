@@ -36,6 +36,7 @@ import keras
 import numpy as np
 
 from vggunet.errors import ExportError
+from vggunet.fileio import atomic_replace_dir, atomic_write, make_temp_dir
 from vggunet.transfer.inspect import all_layers
 
 FORMATS = ("keras", "savedmodel", "tflite", "onnx")
@@ -187,37 +188,6 @@ def _check_destination(out: Path, fmt: str) -> None:
     if out.suffix.lower() != expected:
         raise ExportError(f"{fmt} export must be written to a '{expected}' file, got "
                           f"{str(out)!r}")
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Moves the finished folder `tmp` to `out`, replacing an older export there."""
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    # Rename the old folder aside first: at every moment one complete SavedModel is at `out` or
-    # beside it, and the old one goes only once the new one is in place.
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-    os.rmdir(old)
-    os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except OSError:
-        os.replace(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_file_atomically(out: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _write_saved_model(model: keras.Model, directory: Path, shape: tuple) -> None:
@@ -384,11 +354,11 @@ def export_model(
     if _uses_reduced_precision(model) and not keep_precision:
         model = float32_copy(model)
     if fmt == "savedmodel":
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        tmp = make_temp_dir(out)
         try:
             with _conversion_errors(fmt, model):
                 _write_saved_model(model, tmp, shape)
-            _replace_dir(tmp, out)
+            atomic_replace_dir(tmp, out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return out
@@ -398,8 +368,7 @@ def export_model(
                 data = _tflite_bytes(model, shape, Path(work))
             else:
                 data = _onnx_bytes(model, shape, Path(work), opset)
-    _write_file_atomically(out, data)
-    return out
+    return atomic_write(out, data)
 
 
 @contextlib.contextmanager

@@ -25,6 +25,8 @@ from vggunet.errors import WriteError
 
 __all__ = [
     "atomic_copy",
+    "atomic_replace_dir",
+    "make_temp_dir",
     "atomic_save_model",
     "atomic_write",
     "fsync_dir",
@@ -214,3 +216,51 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
         except OSError:
             pass  # a leftover temp file is litter, never a reason to stop
     return removed
+
+
+def make_temp_dir(beside: str | os.PathLike) -> Path:
+    """Creates an empty temporary folder next to `beside`, with umask permissions.
+
+    `tempfile.mkdtemp` would create it 0700, which a rename would carry to the destination.
+
+    Args:
+        beside: the destination the folder will replace.
+
+    Returns:
+        The new folder (`.<name>.<hex>.vgtmp`).
+    """
+    beside = Path(beside)
+    beside.parent.mkdir(parents=True, exist_ok=True)
+    folder = beside.parent / f".{beside.name}.{uuid.uuid4().hex[:12]}{TEMP_MARK}"
+    folder.mkdir()
+    return folder
+
+
+def atomic_replace_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Moves the finished folder `tmp` to `out`, replacing an older folder there.
+
+    The old folder is renamed aside first, so at every moment one complete folder is at `out`
+    or beside it, and the old one is deleted only once the new one is in place.
+
+    Args:
+        tmp: the finished folder (e.g. from `make_temp_dir(out)`).
+        out: the destination.
+
+    Returns:
+        The destination path.
+    """
+    tmp, out = Path(tmp), Path(out)
+    if not out.exists():
+        os.replace(tmp, out)
+        fsync_dir(out.parent)
+        return out
+    old = out.parent / f".{out.name}.{uuid.uuid4().hex[:12]}.old{TEMP_MARK}"
+    os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        os.replace(old, out)
+        raise
+    fsync_dir(out.parent)
+    shutil.rmtree(old, ignore_errors=True)
+    return out

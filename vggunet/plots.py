@@ -16,6 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
+from vggunet.errors import ArgumentError
+
 __all__ = ["display", "plot_predictions", "plot_history", "mask_colormap"]
 
 DEFAULT_TITLES = ("Input Image", "True Mask", "Predicted Mask")
@@ -157,7 +159,7 @@ def plot_predictions(
     pred_masks = _to_numpy(pred_masks)
     n = min(len(images), len(true_masks), len(pred_masks), int(max_samples))
     if n < 1:
-        raise ValueError("plot_predictions needs at least one sample.")
+        raise ArgumentError("plot_predictions needs at least one sample.")
     truths = [_mask_for_display(true_masks[i]) for i in range(n)]
     preds = [_mask_for_display(pred_masks[i]) for i in range(n)]
     k = num_classes or max([int(m.max(initial=0)) + 1 for m in truths + preds] + [2])
@@ -212,7 +214,7 @@ def plot_history(
         names = (["loss"] if "loss" in history and "loss" not in metrics else []) + list(metrics)
     names = [n for n in names if n in history or f"val_{n}" in history]
     if not names:
-        raise ValueError(f"history has nothing to plot (keys: {sorted(history)}).")
+        raise ArgumentError(f"history has nothing to plot (keys: {sorted(history)}).")
     cols = min(3, len(names))
     rows = -(-len(names) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)

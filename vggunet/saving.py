@@ -8,13 +8,14 @@ Models written by vggunet contain no Lambda layers, only registered layers.
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import keras
 
-from vggunet.errors import ModelFileError, UnsafeModelError
+from vggunet.errors import ArgumentError, MissingFileError, ModelFileError, UnsafeModelError
+from vggunet._serializables import register_all
+from vggunet.fileio import atomic_save_model
 
 
 def _lambda_layers(path: Path) -> list[str]:
@@ -63,17 +64,12 @@ def load_model(path: str | os.PathLike, *, compile: bool = True, safe_mode: bool
         >>> model.name, model.output_shape
         ('unet', (None, 32, 32, 2))
     """
-    import vggunet.models.layers  # noqa: F401  registers custom layers
-    for module in ("vggunet.losses", "vggunet.metrics"):
-        try:
-            __import__(module)
-        except ImportError:
-            pass
+    register_all()  # custom layers, losses and metrics, in case Keras was imported just now
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Model file not found: '{path}'.")
+        raise MissingFileError(f"Model file not found: '{path}'.")
     if path.suffix != ".keras":
-        raise ValueError(f"'{path}' is not a .keras model file (got suffix {path.suffix!r}).")
+        raise ModelFileError(f"'{path}' is not a .keras model file (got suffix {path.suffix!r}).")
     if not zipfile.is_zipfile(path):
         # Keras itself would report "File not found" for a damaged archive.
         raise ModelFileError(f"'{path}' is not a valid .keras file: it is not a zip archive "
@@ -127,14 +123,5 @@ def save_model(model: keras.Model, path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     if path.suffix != ".keras":
-        raise ValueError(f"model path must end in .keras, got '{path}'.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+        raise ArgumentError(f"model path must end in .keras, got '{path}'.")
+    return atomic_save_model(model, path)

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from vggunet.cli.args import non_negative_int, positive_int
-from vggunet.errors import CliError
+from vggunet.errors import CliError, MissingFileError
 
 
 def _predict_file(model: Any, source: Any, out: Any, args: argparse.Namespace,
@@ -39,7 +39,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     source = Path(args.input)
     if not source.exists():
-        raise FileNotFoundError(f"--input {source} does not exist")
+        raise MissingFileError(f"--input {source} does not exist")
     if args.overlap is not None and args.tile is None:
         raise CliError("--overlap needs --tile")
     overlap = args.overlap if args.overlap is not None else (

@@ -19,6 +19,8 @@ from dataclasses import dataclass, fields
 
 import tensorflow as tf
 
+from vggunet.errors import ArgumentError
+
 __all__ = [
     "Augment",
     "elastic_deform",
@@ -291,11 +293,11 @@ class Augment:
         for name in ("rotate_degrees", "elastic_alpha", "elastic_sigma", "brightness",
                      "contrast"):
             if getattr(self, name) < 0:
-                raise ValueError(f"Augment.{name} must be >= 0, got {getattr(self, name)}")
+                raise ArgumentError(f"Augment.{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.elastic_prob <= 1.0:
-            raise ValueError(f"Augment.elastic_prob must be in [0, 1], got {self.elastic_prob}")
+            raise ArgumentError(f"Augment.elastic_prob must be in [0, 1], got {self.elastic_prob}")
         if self.contrast >= 1.0:
-            raise ValueError(f"Augment.contrast must be < 1 (factor 1-c must stay positive), "
+            raise ArgumentError(f"Augment.contrast must be < 1 (factor 1-c must stay positive), "
                              f"got {self.contrast}")
 
     @property
@@ -364,18 +366,18 @@ class Augment:
             name, _, value = token.partition("=")
             name = name.strip().lower()
             if name not in _NAMES:
-                raise ValueError(f"unknown augmentation {name!r} in {spec!r}; valid names: "
+                raise ArgumentError(f"unknown augmentation {name!r} in {spec!r}; valid names: "
                                  "flip, rot90, rotate[=DEG], elastic[=ALPHA[:SIGMA[:PROB]]], "
                                  "brightness[=B], contrast[=C]")
             try:
                 if name in ("flip", "rot90"):
                     if value:
-                        raise ValueError(f"{name} takes no value")
+                        raise ArgumentError(f"{name} takes no value")
                     kw[name] = True
                 elif name == "elastic":
                     parts = [float(p) for p in value.split(":")] if value else []
                     if len(parts) > 3:
-                        raise ValueError("at most ALPHA:SIGMA:PROB")
+                        raise ArgumentError("at most ALPHA:SIGMA:PROB")
                     kw["elastic"] = parts[0] if parts else True
                     if len(parts) > 1:
                         kw["elastic_sigma"] = parts[1]
@@ -384,7 +386,7 @@ class Augment:
                 else:
                     kw[name] = float(value) if value else True
             except ValueError as exc:
-                raise ValueError(f"bad value in augmentation {token!r} of {spec!r}: {exc}") \
+                raise ArgumentError(f"bad value in augmentation {token!r} of {spec!r}: {exc}") \
                     from None
         return cls.from_flags(**kw)
 

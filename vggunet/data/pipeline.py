@@ -33,7 +33,7 @@ from pathlib import Path, PurePath, PureWindowsPath
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from vggunet.errors import DataError
+from vggunet.errors import ArgumentError, DataError
 from vggunet.data.augment import Augment, random_flip, reflect_index
 
 try:  # scipy is optional: exact numpy fallbacks below are used without it.
@@ -464,7 +464,7 @@ def load_image(path: str | Path, channels: int = 3) -> np.ndarray:
         DataError: unreadable, truncated or unsupported file.
     """
     if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
+        raise ArgumentError(f"channels must be 1 or 3, got {channels}")
     path = Path(path)
     return _image_array(_open(path), path, channels)
 
@@ -492,20 +492,20 @@ def _single_channel(img: Image.Image, path: Path, fmt: str) -> np.ndarray:
 
 def _normalise_palette(palette, path_hint: str = "") -> tuple[np.ndarray, np.ndarray]:
     if palette is None:
-        raise ValueError("mask_format='palette' needs palette= (a dict {class: (r, g, b)} "
+        raise ArgumentError("mask_format='palette' needs palette= (a dict {class: (r, g, b)} "
                          "or a list of (r, g, b) where the position is the class)")
     items = palette.items() if isinstance(palette, Mapping) else enumerate(palette)
     codes, classes = [], []
     for cls, colour in items:
         colour = tuple(int(c) for c in colour)
         if len(colour) != 3 or not all(0 <= c <= 255 for c in colour):
-            raise ValueError(f"palette colour for class {cls} must be (r, g, b) in 0..255, "
+            raise ArgumentError(f"palette colour for class {cls} must be (r, g, b) in 0..255, "
                              f"got {colour}")
         code = (colour[0] << 16) | (colour[1] << 8) | colour[2]
         if code in codes:
             other = classes[codes.index(code)]
             if other != int(cls):
-                raise ValueError(f"palette colour {colour} is given for classes {other} "
+                raise ArgumentError(f"palette colour {colour} is given for classes {other} "
                                  f"and {cls}")
             continue
         codes.append(code)
@@ -557,7 +557,7 @@ def _mask_array(img: Image.Image, path: Path, mask_format: str, lut, mask_channe
                             f"mask_channel={mask_channel} is invalid, use 0.."
                             f"{arr.shape[-1] - 1}")
         return arr[..., mask_channel].astype(np.int32)
-    raise ValueError(f"mask_format must be one of {MASK_FORMATS}, got {mask_format!r}")
+    raise ArgumentError(f"mask_format must be one of {MASK_FORMATS}, got {mask_format!r}")
 
 
 def _check_mask_values(mask: np.ndarray, path: Path, num_classes: int,
@@ -579,9 +579,9 @@ def _check_mask_values(mask: np.ndarray, path: Path, num_classes: int,
 
 def _check_format_args(mask_format: str, palette, mask_channel: int):
     if mask_format not in MASK_FORMATS:
-        raise ValueError(f"mask_format must be one of {MASK_FORMATS}, got {mask_format!r}")
+        raise ArgumentError(f"mask_format must be one of {MASK_FORMATS}, got {mask_format!r}")
     if mask_format == "channel" and mask_channel < 0:
-        raise ValueError(f"mask_channel must be >= 0, got {mask_channel}")
+        raise ArgumentError(f"mask_channel must be >= 0, got {mask_channel}")
     return _normalise_palette(palette) if mask_format == "palette" else None
 
 
@@ -682,7 +682,7 @@ def validate_pairs(pairs: Sequence[Pair], num_classes: int, mask_format: str = "
         DataError: the first problem found, naming the file.
     """
     if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        raise ArgumentError(f"num_classes must be >= 1, got {num_classes}")
     lut = _check_format_args(mask_format, palette, mask_channel)
     if not pairs:
         raise DataError("no (image, mask) pairs to validate: the data set is empty")
@@ -734,7 +734,7 @@ def class_weights(info_or_pairs, num_classes: int, method: str = "median_frequen
         float32 (num_classes,) weights.
     """
     if method not in ("median_frequency", "inverse_frequency"):
-        raise ValueError(f"method must be 'median_frequency' or 'inverse_frequency', "
+        raise ArgumentError(f"method must be 'median_frequency' or 'inverse_frequency', "
                          f"got {method!r}")
     src = info_or_pairs
     if isinstance(src, DatasetInfo):
@@ -892,7 +892,7 @@ def _as_hw(value, name: str) -> tuple[int, int] | None:
         value = (value, value)
     value = tuple(int(v) for v in value)
     if len(value) != 2 or min(value) < 1:
-        raise ValueError(f"{name} must be (H, W) with positive ints, got {value}")
+        raise ArgumentError(f"{name} must be (H, W) with positive ints, got {value}")
     return value
 
 
@@ -953,16 +953,16 @@ def make_dataset(image_dir: str | Path | None = None, mask_dir: str | Path | Non
     import tensorflow as tf  # deferred: data inspection must not pay TF import cost
 
     if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
+        raise ArgumentError(f"channels must be 1 or 3, got {channels}")
     if scale not in ("raw", "unit"):
-        raise ValueError(f"scale must be 'raw' or 'unit', got {scale!r}")
+        raise ArgumentError(f"scale must be 'raw' or 'unit', got {scale!r}")
     if sample_weights not in (None, "median_frequency", "inverse_frequency", "border"):
-        raise ValueError("sample_weights must be None, 'median_frequency', "
+        raise ArgumentError("sample_weights must be None, 'median_frequency', "
                          f"'inverse_frequency' or 'border', got {sample_weights!r}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise ArgumentError(f"batch_size must be >= 1, got {batch_size}")
     if pad_to is not None and int(pad_to) < 1:
-        raise ValueError(f"pad_to must be a positive int, got {pad_to}")
+        raise ArgumentError(f"pad_to must be a positive int, got {pad_to}")
     size, crop = _as_hw(size, "size"), _as_hw(crop, "crop")
     if isinstance(augment, str):
         augment = Augment.parse(augment)
@@ -972,7 +972,7 @@ def make_dataset(image_dir: str | Path | None = None, mask_dir: str | Path | Non
 
     if pairs is None:
         if image_dir is None or mask_dir is None:
-            raise ValueError("give image_dir and mask_dir, or pairs=")
+            raise ArgumentError("give image_dir and mask_dir, or pairs=")
         pairs = find_pairs(image_dir, mask_dir, mask_suffix)
     pairs = [(Path(a), Path(b)) for a, b in pairs]
     if not pairs:

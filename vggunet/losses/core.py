@@ -34,6 +34,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from vggunet.errors import ArgumentError
+
 try:  # Keeps gradients right under tf.distribute; absent on other layouts.
     from keras.src.losses.loss import scale_loss_for_distribution
 except ImportError:  # pragma: no cover - depends on the Keras internals
@@ -93,12 +95,12 @@ def validate_num_classes(num_classes: Any, allow_none: bool = False) -> int | No
         return None
     # __index__ admits numpy integers but not floats such as 3.0.
     if isinstance(num_classes, bool) or not hasattr(num_classes, "__index__"):
-        raise ValueError(
+        raise ArgumentError(
             f"num_classes must be a positive integer; got {num_classes!r}."
         )
     value = int(num_classes)
     if value <= 0:
-        raise ValueError(
+        raise ArgumentError(
             f"num_classes must be a positive integer; got {num_classes!r}."
         )
     return value
@@ -119,7 +121,7 @@ def validate_ignore_index(ignore_index: Any) -> int | None:
     if ignore_index is None:
         return None
     if isinstance(ignore_index, bool) or not hasattr(ignore_index, "__index__"):
-        raise ValueError(
+        raise ArgumentError(
             f"ignore_index must be an integer or None; got {ignore_index!r}."
         )
     return int(ignore_index)
@@ -150,25 +152,25 @@ def validate_class_weights(
         try:  # numpy arrays and tensors are fine; sets and scalars are not.
             class_weights = list(class_weights.tolist())  # type: ignore[union-attr]
         except AttributeError:
-            raise ValueError(
+            raise ArgumentError(
                 "class_weights must be a sequence of floats, one per class; "
                 f"got {class_weights!r}."
             ) from None
     try:
         weights = tuple(float(w) for w in class_weights)
     except (TypeError, ValueError):
-        raise ValueError(
+        raise ArgumentError(
             f"class_weights must contain numbers; got {class_weights!r}."
         ) from None
     if not weights:
-        raise ValueError(f"class_weights must not be empty; got {class_weights!r}.")
+        raise ArgumentError(f"class_weights must not be empty; got {class_weights!r}.")
     if any(not math.isfinite(w) or w < 0 for w in weights):
-        raise ValueError(
+        raise ArgumentError(
             "class_weights must be finite and non-negative; "
             f"got {list(weights)!r}."
         )
     if not any(weights):
-        raise ValueError(f"class_weights must not all be zero; got {list(weights)!r}.")
+        raise ArgumentError(f"class_weights must not all be zero; got {list(weights)!r}.")
     if num_classes is not None:
         expected = effective_num_classes(num_classes)
         if len(weights) != expected:
@@ -178,7 +180,7 @@ def validate_class_weights(
                 if num_classes == 1
                 else ""
             )
-            raise ValueError(
+            raise ArgumentError(
                 f"class_weights has {len(weights)} entries {list(weights)!r} "
                 f"but num_classes={num_classes} needs {expected}{hint}."
             )
@@ -187,7 +189,7 @@ def validate_class_weights(
 
 def _validate_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False; got {value!r}.")
+        raise ArgumentError(f"{name} must be True or False; got {value!r}.")
     return value
 
 
@@ -195,9 +197,9 @@ def _validate_non_negative(name: str, value: Any) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a non-negative number; got {value!r}.") from None
+        raise ArgumentError(f"{name} must be a non-negative number; got {value!r}.") from None
     if isinstance(value, bool) or not math.isfinite(number) or number < 0:
-        raise ValueError(f"{name} must be a non-negative number; got {value!r}.")
+        raise ArgumentError(f"{name} must be a non-negative number; got {value!r}.")
     return number
 
 
@@ -227,14 +229,14 @@ def prepare_labels(y_true: Any, pred_rank: int, ignore_index: int | None):
     rank = len(y_true.shape)
     if rank == pred_rank:
         if y_true.shape[-1] != 1:
-            raise ValueError(
+            raise ArgumentError(
                 "y_true must hold sparse class indices of shape (B, ..., 1) or "
                 f"(B, ...); got shape {tuple(y_true.shape)} (one-hot labels are "
                 "not supported, take their argmax)."
             )
         y_true = ops.squeeze(y_true, axis=-1)
     elif rank != pred_rank - 1:
-        raise ValueError(
+        raise ArgumentError(
             f"y_true of shape {tuple(y_true.shape)} does not match y_pred of "
             f"rank {pred_rank}; expected rank {pred_rank - 1} or {pred_rank}."
         )
@@ -264,7 +266,7 @@ def class_probabilities(y_pred: Any, from_logits: bool):
     y_pred = ops.cast(ops.convert_to_tensor(y_pred), "float32")
     channels = y_pred.shape[-1]
     if channels is None:
-        raise ValueError(
+        raise ArgumentError(
             "The last (class) axis of y_pred must have a static size; "
             f"got shape {tuple(y_pred.shape)}."
         )
@@ -315,11 +317,11 @@ def _check_channels(
     """Raise if ``y_pred``'s class axis disagrees with the configuration."""
     scored = max(channels, 2)
     if num_classes is not None and effective_num_classes(num_classes) != scored:
-        raise ValueError(
+        raise ArgumentError(
             f"y_pred has {channels} channel(s) but num_classes={num_classes}."
         )
     if class_weights is not None and len(class_weights) != scored:
-        raise ValueError(
+        raise ArgumentError(
             f"class_weights has {len(class_weights)} entries but y_pred scores "
             f"{scored} classes ({channels} channel(s))."
         )
@@ -519,7 +521,7 @@ class FocalLoss(_PixelwiseLoss):
         if alpha is not None:
             alpha_value = _validate_non_negative("alpha", alpha)
             if alpha_value > 1.0:
-                raise ValueError(f"alpha must lie in [0, 1]; got {alpha!r}.")
+                raise ArgumentError(f"alpha must lie in [0, 1]; got {alpha!r}.")
             alpha = alpha_value
         self.alpha = alpha
 
@@ -732,7 +734,7 @@ def _as_loss(value: Any, role: str) -> keras.losses.Loss:
     else:
         loss = None
     if not isinstance(loss, keras.losses.Loss):
-        raise ValueError(
+        raise ArgumentError(
             f"{role} must be a keras.losses.Loss, its serialized config or a "
             f"loss name; got {value!r}."
         )
@@ -772,11 +774,11 @@ class CombinedLoss(keras.losses.Loss):
         try:
             pair = tuple(float(w) for w in weights)
         except (TypeError, ValueError):
-            raise ValueError(
+            raise ArgumentError(
                 f"weights must be two non-negative numbers; got {weights!r}."
             ) from None
         if len(pair) != 2 or any(not math.isfinite(w) or w < 0 for w in pair) or not any(pair):
-            raise ValueError(
+            raise ArgumentError(
                 "weights must be two finite, non-negative numbers, not both "
                 f"zero; got {weights!r}."
             )
@@ -910,7 +912,7 @@ def get_loss(name: str | keras.losses.Loss, **kwargs: Any) -> keras.losses.Loss:
             raise TypeError(f"Keyword arguments {sorted(kwargs)} given with a Loss instance.")
         return name
     if not isinstance(name, str):
-        raise ValueError(
+        raise ArgumentError(
             f"Unknown loss {name!r}; valid names are: {', '.join(LOSS_NAMES)}."
         )
     key = name.strip().lower()
@@ -919,7 +921,7 @@ def get_loss(name: str | keras.losses.Loss, **kwargs: Any) -> keras.losses.Loss:
     elif key in _LOSS_CLASSES:
         classes = (_LOSS_CLASSES[key],)
     else:
-        raise ValueError(
+        raise ArgumentError(
             f"Unknown loss {name!r}; valid names are: {', '.join(LOSS_NAMES)}."
         )
     accepted = set().union(_COMMON_KWARGS, *(_init_params(c) for c in classes)) - {

@@ -38,6 +38,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from vggunet.errors import ArgumentError
 from vggunet.losses.core import (
     effective_num_classes,
     pixel_weights,
@@ -60,7 +61,7 @@ __all__ = [
 
 def _validate_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False; got {value!r}.")
+        raise ArgumentError(f"{name} must be True or False; got {value!r}.")
     return value
 
 
@@ -92,12 +93,12 @@ def _labels_and_weights(
     else:
         channels = y_pred.shape[-1]
         if channels is None:
-            raise ValueError(
+            raise ArgumentError(
                 "The last (class) axis of y_pred must have a static size; "
                 f"got shape {tuple(y_pred.shape)}."
             )
         if num_classes is not None and max(channels, 2) != num_classes:
-            raise ValueError(
+            raise ArgumentError(
                 f"y_pred has {channels} channel(s) but the metric scores "
                 f"{num_classes} classes."
             )
@@ -372,7 +373,7 @@ def _as_label_array(name: str, values: Any) -> np.ndarray:
         return array.astype(np.int64)
     if np.issubdtype(array.dtype, np.floating) and np.all(np.mod(array, 1) == 0):
         return array.astype(np.int64)
-    raise ValueError(
+    raise ArgumentError(
         f"{name} must hold integer class labels; got dtype {array.dtype} "
         "(take the argmax of probabilities first)."
     )
@@ -416,7 +417,7 @@ def confusion_matrix(
     if pred.ndim and pred.shape[-1] == 1 and pred.ndim == truth.ndim + 1:
         pred = pred[..., 0]
     if truth.shape != pred.shape:
-        raise ValueError(
+        raise ArgumentError(
             f"y_true shape {truth.shape} and y_pred_labels shape {pred.shape} differ."
         )
     truth = truth.ravel()
@@ -428,7 +429,7 @@ def confusion_matrix(
     for name, values in (("y_true", truth), ("y_pred_labels", pred)):
         bad = values[(values < 0) | (values >= size)]
         if bad.size:
-            raise ValueError(
+            raise ArgumentError(
                 f"{name} contains label(s) {sorted(set(bad.tolist()))[:10]} outside "
                 f"[0, {size}) (ignore_index={ignore_index!r})."
             )
@@ -464,9 +465,9 @@ def scores_from_confusion(cm: Any) -> dict[str, Any]:
     matrix = np.asarray(ops.convert_to_numpy(cm) if not isinstance(cm, np.ndarray) else cm)
     matrix = matrix.astype(np.float64)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
-        raise ValueError(f"cm must be a non-empty square matrix; got shape {matrix.shape}.")
+        raise ArgumentError(f"cm must be a non-empty square matrix; got shape {matrix.shape}.")
     if not np.all(np.isfinite(matrix)) or np.any(matrix < 0):
-        raise ValueError("cm must be finite and non-negative.")
+        raise ArgumentError("cm must be finite and non-negative.")
     tp = np.diag(matrix)
     true_count = matrix.sum(axis=1)
     pred_count = matrix.sum(axis=0)
@@ -540,7 +541,7 @@ def get_metrics(
             validate_num_classes(num_classes)
             metrics.append(PixelAccuracy(ignore_index, from_logits=from_logits))
         else:
-            raise ValueError(
+            raise ArgumentError(
                 f"Unknown metric {raw!r}; valid names are: {', '.join(METRIC_NAMES)}."
             )
     return metrics

@@ -12,7 +12,7 @@ _EXPORTS = {
                     "vggunet.models.layers"),
     "resolve_precision": "vggunet.models.precision",
     **dict.fromkeys(("ENCODERS", "EncoderSpec", "get_encoder_spec"), "vggunet.models.registry"),
-    "build_encoder": "vggunet.models.registry",
+    "build_encoder": "vggunet.models.encoder",
     **dict.fromkeys(("build_encoder_unet", "build_unet", "build_vgg_unet"), "vggunet.models.unet"),
     "build_unet_3d": "vggunet.models.unet3d",
     "load_backbone_weights": "vggunet.models.weights",

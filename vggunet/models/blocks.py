@@ -10,6 +10,8 @@ from typing import Any
 
 from keras import layers
 
+from vggunet.errors import ArgumentError
+
 DECODERS = ("upsampling", "transpose")
 
 
@@ -159,7 +161,7 @@ def decoder_stage(
             name=f"{name}_up",
         )(x)
     else:
-        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}.")
+        raise ArgumentError(f"decoder must be one of {DECODERS}, got {decoder!r}.")
     if skip is not None:
         x = layers.Concatenate(axis=-1, name=f"{name}_concat")([x, skip])
     x = conv_relu(x, filters, 3, f"{name}_conv1", batchnorm, bn_momentum)

@@ -11,6 +11,8 @@ from typing import Any
 import keras
 from keras import layers, ops
 
+from vggunet.errors import ArgumentError
+
 PACKAGE = "vggunet"
 
 # Per-channel statistics of keras.applications' preprocess_input modes.
@@ -38,7 +40,7 @@ class BackbonePreprocess(layers.Layer):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if mode not in PREPROCESSING_MODES:
-            raise ValueError(
+            raise ArgumentError(
                 f"Unknown preprocessing mode {mode!r}; expected one of {PREPROCESSING_MODES}."
             )
         self.mode = mode
@@ -46,7 +48,7 @@ class BackbonePreprocess(layers.Layer):
     def build(self, input_shape: tuple) -> None:
         channels = input_shape[-1]
         if self.mode in ("caffe", "torch") and channels != 3:
-            raise ValueError(
+            raise ArgumentError(
                 f"Preprocessing mode {self.mode!r} needs 3 (RGB) channels, got input shape "
                 f"{tuple(input_shape)}; use mode 'tf', 'unit' or 'none' for {channels} channels."
             )
@@ -110,9 +112,9 @@ class PadToMultiple(layers.Layer):
     def __init__(self, multiple: int = 32, mode: str = "reflect", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if int(multiple) < 1:
-            raise ValueError(f"multiple must be a positive integer, got {multiple!r}.")
+            raise ArgumentError(f"multiple must be a positive integer, got {multiple!r}.")
         if mode not in ("reflect", "constant"):
-            raise ValueError(f"mode must be 'reflect' or 'constant', got {mode!r}.")
+            raise ArgumentError(f"mode must be 'reflect' or 'constant', got {mode!r}.")
         self.multiple = int(multiple)
         self.mode = mode
 

@@ -14,6 +14,8 @@ from typing import Iterator
 
 import keras
 
+from vggunet.errors import ArgumentError
+
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 
@@ -95,7 +97,7 @@ def resolve_precision(precision: str = "auto") -> str:
         True
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+        raise ArgumentError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
     if precision != "auto":
         return precision
     gpu = gpu_has_bfloat16()

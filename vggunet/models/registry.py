@@ -1,22 +1,62 @@
-"""Encoder registry and `build_encoder`: keras.applications backbones as skip-tensor extractors.
+"""The encoder registry: which keras.applications backbones vggunet knows, and how to tap them.
 
 Adding a backbone is one entry in `ENCODERS`: its `keras.applications` constructor, the layers
 whose outputs become skip connections (high to low resolution), the layer the bottleneck grows
-from, its preprocessing and the file name of its ImageNet no-top weights.
+from, its preprocessing and the URL of its ImageNet no-top weights.
+
+This module imports no Keras: constructors are named as strings and resolved on use, so the CLI
+can list the backbones without loading TensorFlow.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+import importlib
+from typing import Any, Callable
 
-import keras
-from keras import layers
-
-from vggunet.models.layers import BackbonePreprocess, PadToMultiple
-from vggunet.models.precision import dtype_policy
+from vggunet.checks import did_you_mean
+from vggunet.errors import ArgumentError
 
 _WEIGHTS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+
+@dataclasses.dataclass(frozen=True)
+class KerasFunction:
+    """A function of a Keras module, imported when first called (keeps the registry keras-free).
+
+    Args:
+        module: the module's import path, e.g. `"keras.applications"`.
+        name: the function's name there, e.g. `"VGG16"`.
+
+    Example:
+        >>> KerasFunction("keras.applications.vgg16", "preprocess_input")
+        keras.applications.vgg16.preprocess_input
+    """
+
+    module: str
+    name: str
+
+    def resolve(self) -> Callable[..., Any]:
+        """Imports the module and returns the function.
+
+        Returns:
+            The function.
+        """
+        return getattr(importlib.import_module(self.module), self.name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.resolve()(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"{self.module}.{self.name}"
+
+
+def _application(name: str) -> KerasFunction:
+    return KerasFunction("keras.applications", name)
+
+
+def _preprocess(module: str) -> KerasFunction:
+    return KerasFunction(f"keras.applications.{module}", "preprocess_input")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,15 +64,16 @@ class EncoderSpec:
     """What vggunet needs to know about one backbone.
 
     Attributes:
-        constructor: the `keras.applications` model function (called with `include_top=False`).
+        constructor: the `keras.applications` model function (called with `include_top=False`);
+            the built-in entries hold a `KerasFunction`, which imports Keras only when called.
         skip_layers: default skip layer names, from high to low resolution.
         bottleneck_source: the layer the bottleneck grows from (the deepest encoder feature).
         preprocessing: `BackbonePreprocess` mode matching the backbone's `preprocess_input`.
-        preprocess_input: the `keras.applications` preprocessing function itself.
+        preprocess_input: the `keras.applications` preprocessing function.
         weights_url: where Keras downloads the ImageNet no-top weights from.
     """
 
-    constructor: Callable[..., keras.Model]
+    constructor: Callable[..., Any]
     skip_layers: tuple[str, ...]
     bottleneck_source: str
     preprocessing: str
@@ -51,43 +92,43 @@ def _vgg_skips() -> tuple[str, ...]:
 
 ENCODERS: dict[str, EncoderSpec] = {
     "vgg16": EncoderSpec(
-        keras.applications.VGG16,
+        _application("VGG16"),
         _vgg_skips(),
         "block5_conv3",
         "caffe",
-        keras.applications.vgg16.preprocess_input,
+        _preprocess("vgg16"),
         _WEIGHTS_BASE + "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
     ),
     "vgg19": EncoderSpec(
-        keras.applications.VGG19,
+        _application("VGG19"),
         _vgg_skips(),
         "block5_conv4",
         "caffe",
-        keras.applications.vgg19.preprocess_input,
+        _preprocess("vgg19"),
         _WEIGHTS_BASE + "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
     ),
     "resnet50": EncoderSpec(
-        keras.applications.ResNet50,
+        _application("ResNet50"),
         ("conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out"),
         "conv5_block3_out",
         "caffe",
-        keras.applications.resnet.preprocess_input,
+        _preprocess("resnet"),
         _WEIGHTS_BASE + "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
     ),
     "resnet101": EncoderSpec(
-        keras.applications.ResNet101,
+        _application("ResNet101"),
         ("conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block23_out"),
         "conv5_block3_out",
         "caffe",
-        keras.applications.resnet.preprocess_input,
+        _preprocess("resnet"),
         _WEIGHTS_BASE + "resnet/resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5",
     ),
     "resnet152": EncoderSpec(
-        keras.applications.ResNet152,
+        _application("ResNet152"),
         ("conv1_relu", "conv2_block3_out", "conv3_block8_out", "conv4_block36_out"),
         "conv5_block3_out",
         "caffe",
-        keras.applications.resnet.preprocess_input,
+        _preprocess("resnet"),
         _WEIGHTS_BASE + "resnet/resnet152_weights_tf_dim_ordering_tf_kernels_notop.h5",
     ),
 }
@@ -102,163 +143,7 @@ def get_encoder_spec(backbone: str) -> EncoderSpec:
     Returns:
         Its `EncoderSpec`.
     """
-    if not isinstance(backbone, str) or backbone.lower() not in ENCODERS:
-        raise ValueError(
-            f"Unknown backbone {backbone!r}; available backbones: {', '.join(ENCODERS)}."
-        )
-    return ENCODERS[backbone.lower()]
-
-
-def _check_input_shape(input_shape: Sequence[int | None], min_size: int) -> tuple:
-    if len(input_shape) != 3:
-        raise ValueError(
-            f"input_shape must be (height, width, channels), got {tuple(input_shape)!r}."
-        )
-    height, width, channels = input_shape
-    if channels is None or int(channels) < 1:
-        raise ValueError(f"input_shape needs a known channel count >= 1, got {channels!r}.")
-    for label, dim in (("height", height), ("width", width)):
-        if dim is not None and int(dim) < min_size:
-            raise ValueError(
-                f"input {label} {dim} is too small: the network pools 5 times and needs at "
-                f"least {min_size} px (got input_shape={tuple(input_shape)!r})."
-            )
-    return tuple(input_shape)
-
-
-def resolve_skip_layers(spec: EncoderSpec, skip_layers: Sequence[str] | None) -> tuple[str, ...]:
-    """The skip layer names to use: the registry default or the user's list.
-
-    Args:
-        spec: the backbone's registry entry.
-        skip_layers: None or a list of layer names.
-
-    Returns:
-        A tuple of names.
-    """
-    if skip_layers is None:
-        return spec.skip_layers
-    if isinstance(skip_layers, str) or not all(isinstance(n, str) for n in skip_layers):
-        raise ValueError(f"skip_layers must be a list of layer names, got {skip_layers!r}.")
-    return tuple(skip_layers)
-
-
-def check_pretrained_channels(input_shape: Sequence[int | None], weights: Any) -> None:
-    """Raises ValueError when pretrained `weights` meet a channel count other than 1 or 3.
-
-    Args:
-        input_shape: `(H, W, C)`.
-        weights: the `weights` argument of a builder.
-
-    Returns:
-        None.
-    """
-    channels = input_shape[-1]
-    if weights is not None and channels not in (1, 3):
-        raise ValueError(
-            f"Pretrained weights ({weights!r}) need 1 (greyscale, repeated to RGB) or 3 input "
-            f"channels, got {channels} (input_shape={tuple(input_shape)!r}). Pass weights=None "
-            f"to train a {channels}-channel first convolution from scratch."
-        )
-
-
-def _check_layer_names(base: keras.Model, names: Sequence[str], argument: str) -> None:
-    valid = [layer.name for layer in base.layers[1:]]
-    missing = [name for name in names if name not in valid]
-    if missing:
-        raise ValueError(
-            f"{argument}: layer(s) {missing} not found in backbone {base.name!r}. "
-            f"Valid layer names: {', '.join(valid)}."
-        )
-
-
-def build_encoder(
-    backbone: str = "vgg16",
-    skip_layers: Sequence[str] | None = None,
-    weights: str | None = None,
-    input_shape: Sequence[int | None] = (None, None, 3),
-    *,
-    bottleneck_source: str | None = None,
-    preprocessing: bool = True,
-    pad_to_multiple: int | None = None,
-    precision: str = "auto",
-) -> keras.Model:
-    """Builds a truncated backbone whose outputs are its skip tensors and the bottleneck source.
-
-    This is the feature extractor users otherwise write by hand as
-    `keras.Model(base.input, [base.get_layer(n).output for n in names])`, with the dense head
-    dropped (`include_top=False`), the backbone's preprocessing inside the model (so it takes
-    raw pixels in [0, 255]) and greyscale input repeated to RGB.
-
-    Args:
-        backbone: registry name (`"vgg16"`, `"vgg19"`, `"resnet50"`, `"resnet101"`, `"resnet152"`).
-        skip_layers: layer names to tap, high to low resolution; defaults to the registry's.
-        weights: `"imagenet"`, `None` (random init) or a path to a backbone weights file
-            (Keras `.weights.h5` or a legacy `*_notop.h5`).
-        input_shape: `(H, W, C)`; H and W may be None. C=1 is repeated to 3 channels; other C
-            than 1 or 3 needs `weights=None`.
-        bottleneck_source: layer the bottleneck grows from; defaults to the registry's.
-        preprocessing: apply the backbone's `preprocess_input` inside the model.
-        pad_to_multiple: when set, reflect-pad H and W up to this multiple before the backbone.
-        precision: `"auto"`, `"float32"`, `"mixed_bfloat16"` or `"mixed_float16"`.
-
-    Returns:
-        A `keras.Model` with outputs `[*skips, bottleneck_source]`, highest resolution first.
-
-    Example:
-        >>> enc = build_encoder("vgg16", weights=None, input_shape=(64, 64, 3))
-        >>> [tuple(o.shape[1:]) for o in enc.outputs][:2]
-        [(64, 64, 64), (32, 32, 128)]
-    """
-    from vggunet.models.weights import load_backbone_weights
-
-    spec = get_encoder_spec(backbone)
-    height, width, channels = _check_input_shape(input_shape, 32)
-    check_pretrained_channels(input_shape, weights)
-    skips = resolve_skip_layers(spec, skip_layers)
-    source = bottleneck_source or spec.bottleneck_source
-
-    with dtype_policy(precision):
-        inputs = keras.Input(shape=(height, width, channels), name="input_image")
-        x = inputs
-        if channels == 1:
-            x = layers.Concatenate(axis=-1, name="input_gray_to_rgb", dtype="float32")([x, x, x])
-        if preprocessing:
-            mode = spec.preprocessing if x.shape[-1] == 3 else "tf"
-            x = BackbonePreprocess(mode, name="input_preprocess")(x)
-        if pad_to_multiple:
-            x = PadToMultiple(pad_to_multiple, name="input_pad")(x)
-        base = spec.constructor(include_top=False, weights=None, input_tensor=x)
-    _check_layer_names(base, skips, "skip_layers")
-    _check_layer_names(base, [source], "bottleneck_source")
-    order = {layer.name: i for i, layer in enumerate(base.layers)}
-    if list(skips) != sorted(skips, key=order.__getitem__):
-        raise ValueError(
-            f"skip_layers must be ordered from high to low resolution (input to output), got "
-            f"{list(skips)}; in this backbone the order is "
-            f"{sorted(skips, key=order.__getitem__)}."
-        )
-    if skips and order[source] < order[skips[-1]]:
-        raise ValueError(
-            f"bottleneck_source {source!r} comes before the deepest skip layer {skips[-1]!r}; "
-            f"it must be at or below it."
-        )
-    outputs = [base.get_layer(name).output for name in (*skips, source)]
-    encoder = keras.Model(inputs, outputs, name=f"{backbone.lower()}_encoder")
-    if weights is not None:
-        load_backbone_weights(encoder, backbone, weights)
-    return encoder
-
-
-def encoder_layer_names(backbone: str) -> list[str]:
-    """Names of all layers of a backbone (without its input layer), in graph order.
-
-    Args:
-        backbone: registry name.
-
-    Returns:
-        The layer names, e.g. `["block1_conv1", ..., "block5_pool"]` for VGG16.
-    """
-    spec = get_encoder_spec(backbone)
-    base = spec.constructor(include_top=False, weights=None, input_shape=(None, None, 3))
-    return [layer.name for layer in base.layers[1:]]
+    if isinstance(backbone, str) and backbone.lower() in ENCODERS:
+        return ENCODERS[backbone.lower()]
+    raise ArgumentError(f"Unknown backbone {backbone!r}; available backbones: "
+                        f"{', '.join(ENCODERS)}.{did_you_mean(backbone, ENCODERS)}")

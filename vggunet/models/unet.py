@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence
 import keras
 from keras import layers
 
+from vggunet.errors import ArgumentError
 from vggunet.models.blocks import (
     DECODER_BN_MOMENTUM,
     DECODERS,
@@ -16,12 +17,8 @@ from vggunet.models.blocks import (
     decoder_stage,
     upsampling_block,
 )
-from vggunet.models.registry import (
-    build_encoder,
-    check_pretrained_channels,
-    get_encoder_spec,
-    resolve_skip_layers,
-)
+from vggunet.models.encoder import build_encoder, check_pretrained_channels, resolve_skip_layers
+from vggunet.models.registry import get_encoder_spec
 from vggunet.models.layers import CropToReference
 from vggunet.models.precision import dtype_policy
 
@@ -30,7 +27,7 @@ ACTIVATIONS = ("auto", "softmax", "sigmoid", None)
 
 def _check_positive_int(value: Any, argument: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{argument} must be a positive integer, got {value!r}.")
+        raise ArgumentError(f"{argument} must be a positive integer, got {value!r}.")
     return value
 
 
@@ -38,7 +35,7 @@ def _stage_of_stride(stride: float, n_stages: int, layer: str) -> int:
     """Decoder stage (1 = deepest) whose output has this stride, for a skip from `layer`."""
     level = math.log2(stride) if stride > 0 else -1
     if level != int(level) or not 0 <= level < n_stages:
-        raise ValueError(
+        raise ArgumentError(
             f"skip layer {layer!r} has stride {stride:g} relative to the input; with "
             f"{n_stages} decoder stages skips must have stride 1, 2, ..., {2 ** (n_stages - 1)}."
         )
@@ -67,14 +64,14 @@ def _plan_skips(
     for name, shape, tensor in zip(skip_names, skip_shapes, encoder.outputs):
         stage = _stage_of_stride(probe / shape[1], n_stages, name)
         if stage in stages:
-            raise ValueError(
+            raise ArgumentError(
                 f"skip layers {stages[stage][0]!r} and {name!r} have the same resolution; "
                 f"give one skip layer per resolution."
             )
         stages[stage] = (name, tensor)
     source_stride = probe / source_shape[1]
     if source_stride not in (2 ** n_stages, 2 ** (n_stages - 1)):
-        raise ValueError(
+        raise ArgumentError(
             f"the bottleneck source has stride {source_stride:g}; with {n_stages} decoder stages "
             f"it must have stride {2 ** (n_stages - 1)} (pooled once more) or {2 ** n_stages}."
         )
@@ -153,14 +150,14 @@ def build_vgg_unet(
     _check_positive_int(bottleneck_filters, "bottleneck_filters")
     if isinstance(bn_momentum, bool) or not isinstance(bn_momentum, (int, float)) \
             or not 0.0 <= bn_momentum < 1.0:
-        raise ValueError(f"bn_momentum must be a number in [0, 1), got {bn_momentum!r}.")
+        raise ArgumentError(f"bn_momentum must be a number in [0, 1), got {bn_momentum!r}.")
     if decoder not in DECODERS:
-        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}.")
+        raise ArgumentError(f"decoder must be one of {DECODERS}, got {decoder!r}.")
     if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
+        raise ArgumentError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
     decoder_filters = tuple(decoder_filters)
     if not decoder_filters:
-        raise ValueError("decoder_filters must name at least one decoder stage, got ().")
+        raise ArgumentError("decoder_filters must name at least one decoder stage, got ().")
     for f in decoder_filters:
         _check_positive_int(f, "each entry of decoder_filters")
     n_stages = len(decoder_filters)
@@ -242,10 +239,10 @@ def build_unet(
     _check_positive_int(n_filters, "n_filters")
     _check_positive_int(n_classes, "n_classes")
     if len(input_size) != 3:
-        raise ValueError(f"input_size must be (height, width, channels), got {tuple(input_size)!r}.")
+        raise ArgumentError(f"input_size must be (height, width, channels), got {tuple(input_size)!r}.")
     for label, dim in zip(("height", "width"), input_size[:2]):
         if dim is not None and (int(dim) < 16 or int(dim) % 16):
-            raise ValueError(
+            raise ArgumentError(
                 f"input {label} {dim} must be a positive multiple of 16 (the lab U-Net pools "
                 f"4 times and has no padding layer); got input_size={tuple(input_size)!r}."
             )

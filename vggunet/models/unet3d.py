@@ -7,6 +7,8 @@ from typing import Any, Sequence
 import keras
 from keras import layers
 
+from vggunet.errors import ArgumentError
+
 DATA_FORMATS = ("channels_first", "channels_last")
 
 
@@ -58,15 +60,15 @@ def build_unet_3d(
         833507
     """
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-        raise ValueError(f"depth must be an integer >= 1, got {depth!r}.")
+        raise ArgumentError(f"depth must be an integer >= 1, got {depth!r}.")
     for value, argument in ((base_filters, "base_filters"), (n_classes, "n_classes"),
                             (pool_size, "pool_size")):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{argument} must be a positive integer, got {value!r}.")
+            raise ArgumentError(f"{argument} must be a positive integer, got {value!r}.")
     if data_format not in DATA_FORMATS:
-        raise ValueError(f"data_format must be one of {DATA_FORMATS}, got {data_format!r}.")
+        raise ArgumentError(f"data_format must be one of {DATA_FORMATS}, got {data_format!r}.")
     if len(input_shape) != 4:
-        raise ValueError(
+        raise ArgumentError(
             f"input_shape must have 4 entries (channels and 3 spatial sizes), got "
             f"{tuple(input_shape)!r}."
         )
@@ -74,7 +76,7 @@ def build_unet_3d(
     factor = pool_size ** (depth - 1)
     for axis, size in enumerate(spatial):
         if size is not None and int(size) % factor:
-            raise ValueError(
+            raise ArgumentError(
                 f"spatial size {size} (axis {axis}) of input_shape {tuple(input_shape)!r} is not "
                 f"divisible by {factor} = pool_size**(depth-1) for depth={depth}."
             )

@@ -183,7 +183,8 @@ def imagenet_weights(backbone: str) -> dict[str, list[np.ndarray]]:
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)
     try:
-        base = spec.constructor(include_top=False, weights="imagenet", input_shape=(None, None, 3))
+        base = spec.constructor(include_top=False, weights="imagenet",
+                                   input_shape=(None, None, 3))
     except Exception as exc:  # keras.utils.get_file raises a bare Exception on URL errors.
         raise ImagenetWeightsUnavailable(
             f"ImageNet weights for {backbone!r} are not in the Keras cache and could not be "

@@ -28,6 +28,8 @@ from typing import Any, Callable, ContextManager, Sequence, Union
 
 import keras
 
+from vggunet.errors import ArgumentError
+
 STRATEGIES = ("none", "mirrored", "multiworker")
 """Strategy names accepted by `resolve_strategy` and the CLI's `--strategy`."""
 
@@ -49,7 +51,7 @@ def _tf() -> Any:
 def _check_tensorflow_backend(what: str) -> None:
     backend = keras.backend.backend()
     if backend != "tensorflow":
-        raise ValueError(
+        raise ArgumentError(
             f"{what} is a tf.distribute strategy and needs KERAS_BACKEND=tensorflow; the active "
             f"Keras backend is {backend!r}. On JAX use vggunet.distribute.data_parallel()."
         )
@@ -68,25 +70,25 @@ def read_tf_config() -> dict[str, Any]:
     example = ('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
                '"task": {"type": "worker", "index": 0}}')
     if not text:
-        raise ValueError(
+        raise ArgumentError(
             "strategy 'multiworker' needs the TF_CONFIG environment variable on every worker, "
             f"e.g. TF_CONFIG='{example}' (index = this worker's position); it is not set."
         )
     try:
         config = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"TF_CONFIG is not valid JSON ({exc}): {text!r}.") from None
+        raise ArgumentError(f"TF_CONFIG is not valid JSON ({exc}): {text!r}.") from None
     cluster = config.get("cluster") if isinstance(config, dict) else None
     task = config.get("task") if isinstance(config, dict) else None
     if not isinstance(cluster, dict) or not cluster:
-        raise ValueError(f"TF_CONFIG has no 'cluster' mapping of job names to addresses: {text!r}; "
+        raise ArgumentError(f"TF_CONFIG has no 'cluster' mapping of job names to addresses: {text!r}; "
                          f"expected e.g. {example}.")
     if not isinstance(task, dict) or "type" not in task or "index" not in task:
-        raise ValueError(f"TF_CONFIG has no 'task' with 'type' and 'index': {text!r}; expected "
+        raise ArgumentError(f"TF_CONFIG has no 'task' with 'type' and 'index': {text!r}; expected "
                          f"e.g. {example}.")
     jobs = cluster.get(task["type"])
     if not isinstance(jobs, list) or not 0 <= int(task["index"]) < len(jobs):
-        raise ValueError(
+        raise ArgumentError(
             f"TF_CONFIG task {task!r} is not in its cluster {cluster!r} (job "
             f"{task['type']!r} has {len(jobs) if isinstance(jobs, list) else 0} address(es))."
         )
@@ -116,7 +118,7 @@ def resolve_strategy(strategy: Any = None) -> Any:
     if isinstance(strategy, str):
         name = strategy.strip().lower()
         if name not in STRATEGIES:
-            raise ValueError(
+            raise ArgumentError(
                 f"Unknown strategy {strategy!r}; valid strategies: {', '.join(STRATEGIES)} "
                 f"(or a tf.distribute.Strategy instance)."
             )
@@ -136,7 +138,7 @@ def resolve_strategy(strategy: Any = None) -> Any:
         except RuntimeError as exc:
             # TF configures collective ops once, before its runtime starts (any op, tensor or
             # variable starts it), so the strategy must come first in the program.
-            raise ValueError(
+            raise ArgumentError(
                 "MultiWorkerMirroredStrategy must be created before TensorFlow runs anything "
                 "(building a model or a dataset starts it). Call "
                 "vggunet.distribute.resolve_strategy('multiworker') first in your program and "
@@ -145,7 +147,7 @@ def resolve_strategy(strategy: Any = None) -> Any:
     if _is_tf_strategy(strategy):
         _check_tensorflow_backend(type(strategy).__name__)
         return strategy
-    raise ValueError(
+    raise ArgumentError(
         f"strategy must be None, one of {', '.join(STRATEGIES)} or a tf.distribute.Strategy, "
         f"got {strategy!r} ({type(strategy).__name__})."
     )
@@ -311,13 +313,13 @@ def build_in_scope(model: ModelOrFactory, strategy: Any) -> keras.Model:
     """
     if not isinstance(model, keras.Model):
         if not callable(model):
-            raise ValueError(
+            raise ArgumentError(
                 f"model must be a keras.Model or a function returning one, got {model!r}."
             )
         with strategy_scope(strategy):
             built = model()
         if not isinstance(built, keras.Model):
-            raise ValueError(
+            raise ArgumentError(
                 f"the model function {getattr(model, '__name__', model)!r} returned "
                 f"{type(built).__name__}, not a keras.Model."
             )
@@ -328,7 +330,7 @@ def build_in_scope(model: ModelOrFactory, strategy: Any) -> keras.Model:
         with strategy.scope():
             clone = keras.models.clone_model(model)
     except Exception as exc:  # noqa: BLE001  any rebuild failure gets the same advice
-        raise ValueError(
+        raise ArgumentError(
             f"Cannot rebuild model {model.name!r} inside the {strategy_name(strategy)} "
             f"strategy's scope ({exc}); pass a function that builds it instead (model_fn)."
         ) from exc
@@ -384,14 +386,14 @@ def data_parallel(devices: Sequence[Any] | None = None) -> Any:
     """
     backend = keras.backend.backend()
     if backend != "jax":
-        raise ValueError(
+        raise ArgumentError(
             f"data_parallel() uses keras.distribution, which supports the JAX backend only; the "
             f"active backend is {backend!r}. On TensorFlow pass strategy='mirrored' to "
             f"vggunet.training.train/finetune instead."
         )
     devices = list(devices) if devices is not None else keras.distribution.list_devices()
     if not devices:
-        raise ValueError("data_parallel() found no devices.")
+        raise ArgumentError("data_parallel() found no devices.")
     distribution = keras.distribution.DataParallel(devices=devices)
     keras.distribution.set_distribution(distribution)
     return distribution

@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 import keras
 import numpy as np
 
+from vggunet.errors import ArgumentError, CheckpointError
 from vggunet.training.distribute import (
     ModelOrFactory,
     build_in_scope,
@@ -106,7 +107,7 @@ def _make_optimizer(optimizer: Any, learning_rate: float) -> keras.optimizers.Op
     if isinstance(optimizer, keras.optimizers.Optimizer):
         return optimizer
     if not isinstance(optimizer, str):
-        raise ValueError(f"optimizer must be a name or an Optimizer, got {optimizer!r}.")
+        raise ArgumentError(f"optimizer must be a name or an Optimizer, got {optimizer!r}.")
     cls = type(keras.optimizers.get(optimizer))
     return cls(learning_rate=float(learning_rate))
 
@@ -201,7 +202,7 @@ def _atomic_save_model(model: keras.Model, path: Path) -> Path:
     except OSError as exc:
         # A bare "[Errno 28] No space left on device" would not say which file failed, nor that
         # the previous checkpoint is still intact.
-        raise OSError(exc.errno, f"cannot write checkpoint '{path}': "
+        raise CheckpointError(exc.errno, f"cannot write checkpoint '{path}': "
                                  f"{exc.strerror or exc}; the previous '{path.name}' (if any) "
                                  f"is kept") from exc
     finally:
@@ -314,7 +315,7 @@ class BatchNormRecalibration(keras.callbacks.Callback):
     def __init__(self, data: Any, steps: int = 8) -> None:
         super().__init__()
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"recalibrate_bn must be a positive integer, got {steps!r}.")
+            raise ArgumentError(f"recalibrate_bn must be a positive integer, got {steps!r}.")
         self.data = data
         self.steps = steps
         self._epoch: int | None = None
@@ -396,7 +397,7 @@ class CosineDecayEpochs(keras.callbacks.Callback):
 
 def _check_schedule(lr_schedule: Any) -> str:
     if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}.")
+        raise ArgumentError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}.")
     return lr_schedule
 
 
@@ -513,7 +514,7 @@ def _check_same_structure(model: keras.Model, loaded: keras.Model, path: Path) -
         diff = next(a for a, b in zip(mine, theirs) if a != b)
         other = dict(theirs)[diff[0]]
         detail = f"layer {diff[0]!r} has weight shapes {list(diff[1])} vs {list(other)}"
-    raise ValueError(
+    raise ArgumentError(
         f"Cannot resume from checkpoint '{path}': it holds a different model "
         f"({loaded.name!r}, {len(names_b)} layers) than the one given ({model.name!r}, "
         f"{len(names_a)} layers); {detail}. Use another out_dir or resume=False."
@@ -546,7 +547,7 @@ def _resolve_mode(mode: str, monitor: str) -> str:
     if mode in ("min", "max"):
         return mode
     if mode != "auto":
-        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}.")
+        raise ArgumentError(f"mode must be 'auto', 'min' or 'max', got {mode!r}.")
     return "min" if monitor.endswith("loss") or "error" in monitor else "max"
 
 
@@ -644,7 +645,7 @@ def _run(
     best_path = ckpt_dir / "best.keras"
     for phase in phases:
         if not isinstance(phase.epochs, int) or isinstance(phase.epochs, bool) or phase.epochs < 0:
-            raise ValueError(f"{phase.name} epochs must be an int >= 0, got {phase.epochs!r}.")
+            raise ArgumentError(f"{phase.name} epochs must be an int >= 0, got {phase.epochs!r}.")
     # Built (and so validated) before anything runs; one instance serves every phase.
     recalibration = (BatchNormRecalibration(train_data, recalibrate_bn)
                      if recalibrate_bn is not None else None)
@@ -665,7 +666,7 @@ def _run(
                 with strategy_scope(strategy):
                     loaded = load_model(last_path, compile=True)
             except Exception as exc:  # noqa: BLE001  report which file failed
-                raise ValueError(f"Cannot resume: failed to load checkpoint '{last_path}': "
+                raise ArgumentError(f"Cannot resume: failed to load checkpoint '{last_path}': "
                                  f"{exc}") from exc
             _check_same_structure(model, loaded, last_path)
             working = loaded
@@ -864,7 +865,7 @@ def _run_distributed(
     """
     strategy = resolve_strategy(strategy)
     if strategy is not None and kwargs.get("recalibrate_bn"):
-        raise ValueError("recalibrate_bn runs eager forward passes on one device and is not "
+        raise ArgumentError("recalibrate_bn runs eager forward passes on one device and is not "
                          "supported with a distribution strategy; call "
                          "recalibrate_batchnorm(result.model, data) after training instead.")
     working = build_in_scope(model, strategy)
@@ -1022,7 +1023,7 @@ def recalibrate_batchnorm(model: keras.Model, data: Any, steps: int | None = 8) 
         2
     """
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"steps must be a positive integer or None, got {steps!r}.")
+        raise ArgumentError(f"steps must be a positive integer or None, got {steps!r}.")
     norms = [layer for layer in all_layers(model)
              if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
     momenta = [layer.momentum for layer in norms]
@@ -1040,7 +1041,7 @@ def recalibrate_batchnorm(model: keras.Model, data: Any, steps: int | None = 8) 
         for layer, momentum in zip(norms, momenta):
             layer.momentum = momentum
     if used == 0:
-        raise ValueError("recalibrate_batchnorm: `data` yielded no batch.")
+        raise ArgumentError("recalibrate_batchnorm: `data` yielded no batch.")
     return used
 
 

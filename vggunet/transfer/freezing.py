@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence, Union
 import keras
 from keras import layers
 
+from vggunet.errors import ArgumentError
 from vggunet.transfer.inspect import layer_roles, param_totals
 
 FreezeSpec = Union[int, str, Sequence[str], Callable[[keras.layers.Layer], bool], None]
@@ -110,14 +111,14 @@ def select_layers(
         The selected layers in model order. Raises ValueError if nothing matches.
     """
     if (spec is None) == (up_to is None):
-        raise ValueError("Give exactly one of spec or up_to (e.g. freeze(model, 'encoder') or "
+        raise ArgumentError("Give exactly one of spec or up_to (e.g. freeze(model, 'encoder') or "
                          "freeze(model, up_to='block4')).")
     all_layers = list(model.layers)
     if up_to is not None:
         number = up_to if isinstance(up_to, int) else _block_number(str(up_to))
         blocks = encoder_blocks(model)
         if number is None or number not in blocks:
-            raise ValueError(
+            raise ArgumentError(
                 f"up_to={up_to!r} names no encoder block of model {model.name!r}; its blocks are "
                 f"{blocks} (e.g. up_to='block{blocks[-1] if blocks else 1}')."
             )
@@ -128,10 +129,10 @@ def select_layers(
             and (_block_number(layer.name) or 0) <= number
         ]
     elif isinstance(spec, bool):
-        raise ValueError(f"freeze spec must not be a bool, got {spec!r}.")
+        raise ArgumentError(f"freeze spec must not be a bool, got {spec!r}.")
     elif isinstance(spec, int):
         if not 0 < spec <= len(all_layers):
-            raise ValueError(
+            raise ArgumentError(
                 f"freeze spec {spec} is out of range: model {model.name!r} has "
                 f"{len(all_layers)} layers (use 1..{len(all_layers)})."
             )
@@ -145,7 +146,7 @@ def select_layers(
         prefixes = [spec] if isinstance(spec, str) else list(spec)
         unmatched = [p for p in prefixes if not any(l.name.startswith(p) for l in all_layers)]
         if unmatched:
-            raise ValueError(
+            raise ArgumentError(
                 f"freeze spec {unmatched} matches no layer of model {model.name!r}; valid forms: "
                 f"an int, {sorted(_ROLE_SPECS)}, layer names or prefixes such as "
                 f"{_example_prefixes(model)}, or a predicate."
@@ -154,12 +155,12 @@ def select_layers(
     elif callable(spec):
         chosen = [layer for layer in all_layers if spec(layer)]
     else:
-        raise ValueError(
+        raise ArgumentError(
             f"freeze spec must be an int, a name/prefix, a list of them or a predicate; got "
             f"{spec!r} ({type(spec).__name__})."
         )
     if not chosen:
-        raise ValueError(f"freeze spec {spec if up_to is None else up_to!r} matches no layer of "
+        raise ArgumentError(f"freeze spec {spec if up_to is None else up_to!r} matches no layer of "
                          f"model {model.name!r}.")
     return chosen
 
@@ -267,7 +268,7 @@ def top_blocks(model: keras.Model, n: int = 1) -> Callable[[keras.layers.Layer],
     """
     blocks = encoder_blocks(model)
     if not 0 < n <= len(blocks):
-        raise ValueError(f"n must be in 1..{len(blocks)} for model {model.name!r}, got {n!r}.")
+        raise ArgumentError(f"n must be in 1..{len(blocks)} for model {model.name!r}, got {n!r}.")
     wanted = set(blocks[-n:])
     roles = layer_roles(model)
     return lambda layer: (roles.get(layer.name) in ("encoder", "skip")
@@ -292,7 +293,7 @@ def recompile(
     """
     config = model.get_compile_config() if getattr(model, "compiled", False) else None
     if not config:
-        raise ValueError(
+        raise ArgumentError(
             f"model {model.name!r} has not been compiled; call model.compile(...) first."
         )
     optimizer = keras.optimizers.deserialize(config.pop("optimizer"))

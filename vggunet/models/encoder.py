@@ -1,0 +1,168 @@
+"""`build_encoder`: a keras.applications backbone truncated to its skip tensors and bottleneck source."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import keras
+from keras import layers
+
+from vggunet.errors import ArgumentError
+from vggunet.models.layers import BackbonePreprocess, PadToMultiple
+from vggunet.models.precision import dtype_policy
+from vggunet.models.registry import EncoderSpec, get_encoder_spec
+
+
+def _check_input_shape(input_shape: Sequence[int | None], min_size: int) -> tuple:
+    if len(input_shape) != 3:
+        raise ArgumentError(
+            f"input_shape must be (height, width, channels), got {tuple(input_shape)!r}."
+        )
+    height, width, channels = input_shape
+    if channels is None or int(channels) < 1:
+        raise ArgumentError(f"input_shape needs a known channel count >= 1, got {channels!r}.")
+    for label, dim in (("height", height), ("width", width)):
+        if dim is not None and int(dim) < min_size:
+            raise ArgumentError(
+                f"input {label} {dim} is too small: the network pools 5 times and needs at "
+                f"least {min_size} px (got input_shape={tuple(input_shape)!r})."
+            )
+    return tuple(input_shape)
+
+
+def resolve_skip_layers(spec: EncoderSpec, skip_layers: Sequence[str] | None) -> tuple[str, ...]:
+    """The skip layer names to use: the registry default or the user's list.
+
+    Args:
+        spec: the backbone's registry entry.
+        skip_layers: None or a list of layer names.
+
+    Returns:
+        A tuple of names.
+    """
+    if skip_layers is None:
+        return spec.skip_layers
+    if isinstance(skip_layers, str) or not all(isinstance(n, str) for n in skip_layers):
+        raise ArgumentError(f"skip_layers must be a list of layer names, got {skip_layers!r}.")
+    return tuple(skip_layers)
+
+
+def check_pretrained_channels(input_shape: Sequence[int | None], weights: Any) -> None:
+    """Raises ValueError when pretrained `weights` meet a channel count other than 1 or 3.
+
+    Args:
+        input_shape: `(H, W, C)`.
+        weights: the `weights` argument of a builder.
+
+    Returns:
+        None.
+    """
+    channels = input_shape[-1]
+    if weights is not None and channels not in (1, 3):
+        raise ArgumentError(
+            f"Pretrained weights ({weights!r}) need 1 (greyscale, repeated to RGB) or 3 input "
+            f"channels, got {channels} (input_shape={tuple(input_shape)!r}). Pass weights=None "
+            f"to train a {channels}-channel first convolution from scratch."
+        )
+
+
+def _check_layer_names(base: keras.Model, names: Sequence[str], argument: str) -> None:
+    valid = [layer.name for layer in base.layers[1:]]
+    missing = [name for name in names if name not in valid]
+    if missing:
+        raise ArgumentError(
+            f"{argument}: layer(s) {missing} not found in backbone {base.name!r}. "
+            f"Valid layer names: {', '.join(valid)}."
+        )
+
+
+def build_encoder(
+    backbone: str = "vgg16",
+    skip_layers: Sequence[str] | None = None,
+    weights: str | None = None,
+    input_shape: Sequence[int | None] = (None, None, 3),
+    *,
+    bottleneck_source: str | None = None,
+    preprocessing: bool = True,
+    pad_to_multiple: int | None = None,
+    precision: str = "auto",
+) -> keras.Model:
+    """Builds a truncated backbone whose outputs are its skip tensors and the bottleneck source.
+
+    This is the feature extractor users otherwise write by hand as
+    `keras.Model(base.input, [base.get_layer(n).output for n in names])`, with the dense head
+    dropped (`include_top=False`), the backbone's preprocessing inside the model (so it takes
+    raw pixels in [0, 255]) and greyscale input repeated to RGB.
+
+    Args:
+        backbone: registry name (`"vgg16"`, `"vgg19"`, `"resnet50"`, `"resnet101"`, `"resnet152"`).
+        skip_layers: layer names to tap, high to low resolution; defaults to the registry's.
+        weights: `"imagenet"`, `None` (random init) or a path to a backbone weights file
+            (Keras `.weights.h5` or a legacy `*_notop.h5`).
+        input_shape: `(H, W, C)`; H and W may be None. C=1 is repeated to 3 channels; other C
+            than 1 or 3 needs `weights=None`.
+        bottleneck_source: layer the bottleneck grows from; defaults to the registry's.
+        preprocessing: apply the backbone's `preprocess_input` inside the model.
+        pad_to_multiple: when set, reflect-pad H and W up to this multiple before the backbone.
+        precision: `"auto"`, `"float32"`, `"mixed_bfloat16"` or `"mixed_float16"`.
+
+    Returns:
+        A `keras.Model` with outputs `[*skips, bottleneck_source]`, highest resolution first.
+
+    Example:
+        >>> enc = build_encoder("vgg16", weights=None, input_shape=(64, 64, 3))
+        >>> [tuple(o.shape[1:]) for o in enc.outputs][:2]
+        [(64, 64, 64), (32, 32, 128)]
+    """
+    from vggunet.models.weights import load_backbone_weights
+
+    spec = get_encoder_spec(backbone)
+    height, width, channels = _check_input_shape(input_shape, 32)
+    check_pretrained_channels(input_shape, weights)
+    skips = resolve_skip_layers(spec, skip_layers)
+    source = bottleneck_source or spec.bottleneck_source
+
+    with dtype_policy(precision):
+        inputs = keras.Input(shape=(height, width, channels), name="input_image")
+        x = inputs
+        if channels == 1:
+            x = layers.Concatenate(axis=-1, name="input_gray_to_rgb", dtype="float32")([x, x, x])
+        if preprocessing:
+            mode = spec.preprocessing if x.shape[-1] == 3 else "tf"
+            x = BackbonePreprocess(mode, name="input_preprocess")(x)
+        if pad_to_multiple:
+            x = PadToMultiple(pad_to_multiple, name="input_pad")(x)
+        base = spec.constructor(include_top=False, weights=None, input_tensor=x)
+    _check_layer_names(base, skips, "skip_layers")
+    _check_layer_names(base, [source], "bottleneck_source")
+    order = {layer.name: i for i, layer in enumerate(base.layers)}
+    if list(skips) != sorted(skips, key=order.__getitem__):
+        raise ArgumentError(
+            f"skip_layers must be ordered from high to low resolution (input to output), got "
+            f"{list(skips)}; in this backbone the order is "
+            f"{sorted(skips, key=order.__getitem__)}."
+        )
+    if skips and order[source] < order[skips[-1]]:
+        raise ArgumentError(
+            f"bottleneck_source {source!r} comes before the deepest skip layer {skips[-1]!r}; "
+            f"it must be at or below it."
+        )
+    outputs = [base.get_layer(name).output for name in (*skips, source)]
+    encoder = keras.Model(inputs, outputs, name=f"{backbone.lower()}_encoder")
+    if weights is not None:
+        load_backbone_weights(encoder, backbone, weights)
+    return encoder
+
+
+def encoder_layer_names(backbone: str) -> list[str]:
+    """Names of all layers of a backbone (without its input layer), in graph order.
+
+    Args:
+        backbone: registry name.
+
+    Returns:
+        The layer names, e.g. `["block1_conv1", ..., "block5_pool"]` for VGG16.
+    """
+    spec = get_encoder_spec(backbone)
+    base = spec.constructor(include_top=False, weights=None, input_shape=(None, None, 3))
+    return [layer.name for layer in base.layers[1:]]
