@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from vggunet import data as D
-from vggunet.data import pipeline as DP
+from vggunet.data import weightmaps as DP
 from vggunet.data import (
     DataError,
     border_weight_map,
