@@ -84,7 +84,7 @@ def reading(path: str | os.PathLike, error: type[VggUnetError] = DataError,
         ...     raise EOFError("no more data")
         Traceback (most recent call last):
         ...
-        vggunet.errors.DataError: cannot read mask: scan.png is truncated or corrupt (EOFError: no more data)
+        vggunet.errors.DataError: cannot read mask: scan.png is truncated or corrupt (EOFError: ...)
     """
     try:
         yield
