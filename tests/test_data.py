@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from vggunet import data as D
-from vggunet.data import pipeline as DP
+from vggunet.data import weightmaps as DP
 from vggunet.data import (
     DataError,
     border_weight_map,
@@ -308,6 +308,201 @@ def test_error_mixed_sizes_need_size_or_crop(tmp_path):
                       size=(8, 8), shuffle=False)
     images, masks = next(iter(ds))
     assert images.shape == (2, 8, 8, 3) and masks.shape == (2, 8, 8)
+
+
+# --------------------------------------------------------------------------- one image reader
+
+
+def _colour_types(root: Path) -> dict[str, tuple[Path, np.ndarray]]:
+    """One file per colour type, with the RGB pixels (float32, 0..255) both readers must give."""
+    rng = np.random.default_rng(7)
+    grey = rng.integers(0, 256, (5, 7)).astype(np.uint8)
+    rgb = rng.integers(0, 256, (5, 7, 3)).astype(np.uint8)
+    alpha = rng.integers(0, 256, (5, 7, 1)).astype(np.uint8)
+    grey16 = rng.integers(0, 65536, (5, 7)).astype(np.uint16)
+    colours = np.asarray([(0, 0, 0), (250, 10, 5), (3, 200, 90), (40, 50, 255)], np.uint8)
+    index = rng.integers(0, 4, (5, 7)).astype(np.uint8)
+    files = {}
+
+    def write(name, image, expected_rgb=None):
+        path = root / name
+        image.save(path)
+        if expected_rgb is None:  # lossy: what PIL itself decodes
+            expected_rgb = np.asarray(Image.open(path).convert("RGB"))
+        files[name] = (path, np.broadcast_to(np.asarray(expected_rgb, np.float32)
+                                             .reshape(5, 7, -1), (5, 7, 3)))
+
+    write("L.png", Image.fromarray(grey), grey)
+    write("1.png", Image.fromarray(grey > 127), np.where(grey > 127, 255, 0))
+    write("LA.png", Image.fromarray(np.dstack([grey, alpha]), "LA"), grey)
+    write("RGB.png", Image.fromarray(rgb), rgb)
+    write("RGBA.png", Image.fromarray(np.dstack([rgb, alpha]), "RGBA"), rgb)
+    palette_image = Image.fromarray(index, "P")
+    palette_image.putpalette(colours.ravel().tolist() + [0] * (768 - colours.size))
+    write("P.png", palette_image, colours[index])
+    write("I16.png", Image.fromarray(grey16), grey16 / 257.0)
+    write("I32.tif", Image.fromarray(grey16.astype(np.int32)), grey16 / 257.0)
+    write("CMYK.tif", Image.fromarray(rgb).convert("CMYK"),
+          np.asarray(Image.fromarray(rgb).convert("CMYK").convert("RGB")))
+    write("RGB.jpg", Image.fromarray(rgb))
+    return files
+
+
+def test_both_readers_give_the_same_pixels_for_every_colour_type(tmp_path):
+    from vggunet.data.images import IMAGE_EXTENSIONS
+    from vggunet.predict import IMAGE_SUFFIXES, read_image
+
+    assert IMAGE_SUFFIXES is IMAGE_EXTENSIONS
+    files = _colour_types(tmp_path)
+    modes = {Image.open(path).mode for path, _ in files.values()}
+    assert {"L", "1", "LA", "RGB", "RGBA", "P", "I;16", "I", "CMYK"} <= modes
+    luma = np.array([0.299, 0.587, 0.114], np.float32)
+    for name, (path, expected) in files.items():
+        rgb = load_image(path, 3)
+        np.testing.assert_allclose(rgb, expected, rtol=1e-6, err_msg=name)
+        grey = load_image(path, 1)
+        np.testing.assert_allclose(grey[..., 0], expected @ luma, rtol=1e-5, atol=1e-4,
+                                   err_msg=name)
+        predicted = read_image(path, 3)
+        is_grey = Image.open(path).mode in ("L", "1", "LA", "I;16", "I")
+        assert predicted.shape == ((5, 7) if is_grey else (5, 7, 3)), name
+        np.testing.assert_array_equal(np.broadcast_to(
+            predicted[..., None] if is_grey else predicted, (5, 7, 3)), rgb, err_msg=name)
+        np.testing.assert_array_equal(read_image(path, 1), grey[..., 0], err_msg=name)
+
+
+def _corrupt_files(root: Path) -> dict[str, tuple[Path, str]]:
+    good = _save(root / "good.png", np.random.default_rng(0).integers(0, 255, (64, 64),
+                                                                        dtype=np.uint8))
+    truncated = root / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[:300])
+    text = root / "text.png"
+    text.write_text("not an image\n")
+    return {"truncated": (truncated, "is truncated or corrupt"),
+            "text": (text, "is not a readable image"),
+            "missing": (root / "missing.png", "does not exist")}
+
+
+def test_both_readers_refuse_the_same_corrupt_files_with_their_own_error(tmp_path):
+    from vggunet.errors import PredictionError
+    from vggunet.predict import read_image
+
+    for name, (path, needle) in _corrupt_files(tmp_path).items():
+        with pytest.raises(DataError) as data_error:
+            load_image(path)
+        with pytest.raises(PredictionError) as predict_error:
+            read_image(path)
+        assert not isinstance(data_error.value, PredictionError), name
+        assert not isinstance(predict_error.value, DataError), name
+        for exc in (data_error.value, predict_error.value):
+            assert f"cannot read image: {path} {needle}" in str(exc), name
+        with pytest.raises(DataError, match=f"cannot read mask: .*{name}.png {needle}"):
+            load_mask(path)
+
+
+def test_both_readers_refuse_decompression_bombs(tmp_path, monkeypatch):
+    from vggunet.errors import PredictionError
+    from vggunet.predict import read_image
+
+    path = _save(tmp_path / "big.png", np.zeros((40, 40), np.uint8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 1,600 px > 2 x 100: refused
+    with pytest.raises(DataError, match="big.png declares more pixels than PIL allows"):
+        load_image(path)
+    with pytest.raises(PredictionError, match="big.png declares more pixels than PIL allows"):
+        read_image(path)
+
+
+def test_float_images_are_refused_for_training_and_kept_for_prediction(tmp_path):
+    from vggunet.predict import read_image
+
+    values = np.array([[0.5, -1.0, 300.25]], np.float32)
+    path = tmp_path / "float.tif"
+    Image.fromarray(values, "F").save(path)
+    with pytest.raises(DataError, match="float.tif is a 32-bit float image"):
+        load_image(path)
+    np.testing.assert_array_equal(read_image(path), values)
+
+
+def test_exif_orientation_is_applied_to_images_and_masks_alike(tmp_path):
+    from vggunet.predict import read_image
+
+    upright = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)  # 4 rows, 6 columns
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display": the file stores it 6 x 4
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)
+    stored.save(tmp_path / "photo.png", exif=exif)
+    assert Image.open(tmp_path / "photo.png").size == (4, 6)
+    np.testing.assert_array_equal(load_image(tmp_path / "photo.png"), upright)
+    np.testing.assert_array_equal(read_image(tmp_path / "photo.png"), upright)
+    labels = (upright[..., 0] % 3).astype(np.uint8)
+    mask = Image.fromarray(labels, "P").transpose(Image.Transpose.ROTATE_90)
+    mask.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * 759)
+    mask.save(tmp_path / "mask.png", exif=exif)
+    np.testing.assert_array_equal(load_mask(tmp_path / "mask.png", num_classes=3), labels)
+    # A mask saved without the rotation no longer fits the upright image: the message says why.
+    _save(tmp_path / "raw_mask.png", np.asarray(mask))
+    with pytest.raises(DataError, match="is 4x6 .*raw_mask.png is 6x4; the sizes are swapped: "
+                                        "vggunet applies an image's EXIF orientation"):
+        validate_pairs([(tmp_path / "photo.png", tmp_path / "raw_mask.png")], 3)
+
+
+def test_data_package_imports_no_tensorflow_until_a_pipeline_is_built():
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from vggunet.data import (find_pairs, load_image, load_mask, validate_pairs,\n"
+            "    class_weights, border_weight_map, read_pairs_list, IMAGE_EXTENSIONS)\n"
+            "from vggunet.data.images import read_image\n"
+            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n"
+            "from vggunet.data import make_dataset, Augment\n"
+            "import tensorflow\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_ignore_index_inside_the_class_range_is_not_counted(tmp_path):
+    m = np.array([[0, 0, 1, 2], [0, 1, 1, 2]], np.uint8)
+    _save(tmp_path / "images" / "a.png", m * 50)
+    _save(tmp_path / "masks" / "a.png", m)
+    info = validate_pairs(find_pairs(tmp_path / "images", tmp_path / "masks"), 3,
+                          ignore_index=0)
+    assert info.ignored_pixels == 3 and info.class_pixel_counts.tolist() == [0, 3, 2]
+    assert info.labelled_pixels == 5
+    np.testing.assert_array_equal(class_weights(info, 3), class_weights([m], 3, ignore_index=0))
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(scale="units"),
+     "scale must be one of ('raw', 'unit'), got 'units'. Did you mean 'unit'?"),
+    (dict(sample_weights="border_weights"), "Did you mean 'border'?"),
+    (dict(mask_format="pallete"), "Did you mean 'palette'?"),
+    (dict(channels=2), "channels must be one of (1, 3), got 2."),
+    (dict(pad_to=0), "pad_to must be a positive integer or None, got 0."),
+    (dict(pad_to=16.0), "pad_to must be a positive integer or None, got 16.0."),
+    (dict(crop=(64, 0)), "crop must be (H, W) with positive ints, got (64, 0)"),
+    (dict(size=64.5), "size must be (H, W) with positive ints, got 64.5"),
+    (dict(augment=True), "augment must be an Augment, its string spec"),
+    (dict(batch_size=2.5), "batch_size must be an integer, got 2.5."),
+    (dict(num_classes=0), "num_classes must be >= 1, got 0."),
+    (dict(mask_channel=-1), "mask_channel must be an integer >= 0, got -1."),
+    (dict(sample_weights="border", border_sigma=0), "border_sigma must be a number > 0"),
+])
+def test_make_dataset_checks_arguments_before_reading_files(tmp_path, kwargs, needle):
+    from vggunet.errors import ArgumentError
+
+    kwargs = {"num_classes": 2, **kwargs}
+    with pytest.raises(ArgumentError) as exc:  # the folders do not exist: never read
+        make_dataset(tmp_path / "none", tmp_path / "none", **kwargs)
+    assert needle in str(exc.value)
+
+
+def test_split_typo_suggests_the_split(tmp_path):
+    _write_set(tmp_path / "train", n=1)
+    _write_set(tmp_path / "val", n=1)
+    with pytest.raises(DataError, match="available: train, val. Did you mean 'val'?"):
+        load_split(tmp_path, "vals")
 
 
 # --------------------------------------------------------------------------- ISBI

@@ -1,4 +1,34 @@
-"""Segmentation data: pairing and layouts, image/mask reading, validation, pipelines."""
+"""Segmentation data: pairs and layouts, image/mask reading, validation, weights, pipelines.
 
-from vggunet.data.pipeline import *  # noqa: F401,F403
-from vggunet.data.pipeline import __all__  # noqa: F401
+Modules by concern (names load on first use, so pairing or reading files imports neither
+TensorFlow nor Keras; only `make_dataset` and the augmentations need TensorFlow):
+
+* `vggunet.data.pairs`: pairing images and masks by name, data-set layouts, pairs lists.
+* `vggunet.data.images`: the one image decoding path (`load_image`, the prediction-side
+  `read_image`) and the one extension list.
+* `vggunet.data.masks`: masks as class indices in the four encodings (`load_mask`).
+* `vggunet.data.validate`: `validate_pairs`, `DatasetInfo`, `class_weights`.
+* `vggunet.data.weightmaps`: U-Net border weights.
+* `vggunet.data.pipeline`: `make_dataset`, the tf.data pipeline.
+* `vggunet.data.augment`: augmentations as stateless TensorFlow ops.
+"""
+
+from vggunet._lazy import lazy_namespace
+
+_EXPORTS = {
+    "DataError": "vggunet.errors",
+    **dict.fromkeys(("IMAGE_EXTENSIONS", "load_image"), "vggunet.data.images"),
+    **dict.fromkeys(("Layout", "MASK_SUFFIXES", "discover_layout", "find_pairs", "load_split",
+                     "read_pairs_list"), "vggunet.data.pairs"),
+    **dict.fromkeys(("MASK_FORMATS", "load_mask"), "vggunet.data.masks"),
+    **dict.fromkeys(("DatasetInfo", "class_weights", "validate_pairs"), "vggunet.data.validate"),
+    "border_weight_map": "vggunet.data.weightmaps",
+    "make_dataset": "vggunet.data.pipeline",
+    **dict.fromkeys(("Augment", "elastic_deform", "random_brightness_contrast", "random_flip",
+                     "random_rot90", "random_rotate", "reflect_index"), "vggunet.data.augment"),
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_namespace(
+    __name__, _EXPORTS,
+    ("augment", "images", "masks", "pairs", "pipeline", "validate", "weightmaps"))

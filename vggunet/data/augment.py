@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 
 import tensorflow as tf
 
+from vggunet.checks import check_number, did_you_mean
 from vggunet.errors import ArgumentError
 
 __all__ = [
@@ -210,22 +211,20 @@ def random_flip(image: tf.Tensor, mask: tf.Tensor, seed) -> tuple[tf.Tensor, tf.
         (image, mask) flipped identically.
     """
     u = tf.random.stateless_uniform([2], seed=_seed(seed))
-    image = tf.cond(u[0] < 0.5, lambda: tf.reverse(image, [1]), lambda: image)
-    mask = tf.cond(u[0] < 0.5, lambda: tf.reverse(mask, [1]), lambda: mask)
-    image = tf.cond(u[1] < 0.5, lambda: tf.reverse(image, [0]), lambda: image)
-    mask = tf.cond(u[1] < 0.5, lambda: tf.reverse(mask, [0]), lambda: mask)
+    for flip, axis in ((u[0] < 0.5, 1), (u[1] < 0.5, 0)):
+        image, mask = tf.cond(flip, lambda a=axis: (tf.reverse(image, [a]), tf.reverse(mask, [a])),
+                              lambda: (image, mask))
     return image, mask
 
 
 def random_rot90(image: tf.Tensor, mask: tf.Tensor, seed) -> tuple[tf.Tensor, tf.Tensor]:
-    """Rotate by a random multiple of 90 degrees.
+    """Rotate image and mask together by a random multiple of 90 degrees.
 
     Non-square inputs are only rotated by 0 or 180 degrees so that every
     element keeps its shape and batches stay rectangular.
 
     Args:
-        image: (H, W, C) tensor.
-        mask: (H, W) tensor.
+        image, mask: (H, W, C) image and (H, W) mask tensors.
         seed: shape-(2,) int tensor.
 
     Returns:
@@ -292,13 +291,11 @@ class Augment:
     def __post_init__(self) -> None:
         for name in ("rotate_degrees", "elastic_alpha", "elastic_sigma", "brightness",
                      "contrast"):
-            if getattr(self, name) < 0:
-                raise ArgumentError(f"Augment.{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.elastic_prob <= 1.0:
-            raise ArgumentError(f"Augment.elastic_prob must be in [0, 1], got {self.elastic_prob}")
+            check_number(getattr(self, name), f"Augment.{name}", low=0)
+        check_number(self.elastic_prob, "Augment.elastic_prob", low=0, high=1)
         if self.contrast >= 1.0:
             raise ArgumentError(f"Augment.contrast must be < 1 (factor 1-c must stay positive), "
-                             f"got {self.contrast}")
+                                f"got {self.contrast}")
 
     @property
     def enabled(self) -> bool:
@@ -354,7 +351,7 @@ class Augment:
             The Augment.
 
         Raises:
-            ValueError: unknown name or malformed value (the message lists valid names).
+            ArgumentError: unknown name or malformed value (the message lists valid names).
         """
         if spec is None or spec.strip().lower() in ("", "none", "off"):
             return cls()
@@ -367,8 +364,8 @@ class Augment:
             name = name.strip().lower()
             if name not in _NAMES:
                 raise ArgumentError(f"unknown augmentation {name!r} in {spec!r}; valid names: "
-                                 "flip, rot90, rotate[=DEG], elastic[=ALPHA[:SIGMA[:PROB]]], "
-                                 "brightness[=B], contrast[=C]")
+                                    "flip, rot90, rotate[=DEG], elastic[=ALPHA[:SIGMA[:PROB]]], "
+                                    f"brightness[=B], contrast[=C].{did_you_mean(name, _NAMES)}")
             try:
                 if name in ("flip", "rot90"):
                     if value:
@@ -386,8 +383,8 @@ class Augment:
                 else:
                     kw[name] = float(value) if value else True
             except ValueError as exc:
-                raise ArgumentError(f"bad value in augmentation {token!r} of {spec!r}: {exc}") \
-                    from None
+                raise ArgumentError(f"bad value in augmentation {token!r} of {spec!r}: "
+                                    f"{exc}") from None
         return cls.from_flags(**kw)
 
     def describe(self) -> str:
