@@ -39,7 +39,7 @@ import numpy as np
 from keras import ops
 
 from vggunet.errors import ArgumentError
-from vggunet.losses.core import (
+from vggunet.losses.base import (
     effective_num_classes,
     pixel_weights,
     prepare_labels,
