@@ -361,36 +361,33 @@ class AttributeConfig:
 class SegmentationLoss(AttributeConfig, keras.losses.Loss):
     """Base of vggunet's losses: default name, shared arguments, reduction hook.
 
-    Subclasses set ``default_name`` and ``config_keys`` and define
-    ``_reduced(y_true, y_pred, sample_weight)``, the loss with its reduction
-    applied; ``__call__`` runs it inside the loss's name scope. The result is
-    float32 whatever the dtype policy.
-
-    Args:
-        from_logits: ``y_pred`` holds logits instead of probabilities.
-        ignore_index: Label value excluded from the loss, or ``None``.
-        class_weights: Optional per-class weights (length ``max(K, 2)``).
-        name: Loss name (``default_name`` when ``None``).
-        reduction: Keras reduction name.
-        dtype: Keras dtype policy (computation is float32 regardless).
+    Subclasses set ``default_name`` (the name when ``name`` is ``None``) and
+    ``config_keys`` and define ``_reduced(y_true, y_pred, sample_weight)``,
+    the loss with its reduction applied; ``__call__`` runs it inside the
+    loss's name scope. The result is float32 whatever the dtype policy.
+    The arguments are those of :class:`vggunet.losses.SparseCategoricalCrossentropy`.
     """
 
     default_name: str | None = None
     config_keys = ("dtype", "from_logits", "ignore_index", "class_weights")
 
-    def __init__(
-        self,
-        from_logits: bool = False,
-        ignore_index: int | None = None,
-        class_weights: Sequence[float] | None = None,
-        name: str | None = None,
-        reduction: str | None = "sum_over_batch_size",
-        dtype: Any = None,
-    ) -> None:
+    def __init__(self, from_logits: bool = False, ignore_index: int | None = None,
+                 class_weights: Sequence[float] | None = None, name: str | None = None,
+                 reduction: str | None = "sum_over_batch_size", dtype: Any = None) -> None:
         super().__init__(name=name or self.default_name, reduction=reduction, dtype=dtype)
         self.from_logits = check_bool(from_logits, "from_logits")
         self.ignore_index = validate_ignore_index(ignore_index)
         self.class_weights = validate_class_weights(class_weights)
+
+    def _prepared(self, y_true: Any, y_pred: Any, num_classes: int | None = None):
+        """One-hot labels, probabilities, log-probabilities (all ``(B, *spatial, C)``) and the
+        ``(B, *spatial)`` mask of pixels not ignored; checks ``y_pred``'s class axis."""
+        y_pred = ops.convert_to_tensor(y_pred)
+        labels, valid = prepare_labels(y_true, len(y_pred.shape), self.ignore_index)
+        probs, log_probs = class_probabilities(y_pred, self.from_logits)
+        check_channels(y_pred.shape[-1], num_classes, self.class_weights)
+        onehot = ops.one_hot(labels, probs.shape[-1], dtype="float32")
+        return onehot, probs, log_probs, valid
 
     def _reduced(self, y_true: Any, y_pred: Any, sample_weight: Any | None) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must define _reduced")

@@ -1,8 +1,7 @@
 """Per-pixel losses: sparse categorical cross-entropy and focal loss.
 
-Both are a mean of independent per-pixel terms over the non-ignored pixels;
-``vggunet.losses.base`` states the conventions for labels, predictions and
-``ignore_index``.
+Both average independent per-pixel terms over the pixels that are not ignored
+(conventions for labels, predictions and ``ignore_index``: :mod:`vggunet.losses.base`).
 """
 
 from __future__ import annotations
@@ -14,14 +13,7 @@ from keras import ops
 
 from vggunet._serializables import PACKAGE
 from vggunet.checks import check_number
-from vggunet.losses.base import (
-    SegmentationLoss,
-    check_channels,
-    class_probabilities,
-    pixel_weights,
-    prepare_labels,
-    scale_for_replicas,
-)
+from vggunet.losses.base import SegmentationLoss, pixel_weights, scale_for_replicas
 
 __all__ = ["FocalLoss", "SparseCategoricalCrossentropy"]
 
@@ -44,11 +36,7 @@ class _PixelwiseLoss(SegmentationLoss):
         raise NotImplementedError(f"{type(self).__name__} must define _pixel_losses")
 
     def _weighted_map(self, y_true: Any, y_pred: Any, sample_weight: Any | None):
-        y_pred = ops.convert_to_tensor(y_pred)
-        labels, valid = prepare_labels(y_true, len(y_pred.shape), self.ignore_index)
-        probs, log_probs = class_probabilities(y_pred, self.from_logits)
-        check_channels(y_pred.shape[-1], None, self.class_weights)
-        onehot = ops.one_hot(labels, probs.shape[-1], dtype="float32")
+        onehot, probs, log_probs, valid = self._prepared(y_true, y_pred)
         losses = self._pixel_losses(onehot, probs, log_probs)
         if self.class_weights is not None:
             # Weighting via the one-hot row (not a gather) keeps stray
@@ -126,12 +114,9 @@ class FocalLoss(_PixelwiseLoss):
             ``1 - alpha`` for class 0. With more classes it is a uniform
             factor, as in ``keras.losses.CategoricalFocalCrossentropy``; use
             ``class_weights`` for per-class balancing.
-        from_logits: ``y_pred`` holds logits instead of probabilities.
-        ignore_index: Label value excluded from the loss, or ``None``.
-        class_weights: Optional per-class weights (length ``max(K, 2)``).
-        name: Loss name (default ``"focal_loss"``).
-        reduction: Keras reduction name.
-        dtype: Keras dtype policy (computation is float32 regardless).
+        from_logits, ignore_index, class_weights, name, reduction, dtype: As
+            for :class:`SparseCategoricalCrossentropy`; the default name is
+            ``"focal_loss"``.
     """
 
     default_name = "focal_loss"

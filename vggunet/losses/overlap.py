@@ -15,10 +15,7 @@ from vggunet._serializables import PACKAGE
 from vggunet.checks import check_number
 from vggunet.losses.base import (
     SegmentationLoss,
-    check_channels,
-    class_probabilities,
     pixel_weights,
-    prepare_labels,
     scale_for_replicas,
     validate_class_weights,
     validate_num_classes,
@@ -71,11 +68,7 @@ class _OverlapLoss(SegmentationLoss):
         raise NotImplementedError(f"{type(self).__name__} must define _scores")
 
     def _compute(self, y_true: Any, y_pred: Any, sample_weight: Any | None) -> Any:
-        y_pred = ops.convert_to_tensor(y_pred)
-        labels, valid = prepare_labels(y_true, len(y_pred.shape), self.ignore_index)
-        probs, _ = class_probabilities(y_pred, self.from_logits)
-        check_channels(y_pred.shape[-1], self.num_classes, self.class_weights)
-        onehot = ops.one_hot(labels, probs.shape[-1], dtype="float32")
+        onehot, probs, _, valid = self._prepared(y_true, y_pred, self.num_classes)
         weights = ops.expand_dims(pixel_weights(valid, sample_weight), axis=-1)
         axes = tuple(range(len(probs.shape) - 1))
         intersection = ops.sum(weights * probs * onehot, axis=axes)

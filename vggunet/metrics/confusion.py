@@ -117,6 +117,35 @@ class _SegmentationMetric(AttributeConfig, keras.metrics.Metric):
         super().__init__(name=name or self.default_name, dtype=dtype)
         self.ignore_index = validate_ignore_index(ignore_index)
         self.from_logits = check_bool(from_logits, "from_logits")
+        self._add_state()
+
+    def _add_state(self) -> None:
+        """Create the variables that accumulate over batches (subclasses define it)."""
+        raise NotImplementedError(f"{type(self).__name__} must define _add_state")
+
+    def _scored_classes(self) -> int | None:
+        """The class count ``y_pred`` must score, or ``None`` for any."""
+        return None
+
+    def _accumulate(self, labels: Any, pred_labels: Any, weights: Any) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must define _accumulate")
+
+    def update_state(
+        self, y_true: Any, y_pred: Any, sample_weight: Any | None = None
+    ) -> None:
+        """Add one batch.
+
+        Args:
+            y_true: Sparse labels ``(B, *spatial)`` or ``(B, *spatial, 1)``.
+            y_pred: Probabilities/logits ``(B, *spatial, K)`` or integer
+                predicted labels.
+            sample_weight: Optional ``(B,)`` or ``(B, *spatial)`` weights.
+        """
+        labels, pred_labels, weights = _labels_and_weights(
+            y_true, y_pred, sample_weight, self.ignore_index, self.from_logits,
+            self._scored_classes(),
+        )
+        self._accumulate(labels, pred_labels, weights)
 
 
 class _ConfusionMatrixMetric(_SegmentationMetric):
@@ -138,32 +167,23 @@ class _ConfusionMatrixMetric(_SegmentationMetric):
         dtype: Any = None,
     ) -> None:
         # Subclasses differ only in result() and default name, so no subclass __init__.
-        super().__init__(ignore_index, name, from_logits, dtype)
         self.num_classes = validate_num_classes(num_classes)
-        size = effective_num_classes(self.num_classes)
-        self._size = size
+        self._size = effective_num_classes(self.num_classes)
+        super().__init__(ignore_index, name, from_logits, dtype)
+
+    def _add_state(self) -> None:
         self.total_cm = self.add_variable(
-            shape=(size, size),
+            shape=(self._size, self._size),
             initializer="zeros",
             dtype="float32",
             name="total_confusion_matrix",
         )
 
-    def update_state(
-        self, y_true: Any, y_pred: Any, sample_weight: Any | None = None
-    ) -> None:
-        """Add one batch to the confusion matrix.
+    def _scored_classes(self) -> int:
+        return self._size
 
-        Args:
-            y_true: Sparse labels ``(B, *spatial)`` or ``(B, *spatial, 1)``.
-            y_pred: Probabilities/logits ``(B, *spatial, K)`` or integer
-                predicted labels.
-            sample_weight: Optional ``(B,)`` or ``(B, *spatial)`` weights.
-        """
+    def _accumulate(self, labels: Any, pred_labels: Any, weights: Any) -> None:
         size = self._size
-        labels, pred_labels, weights = _labels_and_weights(
-            y_true, y_pred, sample_weight, self.ignore_index, self.from_logits, size
-        )
         in_range = (
             (labels >= 0) & (labels < size) & (pred_labels >= 0) & (pred_labels < size)
         )
@@ -284,14 +304,7 @@ class PixelAccuracy(_SegmentationMetric):
 
     default_name = "pixel_accuracy"
 
-    def __init__(
-        self,
-        ignore_index: int | None = None,
-        name: str | None = None,
-        from_logits: bool = False,
-        dtype: Any = None,
-    ) -> None:
-        super().__init__(ignore_index, name, from_logits, dtype)
+    def _add_state(self) -> None:
         self.correct = self.add_variable(
             shape=(), initializer="zeros", dtype="float32", name="correct"
         )
@@ -299,20 +312,7 @@ class PixelAccuracy(_SegmentationMetric):
             shape=(), initializer="zeros", dtype="float32", name="total"
         )
 
-    def update_state(
-        self, y_true: Any, y_pred: Any, sample_weight: Any | None = None
-    ) -> None:
-        """Add one batch.
-
-        Args:
-            y_true: Sparse labels ``(B, *spatial)`` or ``(B, *spatial, 1)``.
-            y_pred: Probabilities/logits ``(B, *spatial, K)`` or integer
-                predicted labels.
-            sample_weight: Optional ``(B,)`` or ``(B, *spatial)`` weights.
-        """
-        labels, pred_labels, weights = _labels_and_weights(
-            y_true, y_pred, sample_weight, self.ignore_index, self.from_logits, None
-        )
+    def _accumulate(self, labels: Any, pred_labels: Any, weights: Any) -> None:
         hits = ops.cast(ops.equal(labels, pred_labels), "float32")
         self.correct.assign_add(ops.sum(hits * weights))
         self.total.assign_add(ops.sum(weights))
