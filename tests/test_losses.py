@@ -471,3 +471,15 @@ def test_objectives_use_no_private_keras_api():
     for path in [*root.joinpath("losses").glob("*.py"), *root.joinpath("metrics").glob("*.py")]:
         text = path.read_text(encoding="utf-8")
         assert "keras.src" not in text and "_keras_history" not in text, path.name
+
+
+def test_helpers_of_the_old_flat_module_are_still_reachable():
+    # vggunet.losses was one module before issue 14; its public helpers stay importable from it.
+    names = ["class_probabilities", "pixel_weights", "validate_ignore_index",
+             "validate_num_classes"]
+    assert all(callable(getattr(L, name)) for name in names)
+    assert L.EPSILON == 1e-7 and L.effective_num_classes(1) == 2
+    assert L.validate_class_weights(np.array([1, 2]), num_classes=1) == (1.0, 2.0)
+    labels, valid = L.prepare_labels(np.array([[[0, 255]]]), 4, ignore_index=255)
+    np.testing.assert_array_equal(ops.convert_to_numpy(labels), [[[0, 0]]])
+    np.testing.assert_array_equal(ops.convert_to_numpy(valid), [[[1.0, 0.0]]])
