@@ -10,15 +10,11 @@ import numpy as np
 import pytest
 from keras import ops
 
+from _objective_cases import P1, PROBS, Y, random_batch
 from vggunet import losses as L
 
-# A 2x2 image, 2 classes. Labels and foreground probabilities:
-#   y  = [[0, 1],      p1 = [[0.2, 0.6],
-#         [1, 1]]            [0.9, 0.3]]
-# so the probability of the true class per pixel is p_t = 0.8, 0.6, 0.9, 0.3.
-Y = np.array([[[0, 1], [1, 1]]], dtype="int32")
-P1 = np.array([[[0.2, 0.6], [0.9, 0.3]]], dtype="float32")
-PROBS = np.stack([1.0 - P1, P1], axis=-1)  # (1, 2, 2, 2)
+# Y, P1, PROBS: a 2x2 image, 2 classes (see _objective_cases); the probability
+# of the true class per pixel:
 P_T = np.array([0.8, 0.6, 0.9, 0.3])
 
 
@@ -29,13 +25,6 @@ def value(x) -> float:
 def softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
-
-
-def random_batch(seed: int, shape=(2, 5, 6), classes: int = 3):
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, classes, size=shape).astype("int32")
-    logits = rng.normal(size=(*shape, classes)).astype("float32")
-    return labels, logits
 
 
 # --------------------------------------------------------------------------
@@ -387,3 +376,110 @@ def test_call_time_shape_mismatches_raise():
         L.DiceLoss(num_classes=3)(Y, PROBS)
     with pytest.raises(ValueError, match=re.escape("(1, 2, 2, 2)")):
         L.DiceLoss()(np.zeros((1, 2, 2, 2)), PROBS)  # one-hot labels
+
+
+def test_unknown_names_and_arguments_are_vggunet_errors_with_suggestions():
+    from vggunet.errors import ArgumentError, VggUnetError
+
+    with pytest.raises(ArgumentError, match=r"Unknown loss 'jacard'.*Did you mean 'jaccard'\?"):
+        L.get_loss("jacard")
+    with pytest.raises(ArgumentError, match=r"Unknown loss 'ce dice'.*Did you mean 'ce\+dice' or 'dice'\?"):
+        L.get_loss("ce dice")
+    with pytest.raises(ArgumentError, match=r"Unknown loss 42"):
+        L.get_loss(42)
+    # A keyword no involved loss takes is a TypeError (as in Python) and a VggUnetError.
+    with pytest.raises(TypeError, match=r"'dice'.*\['gamma'\]") as info:
+        L.get_loss("dice", gamma=2.0)
+    assert isinstance(info.value, VggUnetError)
+    with pytest.raises(TypeError, match=r"\['smooth'\]") as info:
+        L.get_loss(L.DiceLoss(), smooth=0.0)
+    assert isinstance(info.value, VggUnetError)
+
+
+def test_argument_errors_name_the_argument_and_what_is_valid():
+    cases = [
+        (lambda: L.DiceLoss(num_classes=0), "num_classes must be a positive integer or None"),
+        (lambda: L.SparseCategoricalCrossentropy(from_logits=1), "from_logits must be True or False"),
+        (lambda: L.FocalLoss(alpha=1.5), r"alpha must be a number in \[0, 1\]"),
+        (lambda: L.FocalLoss(gamma=float("nan")), "gamma must be a number >= 0"),
+        (lambda: L.JaccardLoss(smooth="x"), "smooth must be a number >= 0"),
+        (lambda: L.FocalLoss(ignore_index="255"), "ignore_index must be an integer or None"),
+        (lambda: L.DiceLoss(num_classes=1, class_weights=[1.0]), "num_classes=1 needs 2"),
+    ]
+    for build, message in cases:
+        with pytest.raises(ValueError, match=message):
+            build()
+
+
+def test_default_names_and_config_keys_are_those_of_saved_files():
+    # The names and config keys are part of the .keras format: files store them.
+    expected = {
+        L.SparseCategoricalCrossentropy: ("sparse_categorical_crossentropy",
+                                          ["name", "reduction", "dtype", "from_logits",
+                                           "ignore_index", "class_weights"]),
+        L.FocalLoss: ("focal_loss", ["name", "reduction", "dtype", "from_logits",
+                                     "ignore_index", "class_weights", "gamma", "alpha"]),
+        L.DiceLoss: ("dice_loss", ["name", "reduction", "dtype", "num_classes", "from_logits",
+                                   "ignore_index", "smooth", "class_weights"]),
+        L.JaccardLoss: ("jaccard_loss", ["name", "reduction", "dtype", "num_classes",
+                                         "from_logits", "ignore_index", "smooth",
+                                         "class_weights"]),
+    }
+    for cls, (name, keys) in expected.items():
+        loss = cls()
+        assert loss.name == name and list(loss.get_config()) == keys, cls
+    combined = L.get_loss("ce+dice", num_classes=2)
+    assert combined.name == "ce_dice_loss"
+    assert list(combined.get_config()) == ["name", "reduction", "dtype", "first", "second",
+                                           "weights"]
+    assert L.CombinedLoss("ce", "dice").name == "combined_loss"
+
+
+class _Replicas:
+    num_replicas_in_sync = 4
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.distribute scaling")
+def test_mean_losses_are_divided_by_the_replica_count(monkeypatch):
+    """Under tf.distribute a replica's mean loss is divided by the replicas (gradients are summed)."""
+    import tensorflow as tf
+
+    labels, logits = random_batch(10)
+    probs = softmax(logits)
+    losses = {
+        "mean": L.SparseCategoricalCrossentropy(),
+        "mean_with_sample_weight": L.FocalLoss(reduction="mean_with_sample_weight"),
+        "sum": L.SparseCategoricalCrossentropy(reduction="sum"),
+        "dice": L.DiceLoss(),
+        "ce+dice": L.get_loss("ce+dice", num_classes=3),
+    }
+    single = {key: value(loss(labels, probs)) for key, loss in losses.items()}
+    monkeypatch.setattr(tf.distribute, "get_strategy", lambda: _Replicas())
+    scaled = {key: value(loss(labels, probs)) for key, loss in losses.items()}
+    for key in ("mean", "mean_with_sample_weight", "dice", "ce+dice"):
+        assert scaled[key] == pytest.approx(single[key] / 4, rel=1e-6), key
+    # Like Keras, a sum is not scaled.
+    assert scaled["sum"] == pytest.approx(single["sum"], rel=1e-6)
+
+
+def test_objectives_use_no_private_keras_api():
+    from pathlib import Path
+
+    import vggunet
+
+    root = Path(vggunet.__file__).parent
+    for path in [*root.joinpath("losses").glob("*.py"), *root.joinpath("metrics").glob("*.py")]:
+        text = path.read_text(encoding="utf-8")
+        assert "keras.src" not in text and "_keras_history" not in text, path.name
+
+
+def test_helpers_of_the_old_flat_module_are_still_reachable():
+    # vggunet.losses was one module before issue 14; its public helpers stay importable from it.
+    names = ["class_probabilities", "pixel_weights", "validate_ignore_index",
+             "validate_num_classes"]
+    assert all(callable(getattr(L, name)) for name in names)
+    assert L.EPSILON == 1e-7 and L.effective_num_classes(1) == 2
+    assert L.validate_class_weights(np.array([1, 2]), num_classes=1) == (1.0, 2.0)
+    labels, valid = L.prepare_labels(np.array([[[0, 255]]]), 4, ignore_index=255)
+    np.testing.assert_array_equal(ops.convert_to_numpy(labels), [[[0, 0]]])
+    np.testing.assert_array_equal(ops.convert_to_numpy(valid), [[[1.0, 0.0]]])

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from keras import ops
 
+from _objective_cases import P1, PROBS, Y, random_batch
 from vggunet import losses as L
 from vggunet import metrics as M
 
-# A 2x2 image, 2 classes (same as in test_losses):
+# Y, P1, PROBS: a 2x2 image, 2 classes (see _objective_cases):
 #   y  = [[0, 1],      p1 = [[0.2, 0.6],    argmax = [[0, 1],
 #         [1, 1]]            [0.9, 0.3]]              [1, 0]]
 # Confusion matrix cm[t, p]: t0 -> p0 once; t1 -> p1 twice, p0 once:
@@ -21,9 +22,6 @@ from vggunet import metrics as M
 # IoU0 = 1 / (1 + 2 - 1) = 1/2, IoU1 = 2 / (3 + 2 - 2) = 2/3, mIoU = 7/12
 # Dice0 = 2 / (1 + 2) = 2/3, Dice1 = 4 / (3 + 2) = 4/5, mean = 11/15
 # accuracy = 3/4
-Y = np.array([[[0, 1], [1, 1]]], dtype="int32")
-P1 = np.array([[[0.2, 0.6], [0.9, 0.3]]], dtype="float32")
-PROBS = np.stack([1.0 - P1, P1], axis=-1)
 CM = np.array([[1, 0], [1, 2]])
 
 
@@ -35,13 +33,6 @@ def measure(metric, *batches):
     for batch in batches:
         metric.update_state(*batch)
     return value(metric.result())
-
-
-def random_batch(seed: int, shape=(2, 5, 6), classes: int = 3):
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, classes, size=shape).astype("int32")
-    logits = rng.normal(size=(*shape, classes)).astype("float32")
-    return labels, logits
 
 
 def test_hand_computed_values():
@@ -97,15 +88,16 @@ def test_perfect_prediction_gives_iou_one():
     assert measure(M.PixelAccuracy(), (labels, onehot)) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda **kw: M.MeanIoU(3, **kw),
-        lambda **kw: M.PerClassIoU(3, **kw),
-        lambda **kw: M.DiceScore(3, **kw),
-        lambda **kw: M.PixelAccuracy(**kw),
-    ],
-)
+# Every metric class, for 3 classes, taking the remaining keyword arguments.
+ALL_METRICS = [
+    lambda **kw: M.MeanIoU(3, **kw),
+    lambda **kw: M.PerClassIoU(3, **kw),
+    lambda **kw: M.DiceScore(3, **kw),
+    lambda **kw: M.PixelAccuracy(**kw),
+]
+
+
+@pytest.mark.parametrize("make", ALL_METRICS)
 def test_accumulates_over_batches_and_resets(make):
     (l1, p1), (l2, p2), (l3, p3) = random_batch(1), random_batch(2), random_batch(3, (1, 4, 6))
     metric = make()
@@ -125,15 +117,7 @@ def test_accumulates_over_batches_and_resets(make):
     np.testing.assert_allclose(measure(metric, (l3, p3)), measure(make(), (l3, p3)), rtol=1e-6)
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda **kw: M.MeanIoU(3, **kw),
-        lambda **kw: M.PerClassIoU(3, **kw),
-        lambda **kw: M.DiceScore(3, **kw),
-        lambda **kw: M.PixelAccuracy(**kw),
-    ],
-)
+@pytest.mark.parametrize("make", ALL_METRICS)
 @pytest.mark.parametrize("ignore_index", [255, -1])
 def test_ignored_pixels_change_nothing(make, ignore_index):
     labels, logits = random_batch(4)
@@ -323,3 +307,31 @@ def test_model_trains_saves_and_reloads_without_custom_objects(tmp_path):
     # The loss on a fixed batch is reproduced by the reloaded loss object.
     probs = model.predict(x, verbose=0)
     assert float(value(reloaded.loss(y, probs))) == pytest.approx(float(value(loss(y, probs))))
+
+
+def test_unknown_metric_names_suggest_the_closest():
+    from vggunet.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match=r"'mean_iou'.*Did you mean 'miou'\?"):
+        M.get_metrics("mean_iou", 2)
+    with pytest.raises(ArgumentError, match=r"'acuracy'.*Did you mean 'accuracy'\?"):
+        M.get_metrics(["miou", "acuracy"], 2)
+    with pytest.raises(ArgumentError, match=r"Unknown metric 3; valid names are"):
+        M.get_metrics([3], 2)
+    with pytest.raises(ArgumentError, match="num_classes must be a positive integer, got 0"):
+        M.get_metrics([], 0)
+
+
+def test_metric_default_names_and_config_keys_are_those_of_saved_files():
+    keys = ["name", "dtype", "num_classes", "ignore_index", "from_logits"]
+    for cls, name in ((M.MeanIoU, "mean_iou"), (M.PerClassIoU, "per_class_iou"),
+                      (M.DiceScore, "dice_score")):
+        metric = cls(2)
+        assert metric.name == name and list(metric.get_config()) == keys
+        assert [v.name for v in metric.variables] == ["total_confusion_matrix"]
+    accuracy = M.PixelAccuracy()
+    assert accuracy.name == "pixel_accuracy"
+    assert list(accuracy.get_config()) == ["name", "dtype", "ignore_index", "from_logits"]
+    assert [v.name for v in accuracy.variables] == ["correct", "total"]
+    with pytest.raises(ValueError, match="from_logits must be True or False, got 'no'"):
+        M.PixelAccuracy(from_logits="no")

@@ -1,4 +1,31 @@
-"""Segmentation losses (registered under the `vggunet` package for `.keras` files)."""
+"""Segmentation losses (registered under the `vggunet` package for `.keras` files).
 
-from vggunet.losses.core import *  # noqa: F401,F403
-from vggunet.losses.core import __all__  # noqa: F401
+One module per concern: `base` (conventions, argument checks, tensor helpers, the shared base
+class), `crossentropy` (per-pixel losses), `overlap` (Dice, Jaccard), `combined` (a weighted
+sum of two), `factory` (`get_loss` by name). Importing this package registers every loss class.
+"""
+
+from vggunet.losses.base import (  # noqa: F401  (public helpers of the old flat module)
+    EPSILON,
+    class_probabilities,
+    effective_num_classes,
+    pixel_weights,
+    prepare_labels,
+    validate_class_weights,
+    validate_ignore_index,
+    validate_num_classes,
+)
+from vggunet.losses.combined import CombinedLoss
+from vggunet.losses.crossentropy import FocalLoss, SparseCategoricalCrossentropy
+from vggunet.losses.factory import LOSS_NAMES, get_loss
+from vggunet.losses.overlap import DiceLoss, JaccardLoss
+
+__all__ = [
+    "SparseCategoricalCrossentropy",
+    "DiceLoss",
+    "JaccardLoss",
+    "FocalLoss",
+    "CombinedLoss",
+    "get_loss",
+    "LOSS_NAMES",
+]

@@ -1,4 +1,21 @@
-"""Segmentation metrics (registered under the `vggunet` package for `.keras` files)."""
+"""Segmentation metrics (registered under the `vggunet` package for `.keras` files).
 
-from vggunet.metrics.core import *  # noqa: F401,F403
-from vggunet.metrics.core import __all__  # noqa: F401
+One module per concern: `confusion` (the Keras metric classes), `offline` (NumPy confusion matrix
+and scores for whole data sets), `factory` (`get_metrics` by name). Importing this package
+registers every metric class.
+"""
+
+from vggunet.metrics.confusion import DiceScore, MeanIoU, PerClassIoU, PixelAccuracy
+from vggunet.metrics.factory import METRIC_NAMES, get_metrics
+from vggunet.metrics.offline import confusion_matrix, scores_from_confusion
+
+__all__ = [
+    "MeanIoU",
+    "PerClassIoU",
+    "DiceScore",
+    "PixelAccuracy",
+    "confusion_matrix",
+    "scores_from_confusion",
+    "get_metrics",
+    "METRIC_NAMES",
+]
