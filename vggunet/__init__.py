@@ -12,19 +12,14 @@ as it did when this package imported everything eagerly.
 
 from __future__ import annotations
 
-from vggunet import _serializables
+from vggunet import _serializables, errors
 from vggunet._lazy import lazy_namespace
 
 __version__ = "0.1.0"
 
 # Public name -> the module that defines it.
 _EXPORTS: dict[str, str] = {
-    **dict.fromkeys(
-        ("ArgumentError", "CheckpointError", "CliError", "DataError", "ExportError",
-         "ImagenetWeightsUnavailable", "MissingFileError", "ModelFileError", "OutputError",
-         "PredictionError", "RunLockedError", "SettingsMismatchError", "UnsafeModelError",
-         "VggUnetError", "WeightsError", "WriteError"),
-        "vggunet.errors"),
+    **dict.fromkeys(errors.__all__, "vggunet.errors"),
     **dict.fromkeys(
         ("BackbonePreprocess", "CropToReference", "ENCODERS", "EncoderSpec", "PadToMultiple",
          "build_encoder", "build_encoder_unet", "build_unet", "build_unet_3d", "build_vgg_unet",

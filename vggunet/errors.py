@@ -24,6 +24,7 @@ __all__ = [
     "PredictionError",
     "RunLockedError",
     "SettingsMismatchError",
+    "UnexpectedArgumentError",
     "UnsafeModelError",
     "VggUnetError",
     "WeightsError",
@@ -37,6 +38,10 @@ class VggUnetError(Exception):
 
 class ArgumentError(VggUnetError, ValueError):
     """An argument value vggunet cannot use (wrong type, out of range, unknown option)."""
+
+
+class UnexpectedArgumentError(ArgumentError, TypeError):
+    """A keyword argument the called function does not take (a `TypeError` too, like Python's)."""
 
 
 class DataError(VggUnetError, ValueError):

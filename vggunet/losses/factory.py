@@ -14,16 +14,12 @@ from typing import Any
 import keras
 
 from vggunet.checks import did_you_mean
-from vggunet.errors import ArgumentError
+from vggunet.errors import ArgumentError, UnexpectedArgumentError
 from vggunet.losses.combined import CombinedLoss
 from vggunet.losses.crossentropy import FocalLoss, SparseCategoricalCrossentropy
 from vggunet.losses.overlap import DiceLoss, JaccardLoss
 
 __all__ = ["LOSS_NAMES", "UnexpectedArgumentError", "get_loss"]
-
-
-class UnexpectedArgumentError(ArgumentError, TypeError):
-    """A keyword argument that the named loss does not take (a ``TypeError`` too, like Python's)."""
 
 
 _LOSS_CLASSES: dict[str, type[keras.losses.Loss]] = {
