@@ -1,9 +1,20 @@
 """`build_vgg_unet`: a U-Net on a pretrained `keras.applications` encoder.
 
+Graph: raw pixels → (grey→RGB) → backbone preprocessing → reflect-pad to a multiple of
+`2**len(decoder_filters)` → backbone (no dense head), tapped at `skip_layers` → bottleneck
+(MaxPooling2D when its source sits at the deepest skip's resolution, as for VGG, then two 3×3
+convs with `bottleneck_filters`) → one decoder stage per entry of `decoder_filters` (upsample
+×2, concat the skip of that resolution, two 3×3 convs) → 1×1 conv head → crop back to the
+input's H×W → activation in float32.
+
 The builder runs in named steps: check the arguments, build the encoder (`build_encoder`),
-plan which skip feeds which decoder stage (from measured strides), then the bottleneck, the
-decoder stages and the head; it records every layer's role and returns a `SegmentationModel`,
-then loads backbone weights and applies a freeze spec.
+plan which skip feeds which decoder stage (from measured strides, not from the backbone's
+family), then the bottleneck, the decoder stages and the head; it records every layer's role
+and returns a `SegmentationModel`, then loads backbone weights and applies a freeze spec.
+
+`skip_batchnorm`: pretrained encoders can emit features whose channel scales differ by 10³
+(HED's VGG16: std 49 at `block1_conv2`, max ~900); a BatchNorm after the decoder's convs does
+not repair that input conditioning, a decoder-side BatchNorm on each skip does.
 """
 
 from __future__ import annotations
@@ -94,6 +105,26 @@ def _check_arguments(
     return decoder_filters
 
 
+def _encoder(
+    spec: EncoderSpec, input_shape: Sequence[int | None], skip_layers: Sequence[str] | None,
+    bottleneck_source: str | None, n_stages: int, precision: str,
+) -> tuple[keras.Model, tuple[str, ...], bool]:
+    """The encoder, reflect-padded when H or W may be no multiple of the total stride.
+
+    Returns:
+        `(encoder, skip layer names, whether it pads)`.
+    """
+    multiple = 2 ** n_stages
+    needs_pad = any(d is None or int(d) % multiple for d in input_shape[:2])
+    skip_names = resolve_skip_layers(spec, skip_layers)
+    encoder = build_encoder(
+        spec, skip_names, weights=None, input_shape=input_shape,
+        bottleneck_source=bottleneck_source, pad_to_multiple=multiple if needs_pad else None,
+        precision=precision,
+    )
+    return encoder, skip_names, needs_pad
+
+
 def _standardise_skips(skips: dict[int, Any], bn_momentum: float) -> dict[int, Any]:
     """A decoder-side BatchNorm on every skip tensor (`skip_batchnorm=True`)."""
     return {
@@ -166,14 +197,7 @@ def build_vgg_unet(
     precision: str = "auto",
     name: str | None = None,
 ) -> SegmentationModel:
-    """Builds a U-Net on a pretrained `keras.applications` encoder.
-
-    Graph: raw pixels → (grey→RGB) → backbone preprocessing → reflect-pad to a multiple of
-    `2**len(decoder_filters)` → backbone (no dense head), tapped at `skip_layers` →
-    bottleneck (MaxPooling2D when its source sits at the deepest skip's resolution, as for VGG,
-    then two 3×3 convs with `bottleneck_filters`) → one decoder stage per entry of
-    `decoder_filters` (upsample ×2, concat the skip of that resolution, two 3×3 convs) →
-    1×1 conv head → crop back to the input's H×W → activation in float32.
+    """Builds a U-Net on a pretrained `keras.applications` encoder (graph: module docstring).
 
     Args:
         backbone: registry name: `"vgg16"`, `"vgg19"`, `"resnet50"`, `"resnet101"`, `"resnet152"`
@@ -190,12 +214,9 @@ def build_vgg_unet(
         decoder_batchnorm: BatchNorm after every bottleneck/decoder 3×3 conv.
         skip_batchnorm: BatchNorm (decoder-side, trainable) on every skip tensor before its
             concatenation and on the bottleneck's input, so encoder features reach the decoder
-            standardised per channel. Pretrained encoders can emit features whose channel
-            scales differ by 10³ (HED's VGG16: std 49 at `block1_conv2`, max ~900); a BatchNorm
-            after the decoder's convs does not repair that input conditioning, this does.
-        bn_momentum: momentum of the moving statistics of those decoder-side BatchNorms
-            (default 0.9, PyTorch's rate; Keras's 0.99 leaves them stale for hundreds of
-            steps). The encoder's own BatchNorms keep theirs.
+            standardised per channel (see the module docstring for why).
+        bn_momentum: momentum of the decoder-side BatchNorms' moving statistics (default 0.9,
+            PyTorch's rate; Keras's 0.99 leaves them stale for hundreds of steps).
         activation: `"auto"` (softmax for >1 class, sigmoid for 1), `"softmax"`, `"sigmoid"` or
             None (logits).
         freeze: a freeze spec for `vggunet.freeze` (e.g. `"encoder"`, 10, `["block1"]`).
@@ -212,22 +233,15 @@ def build_vgg_unet(
         >>> model = build_vgg_unet("vgg16", input_shape=(64, 96, 3), num_classes=3, weights=None)
         >>> tuple(model.output.shape)
         (None, 64, 96, 3)
-        >>> [model.roles[n] for n in ("input_image", "block1_conv1", "block1_conv2",
-        ...                           "bottleneck_conv1", "decoder_stage1_up", "head_conv")]
-        ['input', 'encoder', 'skip', 'bottleneck', 'decoder', 'head']
+        >>> model.roles["block1_conv1"], model.roles["block1_conv2"], model.roles["head_conv"]
+        ('encoder', 'skip', 'head')
     """
     spec = get_encoder_spec(backbone)
     check_pretrained_channels(input_shape, weights)
     decoder_filters = _check_arguments(num_classes, bottleneck_filters, bn_momentum, decoder,
                                        activation, decoder_filters)
-    multiple = 2 ** len(decoder_filters)
-    needs_pad = any(d is None or int(d) % multiple for d in input_shape[:2])
-    skip_names = resolve_skip_layers(spec, skip_layers)
-    encoder = build_encoder(
-        spec, skip_names, weights=None, input_shape=input_shape,
-        bottleneck_source=bottleneck_source, pad_to_multiple=multiple if needs_pad else None,
-        precision=precision,
-    )
+    encoder, skip_names, needs_pad = _encoder(spec, input_shape, skip_layers, bottleneck_source,
+                                              len(decoder_filters), precision)
     skips, pool = _plan_skips(encoder, skip_names, len(decoder_filters))
     inputs = encoder.inputs[0]
     with dtype_policy(precision):
@@ -242,6 +256,7 @@ def build_vgg_unet(
                               roles=encoder.roles)
     _load_and_freeze(model, spec, weights, freeze, train_bn)
     return model
+
 
 build_encoder_unet: Callable[..., keras.Model] = build_vgg_unet
 """Alias of `build_vgg_unet` for non-VGG backbones (`build_encoder_unet("resnet50", ...)`)."""

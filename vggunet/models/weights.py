@@ -35,7 +35,7 @@ def keras_cache_dir() -> Path:
 
 
 def _snake_case(name: str) -> str:
-    # Mirrors keras.src.utils.naming.to_snake_case, which names entries in .weights.h5 files.
+    # Mirrors the snake-casing (naming.to_snake_case) Keras names .weights.h5 entries with.
     name = re.sub(r"\W+", "", name)
     name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
