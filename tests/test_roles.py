@@ -173,3 +173,19 @@ def test_models_and_transfer_use_no_private_keras_api():
              for folder in ("models", "transfer") for path in (PACKAGE / folder).glob("*.py")
              for needle in needles if needle in path.read_text(encoding="utf-8")]
     assert not found
+
+
+def test_plain_keras_loads_a_lab_unet_after_import_vggunet(tmp_path):
+    """The lab U-Net has no custom layer: only the registered model class must be known."""
+    import os
+    import subprocess
+    import sys
+
+    path = vu.save_model(vu.build_unet(input_size=(32, 32, 3), n_filters=2), tmp_path / "l.keras")
+    code = ("import vggunet, keras\n"
+            f"m = keras.saving.load_model({str(path)!r})\n"
+            "print(type(m).__name__, m.roles['encoder_block4_dropout'])\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["SegmentationModel", "skip"]
