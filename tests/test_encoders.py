@@ -75,3 +75,53 @@ def test_wrong_skip_layer_lists_valid_names():
     with pytest.raises(ValueError) as info:
         vu.build_encoder("vgg16", skip_layers=["block1_conv9"], input_shape=(64, 64, 3))
     assert "block1_conv9" in str(info.value) and "block1_conv2" in str(info.value)
+
+
+def test_encoder_outputs_are_named_after_their_layers_also_after_save_load(tmp_path):
+    encoder = vu.build_encoder("vgg16", weights=None, input_shape=(64, 64, 1),
+                               precision="float32")
+    expected = ["block1_conv2", "block2_conv2", "block3_conv2", "block4_conv2", "block5_conv2",
+                "block5_conv3"]
+    assert [t.name for t in encoder.outputs] == encoder.output_names == expected
+    assert [n for n, r in encoder.roles.items() if r == "skip"] == expected[:5]
+    assert [n for n, r in encoder.roles.items() if r == "input"] == [
+        "input_image", "input_gray_to_rgb", "input_preprocess"]
+    path = vu.save_model(encoder, tmp_path / "encoder.keras")
+    loaded = keras.saving.load_model(path)
+    assert type(loaded).__name__ == "Encoder"
+    assert [t.name for t in loaded.outputs] == loaded.output_names == expected
+    assert loaded.roles == encoder.roles
+    x = random_images(np.random.default_rng(0), 1, 64, 64, channels=1)
+    for ours, theirs in zip(loaded.predict(x, verbose=0), encoder.predict(x, verbose=0)):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_a_build_looks_the_backbone_up_once(monkeypatch, tmp_path):
+    """build_vgg_unet resolves the name once and hands the spec to encoder and weights."""
+    from vggunet.models import registry
+
+    lookups = []
+
+    class CountingRegistry(dict):
+        def __getitem__(self, key):
+            lookups.append(key)
+            return super().__getitem__(key)
+
+    path = tmp_path / "vgg16.weights.h5"
+    keras.applications.VGG16(include_top=False, weights=None).save_weights(path)
+    monkeypatch.setattr(registry, "ENCODERS", CountingRegistry(registry.ENCODERS))
+    model = vu.build_vgg_unet("VGG16", input_shape=(64, 64, 3), weights=path,
+                              decoder_filters=(8, 8, 8, 8, 8), bottleneck_filters=8)
+    assert lookups == ["vgg16"]
+    assert model.name == "vgg16_unet"
+    assert vu.get_encoder_spec(vu.get_encoder_spec("vgg16")).name == "vgg16"
+
+
+def test_spec_without_a_name_gets_its_registry_key(monkeypatch):
+    spec = ENCODERS["vgg16"]
+    unnamed = EncoderSpec(spec.constructor, spec.skip_layers, spec.bottleneck_source,
+                          spec.preprocessing, spec.preprocess_input, spec.weights_url)
+    monkeypatch.setitem(ENCODERS, "my_vgg", unnamed)
+    assert vu.get_encoder_spec("My_VGG").name == "my_vgg"
+    encoder = vu.build_encoder("my_vgg", input_shape=(64, 64, 3))
+    assert encoder.name == "my_vgg_encoder"

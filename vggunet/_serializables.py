@@ -31,7 +31,8 @@ PACKAGE = "vggunet"
 """The `package` of every registered class: `.keras` files store `vggunet>ClassName`."""
 
 # The modules whose import registers classes (`@keras.saving.register_keras_serializable`).
-REGISTERING_MODULES = ("vggunet.models.layers", "vggunet.losses", "vggunet.metrics")
+REGISTERING_MODULES = ("vggunet.models.layers", "vggunet.models.model", "vggunet.losses",
+                       "vggunet.metrics")
 
 _state = {"depth": 0, "done": False}
 

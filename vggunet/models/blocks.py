@@ -10,7 +10,7 @@ from typing import Any
 
 from keras import layers
 
-from vggunet.errors import ArgumentError
+from vggunet.checks import check_choice
 
 DECODERS = ("upsampling", "transpose")
 
@@ -39,6 +39,13 @@ def conv_block(
     Returns:
         `(next_layer, skip_connection)`: the pooled tensor (or the conv output when
         `max_pooling=False`) and the tensor to skip-connect to the decoder.
+
+    Example:
+        >>> import keras
+        >>> inputs = keras.Input((32, 32, 3))
+        >>> next_layer, skip = conv_block(inputs, 8, dropout_prob=0.3, name="encoder_block1")
+        >>> tuple(next_layer.shape), tuple(skip.shape)
+        ((None, 16, 16, 8), (None, 32, 32, 8))
     """
     conv = layers.Conv2D(
         n_filters, 3, activation="relu", padding="same", kernel_initializer="he_normal",
@@ -148,6 +155,12 @@ def decoder_stage(
 
     Returns:
         The stage output.
+
+    Example:
+        >>> import keras
+        >>> x, skip = keras.Input((8, 8, 16)), keras.Input((16, 16, 4))
+        >>> tuple(decoder_stage(x, skip, 8, "decoder_stage1").shape)
+        (None, 16, 16, 8)
     """
     if decoder == "upsampling":
         x = layers.UpSampling2D(2, name=f"{name}_up")(x)
@@ -161,7 +174,7 @@ def decoder_stage(
             name=f"{name}_up",
         )(x)
     else:
-        raise ArgumentError(f"decoder must be one of {DECODERS}, got {decoder!r}.")
+        check_choice(decoder, DECODERS, "decoder")
     if skip is not None:
         x = layers.Concatenate(axis=-1, name=f"{name}_concat")([x, skip])
     x = conv_relu(x, filters, 3, f"{name}_conv1", batchnorm, bn_momentum)

@@ -9,8 +9,10 @@ from keras import layers
 
 from vggunet.errors import ArgumentError
 from vggunet.models.layers import BackbonePreprocess, PadToMultiple
+from vggunet.models.model import Encoder
 from vggunet.models.precision import dtype_policy
 from vggunet.models.registry import EncoderSpec, get_encoder_spec
+from vggunet.models.weights import load_backbone_weights
 
 
 def _check_input_shape(input_shape: Sequence[int | None], min_size: int) -> tuple:
@@ -76,8 +78,48 @@ def _check_layer_names(base: keras.Model, names: Sequence[str], argument: str) -
         )
 
 
+def _check_taps(base: keras.Model, skips: Sequence[str], source: str) -> None:
+    """Skip layers and bottleneck source exist and run from high to low resolution."""
+    _check_layer_names(base, skips, "skip_layers")
+    _check_layer_names(base, [source], "bottleneck_source")
+    order = {layer.name: i for i, layer in enumerate(base.layers)}
+    in_order = sorted(skips, key=order.__getitem__)
+    if list(skips) != in_order:
+        raise ArgumentError(
+            f"skip_layers must be ordered from high to low resolution (input to output), got "
+            f"{list(skips)}; in this backbone the order is {in_order}."
+        )
+    if skips and order[source] < order[skips[-1]]:
+        raise ArgumentError(
+            f"bottleneck_source {source!r} comes before the deepest skip layer {skips[-1]!r}; "
+            f"it must be at or below it."
+        )
+
+
+def _input_side(
+    inputs: Any, spec: EncoderSpec, preprocessing: bool, pad_to_multiple: int | None
+) -> tuple[Any, list[str]]:
+    """Grey to RGB, the backbone's preprocessing and padding: the layers before the backbone.
+
+    Returns:
+        `(tensor for the backbone, names of the layers made here)`.
+    """
+    x, names = inputs, ["input_image"]
+    if inputs.shape[-1] == 1:
+        x = layers.Concatenate(axis=-1, name="input_gray_to_rgb", dtype="float32")([x, x, x])
+        names.append("input_gray_to_rgb")
+    if preprocessing:
+        mode = spec.preprocessing if x.shape[-1] == 3 else "tf"
+        x = BackbonePreprocess(mode, name="input_preprocess")(x)
+        names.append("input_preprocess")
+    if pad_to_multiple:
+        x = PadToMultiple(pad_to_multiple, name="input_pad")(x)
+        names.append("input_pad")
+    return x, names
+
+
 def build_encoder(
-    backbone: str = "vgg16",
+    backbone: str | EncoderSpec = "vgg16",
     skip_layers: Sequence[str] | None = None,
     weights: str | None = None,
     input_shape: Sequence[int | None] = (None, None, 3),
@@ -86,16 +128,18 @@ def build_encoder(
     preprocessing: bool = True,
     pad_to_multiple: int | None = None,
     precision: str = "auto",
-) -> keras.Model:
+) -> Encoder:
     """Builds a truncated backbone whose outputs are its skip tensors and the bottleneck source.
 
     This is the feature extractor users otherwise write by hand as
     `keras.Model(base.input, [base.get_layer(n).output for n in names])`, with the dense head
     dropped (`include_top=False`), the backbone's preprocessing inside the model (so it takes
-    raw pixels in [0, 255]) and greyscale input repeated to RGB.
+    raw pixels in [0, 255]) and greyscale input repeated to RGB. Its outputs are named after
+    the layers they tap, and its layer roles (input, encoder, skip) are recorded.
 
     Args:
-        backbone: registry name (`"vgg16"`, `"vgg19"`, `"resnet50"`, `"resnet101"`, `"resnet152"`).
+        backbone: registry name (`"vgg16"`, `"vgg19"`, `"resnet50"`, `"resnet101"`,
+            `"resnet152"`) or an `EncoderSpec`.
         skip_layers: layer names to tap, high to low resolution; defaults to the registry's.
         weights: `"imagenet"`, `None` (random init) or a path to a backbone weights file
             (Keras `.weights.h5` or a legacy `*_notop.h5`).
@@ -107,15 +151,19 @@ def build_encoder(
         precision: `"auto"`, `"float32"`, `"mixed_bfloat16"` or `"mixed_float16"`.
 
     Returns:
-        A `keras.Model` with outputs `[*skips, bottleneck_source]`, highest resolution first.
+        An `Encoder` (a Functional `keras.Model`) with outputs `[*skips, bottleneck_source]`,
+        highest resolution first.
 
     Example:
         >>> enc = build_encoder("vgg16", weights=None, input_shape=(64, 64, 3))
         >>> [tuple(o.shape[1:]) for o in enc.outputs][:2]
         [(64, 64, 64), (32, 32, 128)]
+        >>> [o.name for o in enc.outputs]
+        ['block1_conv2', 'block2_conv2', 'block3_conv2', 'block4_conv2', 'block5_conv2',
+         'block5_conv3']
+        >>> enc.roles["input_preprocess"], enc.roles["block1_conv1"], enc.roles["block1_conv2"]
+        ('input', 'encoder', 'skip')
     """
-    from vggunet.models.weights import load_backbone_weights
-
     spec = get_encoder_spec(backbone)
     height, width, channels = _check_input_shape(input_shape, 32)
     check_pretrained_channels(input_shape, weights)
@@ -124,41 +172,25 @@ def build_encoder(
 
     with dtype_policy(precision):
         inputs = keras.Input(shape=(height, width, channels), name="input_image")
-        x = inputs
-        if channels == 1:
-            x = layers.Concatenate(axis=-1, name="input_gray_to_rgb", dtype="float32")([x, x, x])
-        if preprocessing:
-            mode = spec.preprocessing if x.shape[-1] == 3 else "tf"
-            x = BackbonePreprocess(mode, name="input_preprocess")(x)
-        if pad_to_multiple:
-            x = PadToMultiple(pad_to_multiple, name="input_pad")(x)
+        x, input_names = _input_side(inputs, spec, preprocessing, pad_to_multiple)
         base = spec.constructor(include_top=False, weights=None, input_tensor=x)
-    _check_layer_names(base, skips, "skip_layers")
-    _check_layer_names(base, [source], "bottleneck_source")
-    order = {layer.name: i for i, layer in enumerate(base.layers)}
-    if list(skips) != sorted(skips, key=order.__getitem__):
-        raise ArgumentError(
-            f"skip_layers must be ordered from high to low resolution (input to output), got "
-            f"{list(skips)}; in this backbone the order is "
-            f"{sorted(skips, key=order.__getitem__)}."
-        )
-    if skips and order[source] < order[skips[-1]]:
-        raise ArgumentError(
-            f"bottleneck_source {source!r} comes before the deepest skip layer {skips[-1]!r}; "
-            f"it must be at or below it."
-        )
+    _check_taps(base, skips, source)
+    # Recorded by construction: the layers made above are the input side, every other layer
+    # comes from the backbone. (Entries for backbone layers below the cut are dropped.)
+    roles = {layer.name: "skip" if layer.name in skips else "encoder" for layer in base.layers}
+    roles.update(dict.fromkeys(input_names, "input"))
     outputs = [base.get_layer(name).output for name in (*skips, source)]
-    encoder = keras.Model(inputs, outputs, name=f"{backbone.lower()}_encoder")
+    encoder = Encoder(inputs, outputs, name=f"{spec.name or 'custom'}_encoder", roles=roles)
     if weights is not None:
-        load_backbone_weights(encoder, backbone, weights)
+        load_backbone_weights(encoder, spec, weights)
     return encoder
 
 
-def encoder_layer_names(backbone: str) -> list[str]:
+def encoder_layer_names(backbone: str | EncoderSpec) -> list[str]:
     """Names of all layers of a backbone (without its input layer), in graph order.
 
     Args:
-        backbone: registry name.
+        backbone: registry name or `EncoderSpec`.
 
     Returns:
         The layer names, e.g. `["block1_conv1", ..., "block5_pool"]` for VGG16.

@@ -11,9 +11,9 @@ from typing import Any
 import keras
 from keras import layers, ops
 
+from vggunet._serializables import PACKAGE
+from vggunet.checks import check_choice, check_int
 from vggunet.errors import ArgumentError
-
-PACKAGE = "vggunet"
 
 # Per-channel statistics of keras.applications' preprocess_input modes.
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -39,11 +39,7 @@ class BackbonePreprocess(layers.Layer):
         # 131.32 (pixel minus mean) to better than a whole unit.
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        if mode not in PREPROCESSING_MODES:
-            raise ArgumentError(
-                f"Unknown preprocessing mode {mode!r}; expected one of {PREPROCESSING_MODES}."
-            )
-        self.mode = mode
+        self.mode = check_choice(mode, PREPROCESSING_MODES, "preprocessing mode")
 
     def build(self, input_shape: tuple) -> None:
         channels = input_shape[-1]
@@ -111,12 +107,8 @@ class PadToMultiple(layers.Layer):
 
     def __init__(self, multiple: int = 32, mode: str = "reflect", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if int(multiple) < 1:
-            raise ArgumentError(f"multiple must be a positive integer, got {multiple!r}.")
-        if mode not in ("reflect", "constant"):
-            raise ArgumentError(f"mode must be 'reflect' or 'constant', got {mode!r}.")
-        self.multiple = int(multiple)
-        self.mode = mode
+        self.multiple = check_int(multiple, "multiple")
+        self.mode = check_choice(mode, ("reflect", "constant"), "mode")
 
     def call(self, inputs: Any) -> Any:
         shape = ops.shape(inputs)

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import keras
 
-from vggunet.errors import ArgumentError
+from vggunet.checks import check_choice
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
@@ -96,9 +96,7 @@ def resolve_precision(precision: str = "auto") -> str:
         >>> resolve_precision("auto") in ("float32", "mixed_bfloat16")
         True
     """
-    if precision not in PRECISIONS:
-        raise ArgumentError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
-    if precision != "auto":
+    if check_choice(precision, PRECISIONS, "precision") != "auto":
         return precision
     gpu = gpu_has_bfloat16()
     if gpu is not None:

@@ -71,6 +71,8 @@ class EncoderSpec:
         preprocessing: `BackbonePreprocess` mode matching the backbone's `preprocess_input`.
         preprocess_input: the `keras.applications` preprocessing function.
         weights_url: where Keras downloads the ImageNet no-top weights from.
+        name: the registry key (`"vgg16"`); `get_encoder_spec` fills it in for entries added
+            without one. Builders name models after it and messages name the backbone by it.
     """
 
     constructor: Callable[..., Any]
@@ -79,6 +81,7 @@ class EncoderSpec:
     preprocessing: str
     preprocess_input: Callable[..., Any]
     weights_url: str
+    name: str = ""
 
     @property
     def weights_file(self) -> str:
@@ -98,6 +101,7 @@ ENCODERS: dict[str, EncoderSpec] = {
         "caffe",
         _preprocess("vgg16"),
         _WEIGHTS_BASE + "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "vgg16",
     ),
     "vgg19": EncoderSpec(
         _application("VGG19"),
@@ -106,6 +110,7 @@ ENCODERS: dict[str, EncoderSpec] = {
         "caffe",
         _preprocess("vgg19"),
         _WEIGHTS_BASE + "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "vgg19",
     ),
     "resnet50": EncoderSpec(
         _application("ResNet50"),
@@ -114,6 +119,7 @@ ENCODERS: dict[str, EncoderSpec] = {
         "caffe",
         _preprocess("resnet"),
         _WEIGHTS_BASE + "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "resnet50",
     ),
     "resnet101": EncoderSpec(
         _application("ResNet101"),
@@ -122,6 +128,7 @@ ENCODERS: dict[str, EncoderSpec] = {
         "caffe",
         _preprocess("resnet"),
         _WEIGHTS_BASE + "resnet/resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "resnet101",
     ),
     "resnet152": EncoderSpec(
         _application("ResNet152"),
@@ -130,20 +137,35 @@ ENCODERS: dict[str, EncoderSpec] = {
         "caffe",
         _preprocess("resnet"),
         _WEIGHTS_BASE + "resnet/resnet152_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "resnet152",
     ),
 }
 
 
-def get_encoder_spec(backbone: str) -> EncoderSpec:
-    """Looks a backbone up in the registry.
+def get_encoder_spec(backbone: str | EncoderSpec) -> EncoderSpec:
+    """Looks a backbone up in the registry: the one place a backbone name is resolved.
+
+    Builders call this once, at their public entry, and hand the spec on to every later step
+    (encoder, weights), which accept a spec as well as a name.
 
     Args:
-        backbone: a key of `ENCODERS` (case-insensitive), e.g. `"vgg16"`.
+        backbone: a key of `ENCODERS` (case-insensitive), e.g. `"vgg16"`, or an `EncoderSpec`
+            (returned as it is, so a step may take either).
 
     Returns:
-        Its `EncoderSpec`.
+        Its `EncoderSpec`, whose `name` is the registry key.
+
+    Example:
+        >>> spec = get_encoder_spec("VGG16")
+        >>> spec.name, spec.bottleneck_source, get_encoder_spec(spec) is spec
+        ('vgg16', 'block5_conv3', True)
     """
-    if isinstance(backbone, str) and backbone.lower() in ENCODERS:
-        return ENCODERS[backbone.lower()]
-    raise ArgumentError(f"Unknown backbone {backbone!r}; available backbones: "
-                        f"{', '.join(ENCODERS)}.{did_you_mean(backbone, ENCODERS)}")
+    if isinstance(backbone, EncoderSpec):
+        return backbone
+    key = backbone.lower() if isinstance(backbone, str) else None
+    if key not in ENCODERS:
+        raise ArgumentError(f"Unknown backbone {backbone!r}; available backbones: "
+                            f"{', '.join(ENCODERS)}.{did_you_mean(backbone, ENCODERS)}")
+    spec = ENCODERS[key]
+    # Entries added by users may leave `name` empty; the key is the name they look it up by.
+    return spec if spec.name == key else dataclasses.replace(spec, name=key)

@@ -1,4 +1,21 @@
-"""U-Net builders: `build_vgg_unet` on a pretrained encoder, and the 2D U-Net lab model."""
+"""`build_vgg_unet`: a U-Net on a pretrained `keras.applications` encoder.
+
+Graph: raw pixels → (grey→RGB) → backbone preprocessing → reflect-pad to a multiple of
+`2**len(decoder_filters)` → backbone (no dense head), tapped at `skip_layers` → bottleneck
+(MaxPooling2D when its source sits at the deepest skip's resolution, as for VGG, then two 3×3
+convs with `bottleneck_filters`) → one decoder stage per entry of `decoder_filters` (upsample
+×2, concat the skip of that resolution, two 3×3 convs) → 1×1 conv head → crop back to the
+input's H×W → activation in float32.
+
+The builder runs in named steps: check the arguments, build the encoder (`build_encoder`),
+plan which skip feeds which decoder stage (from measured strides, not from the backbone's
+family), then the bottleneck, the decoder stages and the head; it records every layer's role
+and returns a `SegmentationModel`, then loads backbone weights and applies a freeze spec.
+
+`skip_batchnorm`: pretrained encoders can emit features whose channel scales differ by 10³
+(HED's VGG16: std 49 at `block1_conv2`, max ~900); a BatchNorm after the decoder's convs does
+not repair that input conditioning, a decoder-side BatchNorm on each skip does.
+"""
 
 from __future__ import annotations
 
@@ -8,27 +25,19 @@ from typing import Any, Callable, Sequence
 import keras
 from keras import layers
 
+from vggunet.checks import check_choice, check_int, check_number
 from vggunet.errors import ArgumentError
-from vggunet.models.blocks import (
-    DECODER_BN_MOMENTUM,
-    DECODERS,
-    conv_block,
-    conv_relu,
-    decoder_stage,
-    upsampling_block,
-)
+from vggunet.models.blocks import DECODER_BN_MOMENTUM, DECODERS, conv_relu, decoder_stage
 from vggunet.models.encoder import build_encoder, check_pretrained_channels, resolve_skip_layers
-from vggunet.models.registry import get_encoder_spec
 from vggunet.models.layers import CropToReference
+from vggunet.models.model import SegmentationModel
 from vggunet.models.precision import dtype_policy
+from vggunet.models.reference import build_unet  # noqa: F401  its old home
+from vggunet.models.registry import EncoderSpec, get_encoder_spec
+from vggunet.models.weights import load_backbone_weights
+from vggunet.transfer.freezing import freeze as freeze_layers
 
 ACTIVATIONS = ("auto", "softmax", "sigmoid", None)
-
-
-def _check_positive_int(value: Any, argument: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ArgumentError(f"{argument} must be a positive integer, got {value!r}.")
-    return value
 
 
 def _stage_of_stride(stride: float, n_stages: int, layer: str) -> int:
@@ -78,6 +87,96 @@ def _plan_skips(
     return {s: t for s, (_, t) in stages.items()}, source_stride == 2 ** (n_stages - 1)
 
 
+def _check_arguments(
+    num_classes: Any, bottleneck_filters: Any, bn_momentum: Any, decoder: Any, activation: Any,
+    decoder_filters: Sequence[int],
+) -> tuple[int, ...]:
+    """Checks the decoder-side arguments; returns `decoder_filters` as a tuple."""
+    check_int(num_classes, "num_classes")
+    check_int(bottleneck_filters, "bottleneck_filters")
+    check_number(bn_momentum, "bn_momentum", low=0.0, high=1.0, high_open=True)
+    check_choice(decoder, DECODERS, "decoder")
+    check_choice(activation, ACTIVATIONS, "activation")
+    decoder_filters = tuple(decoder_filters)
+    if not decoder_filters:
+        raise ArgumentError("decoder_filters must name at least one decoder stage, got ().")
+    for filters in decoder_filters:
+        check_int(filters, "each entry of decoder_filters")
+    return decoder_filters
+
+
+def _encoder(
+    spec: EncoderSpec, input_shape: Sequence[int | None], skip_layers: Sequence[str] | None,
+    bottleneck_source: str | None, n_stages: int, precision: str,
+) -> tuple[keras.Model, tuple[str, ...], bool]:
+    """The encoder, reflect-padded when H or W may be no multiple of the total stride.
+
+    Returns:
+        `(encoder, skip layer names, whether it pads)`.
+    """
+    multiple = 2 ** n_stages
+    needs_pad = any(d is None or int(d) % multiple for d in input_shape[:2])
+    skip_names = resolve_skip_layers(spec, skip_layers)
+    encoder = build_encoder(
+        spec, skip_names, weights=None, input_shape=input_shape,
+        bottleneck_source=bottleneck_source, pad_to_multiple=multiple if needs_pad else None,
+        precision=precision,
+    )
+    return encoder, skip_names, needs_pad
+
+
+def _standardise_skips(skips: dict[int, Any], bn_momentum: float) -> dict[int, Any]:
+    """A decoder-side BatchNorm on every skip tensor (`skip_batchnorm=True`)."""
+    return {
+        stage: layers.BatchNormalization(
+            momentum=bn_momentum, name=f"decoder_stage{stage}_skip_bn")(tensor)
+        for stage, tensor in skips.items()
+    }
+
+
+def _bottleneck(
+    x: Any, filters: int, pool: bool, batchnorm: bool, bn_momentum: float, input_bn: bool
+) -> Any:
+    """[BatchNorm on the input] → [MaxPooling2D] → two 3×3 convs, all named `bottleneck*`."""
+    if input_bn:
+        x = layers.BatchNormalization(momentum=bn_momentum, name="bottleneck_input_bn")(x)
+    if pool:
+        x = layers.MaxPooling2D(2, name="bottleneck_pool")(x)
+    x = conv_relu(x, filters, 3, "bottleneck_conv1", batchnorm, bn_momentum)
+    return conv_relu(x, filters, 3, "bottleneck_conv2", batchnorm, bn_momentum)
+
+
+def _decoder(
+    x: Any, skips: dict[int, Any], decoder_filters: Sequence[int], decoder: str,
+    batchnorm: bool, bn_momentum: float,
+) -> Any:
+    """One `decoder_stage` per entry of `decoder_filters`, deepest first."""
+    for stage, filters in enumerate(decoder_filters, start=1):
+        x = decoder_stage(x, skips.get(stage), filters, f"decoder_stage{stage}", decoder,
+                          batchnorm, bn_momentum)
+    return x
+
+
+def _head(x: Any, num_classes: int, activation: str | None, crop_to: Any | None) -> Any:
+    """1×1 conv to classes, [crop back to the input's H×W], activation in float32."""
+    x = layers.Conv2D(num_classes, 1, name="head_conv")(x)
+    if crop_to is not None:
+        x = CropToReference(name="head_crop")([x, crop_to])
+    if activation == "auto":
+        activation = "softmax" if num_classes > 1 else "sigmoid"
+    return layers.Activation(activation or "linear", dtype="float32",
+                             name="head_activation")(x)
+
+
+def _load_and_freeze(
+    model: keras.Model, spec: EncoderSpec, weights: Any, freeze: Any, train_bn: bool
+) -> None:
+    if weights is not None:
+        load_backbone_weights(model, spec, weights)
+    if freeze is not None:
+        freeze_layers(model, freeze, train_bn=train_bn)
+
+
 def build_vgg_unet(
     backbone: str = "vgg16",
     input_shape: Sequence[int | None] = (None, None, 3),
@@ -97,18 +196,12 @@ def build_vgg_unet(
     train_bn: bool = False,
     precision: str = "auto",
     name: str | None = None,
-) -> keras.Model:
-    """Builds a U-Net on a pretrained `keras.applications` encoder.
-
-    Graph: raw pixels → (grey→RGB) → backbone preprocessing → reflect-pad to a multiple of
-    `2**len(decoder_filters)` → backbone (no dense head), tapped at `skip_layers` →
-    bottleneck (MaxPooling2D when its source sits at the deepest skip's resolution, as for VGG,
-    then two 3×3 convs with `bottleneck_filters`) → one decoder stage per entry of
-    `decoder_filters` (upsample ×2, concat the skip of that resolution, two 3×3 convs) →
-    1×1 conv head → crop back to the input's H×W → activation in float32.
+) -> SegmentationModel:
+    """Builds a U-Net on a pretrained `keras.applications` encoder (graph: module docstring).
 
     Args:
-        backbone: registry name: `"vgg16"`, `"vgg19"`, `"resnet50"`, `"resnet101"`, `"resnet152"`.
+        backbone: registry name: `"vgg16"`, `"vgg19"`, `"resnet50"`, `"resnet101"`, `"resnet152"`
+            (or an `EncoderSpec`).
         input_shape: `(H, W, C)`; `(None, None, C)` accepts any H, W >= 32.
         num_classes: output channels (classes).
         weights: `"imagenet"`, `None`, or a path to a backbone weights file.
@@ -121,12 +214,9 @@ def build_vgg_unet(
         decoder_batchnorm: BatchNorm after every bottleneck/decoder 3×3 conv.
         skip_batchnorm: BatchNorm (decoder-side, trainable) on every skip tensor before its
             concatenation and on the bottleneck's input, so encoder features reach the decoder
-            standardised per channel. Pretrained encoders can emit features whose channel
-            scales differ by 10³ (HED's VGG16: std 49 at `block1_conv2`, max ~900); a BatchNorm
-            after the decoder's convs does not repair that input conditioning, this does.
-        bn_momentum: momentum of the moving statistics of those decoder-side BatchNorms
-            (default 0.9, PyTorch's rate; Keras's 0.99 leaves them stale for hundreds of
-            steps). The encoder's own BatchNorms keep theirs.
+            standardised per channel (see the module docstring for why).
+        bn_momentum: momentum of the decoder-side BatchNorms' moving statistics (default 0.9,
+            PyTorch's rate; Keras's 0.99 leaves them stale for hundreds of steps).
         activation: `"auto"` (softmax for >1 class, sigmoid for 1), `"softmax"`, `"sigmoid"` or
             None (logits).
         freeze: a freeze spec for `vggunet.freeze` (e.g. `"encoder"`, 10, `["block1"]`).
@@ -136,131 +226,37 @@ def build_vgg_unet(
         name: model name (default `"<backbone>_unet"`).
 
     Returns:
-        An uncompiled `keras.Model` mapping (B, H, W, C) raw pixels in [0, 255] to
-        (B, H, W, num_classes).
+        An uncompiled `SegmentationModel` (a Functional `keras.Model` that records its layer
+        roles) mapping (B, H, W, C) raw pixels in [0, 255] to (B, H, W, num_classes).
 
     Example:
         >>> model = build_vgg_unet("vgg16", input_shape=(64, 96, 3), num_classes=3, weights=None)
         >>> tuple(model.output.shape)
         (None, 64, 96, 3)
+        >>> model.roles["block1_conv1"], model.roles["block1_conv2"], model.roles["head_conv"]
+        ('encoder', 'skip', 'head')
     """
     spec = get_encoder_spec(backbone)
-    _check_positive_int(num_classes, "num_classes")
     check_pretrained_channels(input_shape, weights)
-    _check_positive_int(bottleneck_filters, "bottleneck_filters")
-    if isinstance(bn_momentum, bool) or not isinstance(bn_momentum, (int, float)) \
-            or not 0.0 <= bn_momentum < 1.0:
-        raise ArgumentError(f"bn_momentum must be a number in [0, 1), got {bn_momentum!r}.")
-    if decoder not in DECODERS:
-        raise ArgumentError(f"decoder must be one of {DECODERS}, got {decoder!r}.")
-    if activation not in ACTIVATIONS:
-        raise ArgumentError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
-    decoder_filters = tuple(decoder_filters)
-    if not decoder_filters:
-        raise ArgumentError("decoder_filters must name at least one decoder stage, got ().")
-    for f in decoder_filters:
-        _check_positive_int(f, "each entry of decoder_filters")
-    n_stages = len(decoder_filters)
-    multiple = 2 ** n_stages
-    height, width = input_shape[0], input_shape[1]
-    needs_pad = any(d is None or int(d) % multiple for d in (height, width))
-
-    skip_names = resolve_skip_layers(spec, skip_layers)
-    encoder = build_encoder(
-        backbone, skip_names, weights=None, input_shape=input_shape,
-        bottleneck_source=bottleneck_source, pad_to_multiple=multiple if needs_pad else None,
-        precision=precision,
-    )
-    skips, pool = _plan_skips(encoder, skip_names, n_stages)
-
+    decoder_filters = _check_arguments(num_classes, bottleneck_filters, bn_momentum, decoder,
+                                       activation, decoder_filters)
+    encoder, skip_names, needs_pad = _encoder(spec, input_shape, skip_layers, bottleneck_source,
+                                              len(decoder_filters), precision)
+    skips, pool = _plan_skips(encoder, skip_names, len(decoder_filters))
+    inputs = encoder.inputs[0]
     with dtype_policy(precision):
-        x = encoder.outputs[-1]
         if skip_batchnorm:
-            skips = {
-                stage: layers.BatchNormalization(
-                    momentum=bn_momentum, name=f"decoder_stage{stage}_skip_bn")(tensor)
-                for stage, tensor in skips.items()
-            }
-            x = layers.BatchNormalization(momentum=bn_momentum, name="bottleneck_input_bn")(x)
-        if pool:
-            x = layers.MaxPooling2D(2, name="bottleneck_pool")(x)
-        x = conv_relu(x, bottleneck_filters, 3, "bottleneck_conv1", decoder_batchnorm,
-                      bn_momentum)
-        x = conv_relu(x, bottleneck_filters, 3, "bottleneck_conv2", decoder_batchnorm,
-                      bn_momentum)
-        for stage, filters in enumerate(decoder_filters, start=1):
-            x = decoder_stage(x, skips.get(stage), filters, f"decoder_stage{stage}", decoder,
-                              decoder_batchnorm, bn_momentum)
-        x = layers.Conv2D(num_classes, 1, name="head_conv")(x)
-        if needs_pad:
-            x = CropToReference(name="head_crop")([x, encoder.inputs[0]])
-        if activation == "auto":
-            activation = "softmax" if num_classes > 1 else "sigmoid"
-        outputs = layers.Activation(
-            activation or "linear", dtype="float32", name="head_activation"
-        )(x)
-    model = keras.Model(encoder.inputs[0], outputs, name=name or f"{backbone.lower()}_unet")
-    if weights is not None:
-        from vggunet.models.weights import load_backbone_weights
-
-        load_backbone_weights(model, backbone, weights)
-    if freeze is not None:
-        from vggunet.transfer.freezing import freeze as freeze_layers
-
-        freeze_layers(model, freeze, train_bn=train_bn)
+            skips = _standardise_skips(skips, bn_momentum)
+        x = _bottleneck(encoder.outputs[-1], bottleneck_filters, pool, decoder_batchnorm,
+                        bn_momentum, input_bn=skip_batchnorm)
+        x = _decoder(x, skips, decoder_filters, decoder, decoder_batchnorm, bn_momentum)
+        outputs = _head(x, num_classes, activation, inputs if needs_pad else None)
+    # The encoder's record covers its layers; the steps above name theirs by role.
+    model = SegmentationModel(inputs, outputs, name=name or f"{spec.name or 'custom'}_unet",
+                              roles=encoder.roles)
+    _load_and_freeze(model, spec, weights, freeze, train_bn)
     return model
 
 
 build_encoder_unet: Callable[..., keras.Model] = build_vgg_unet
 """Alias of `build_vgg_unet` for non-VGG backbones (`build_encoder_unet("resnet50", ...)`)."""
-
-
-def build_unet(
-    input_size: Sequence[int] = (96, 128, 3), n_filters: int = 32, n_classes: int = 23
-) -> keras.Model:
-    """The 2D U-Net of the Coursera lab (C4W3), built from `conv_block` and `upsampling_block`.
-
-    Four encoder blocks (dropout 0.3 on the fourth) and a bottleneck block with dropout 0.3,
-    four transpose-conv decoder blocks, a 3×3 conv and a 1×1 conv head producing logits.
-    With the defaults `count_params()` is exactly 8,640,471.
-
-    Args:
-        input_size: `(H, W, C)`; H and W must be multiples of 16.
-        n_filters: filters of the first block (doubled at each level).
-        n_classes: output channels (logits, no activation).
-
-    Returns:
-        The uncompiled `keras.Model`.
-
-    Example:
-        >>> build_unet().count_params()
-        8640471
-    """
-    _check_positive_int(n_filters, "n_filters")
-    _check_positive_int(n_classes, "n_classes")
-    if len(input_size) != 3:
-        raise ArgumentError(f"input_size must be (height, width, channels), got {tuple(input_size)!r}.")
-    for label, dim in zip(("height", "width"), input_size[:2]):
-        if dim is not None and (int(dim) < 16 or int(dim) % 16):
-            raise ArgumentError(
-                f"input {label} {dim} must be a positive multiple of 16 (the lab U-Net pools "
-                f"4 times and has no padding layer); got input_size={tuple(input_size)!r}."
-            )
-    inputs = keras.Input(input_size, name="input_image")
-    cblock1 = conv_block(inputs, n_filters, name="encoder_block1")
-    cblock2 = conv_block(cblock1[0], n_filters * 2, name="encoder_block2")
-    cblock3 = conv_block(cblock2[0], n_filters * 4, name="encoder_block3")
-    cblock4 = conv_block(cblock3[0], n_filters * 8, dropout_prob=0.3, name="encoder_block4")
-    cblock5 = conv_block(
-        cblock4[0], n_filters * 16, dropout_prob=0.3, max_pooling=False, name="bottleneck"
-    )
-    ublock6 = upsampling_block(cblock5[0], cblock4[1], n_filters * 8, name="decoder_block1")
-    ublock7 = upsampling_block(ublock6, cblock3[1], n_filters * 4, name="decoder_block2")
-    ublock8 = upsampling_block(ublock7, cblock2[1], n_filters * 2, name="decoder_block3")
-    ublock9 = upsampling_block(ublock8, cblock1[1], n_filters, name="decoder_block4")
-    conv9 = layers.Conv2D(
-        n_filters, 3, activation="relu", padding="same", kernel_initializer="he_normal",
-        name="decoder_final_conv",
-    )(ublock9)
-    conv10 = layers.Conv2D(n_classes, 1, padding="same", name="head_conv")(conv9)
-    return keras.Model(inputs=inputs, outputs=conv10, name="unet")

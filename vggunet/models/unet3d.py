@@ -7,7 +7,9 @@ from typing import Any, Sequence
 import keras
 from keras import layers
 
+from vggunet.checks import check_choice, check_int
 from vggunet.errors import ArgumentError
+from vggunet.models.model import SegmentationModel
 
 DATA_FORMATS = ("channels_first", "channels_last")
 
@@ -21,6 +23,30 @@ def _conv3d_relu(
         axis = 1 if data_format == "channels_first" else -1
         x = layers.BatchNormalization(axis=axis, name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
+
+
+def _check_arguments(
+    input_shape: Sequence[int | None], depth: int, base_filters: int, n_classes: int,
+    data_format: str, pool_size: int,
+) -> None:
+    check_int(depth, "depth")
+    check_int(base_filters, "base_filters")
+    check_int(n_classes, "n_classes")
+    check_int(pool_size, "pool_size")
+    check_choice(data_format, DATA_FORMATS, "data_format")
+    if len(input_shape) != 4:
+        raise ArgumentError(
+            f"input_shape must have 4 entries (channels and 3 spatial sizes), got "
+            f"{tuple(input_shape)!r}."
+        )
+    spatial = input_shape[1:] if data_format == "channels_first" else input_shape[:3]
+    factor = pool_size ** (depth - 1)
+    for axis, size in enumerate(spatial):
+        if size is not None and int(size) % factor:
+            raise ArgumentError(
+                f"spatial size {size} (axis {axis}) of input_shape {tuple(input_shape)!r} is not "
+                f"divisible by {factor} = pool_size**(depth-1) for depth={depth}."
+            )
 
 
 def build_unet_3d(
@@ -53,33 +79,17 @@ def build_unet_3d(
         pool_size: pooling/upsampling factor per level.
 
     Returns:
-        The uncompiled `keras.Model` (runs on CPU in both data formats).
+        The uncompiled `SegmentationModel` (a Functional `keras.Model` recording its layer
+        roles; runs on CPU in both data formats).
 
     Example:
-        >>> build_unet_3d().count_params()
+        >>> model = build_unet_3d()
+        >>> model.count_params()
         833507
+        >>> [name for name, role in model.roles.items() if role == "skip"]
+        ['encoder_level0_conv2_relu']
     """
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-        raise ArgumentError(f"depth must be an integer >= 1, got {depth!r}.")
-    for value, argument in ((base_filters, "base_filters"), (n_classes, "n_classes"),
-                            (pool_size, "pool_size")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ArgumentError(f"{argument} must be a positive integer, got {value!r}.")
-    if data_format not in DATA_FORMATS:
-        raise ArgumentError(f"data_format must be one of {DATA_FORMATS}, got {data_format!r}.")
-    if len(input_shape) != 4:
-        raise ArgumentError(
-            f"input_shape must have 4 entries (channels and 3 spatial sizes), got "
-            f"{tuple(input_shape)!r}."
-        )
-    spatial = input_shape[1:] if data_format == "channels_first" else input_shape[:3]
-    factor = pool_size ** (depth - 1)
-    for axis, size in enumerate(spatial):
-        if size is not None and int(size) % factor:
-            raise ArgumentError(
-                f"spatial size {size} (axis {axis}) of input_shape {tuple(input_shape)!r} is not "
-                f"divisible by {factor} = pool_size**(depth-1) for depth={depth}."
-            )
+    _check_arguments(input_shape, depth, base_filters, n_classes, data_format, pool_size)
     channel_axis = 1 if data_format == "channels_first" else -1
 
     inputs = keras.Input(tuple(input_shape), name="input_volume")
@@ -103,4 +113,4 @@ def build_unet_3d(
         x = _conv3d_relu(x, skip_channels, f"{prefix}_conv2", data_format, batchnorm)
     x = layers.Conv3D(n_classes, (1, 1, 1), data_format=data_format, name="head_conv")(x)
     outputs = layers.Activation(final_activation or "linear", name="head_activation")(x)
-    return keras.Model(inputs, outputs, name="unet_3d")
+    return SegmentationModel(inputs, outputs, name="unet_3d", skips=skips)

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from vggunet.errors import ImagenetWeightsUnavailable, WeightsError
-from vggunet.models.registry import get_encoder_spec
+from vggunet.models.registry import EncoderSpec, get_encoder_spec
 
 # Without a timeout, urllib waits on a black-holed network for minutes; 30 s is ample for the
 # first bytes of a real download.
@@ -35,14 +35,13 @@ def keras_cache_dir() -> Path:
 
 
 def _snake_case(name: str) -> str:
-    # Mirrors keras.src.utils.naming.to_snake_case, which names entries in .weights.h5 files.
+    # Mirrors the snake-casing (naming.to_snake_case) Keras names .weights.h5 entries with.
     name = re.sub(r"\W+", "", name)
     name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-def _reference_backbone(backbone: str) -> keras.Model:
-    spec = get_encoder_spec(backbone)
+def _reference_backbone(spec: EncoderSpec) -> keras.Model:
     return spec.constructor(include_top=False, weights=None, input_shape=(None, None, 3))
 
 
@@ -99,24 +98,27 @@ def _read_legacy(handle: h5py.File) -> dict[str, list[np.ndarray]]:
     return arrays
 
 
-def read_weights_file(path: str | os.PathLike, backbone: str) -> dict[str, list[np.ndarray]]:
+def read_weights_file(
+    path: str | os.PathLike, backbone: str | EncoderSpec
+) -> dict[str, list[np.ndarray]]:
     """Reads a backbone weights file into `{layer_name: [arrays]}` and checks it fits.
 
     Args:
         path: a Keras 3 `.weights.h5` file of the backbone, or a legacy Keras 2 `.h5` file
             (such as keras.applications' `*_notop.h5`).
-        backbone: registry name the file must fit.
+        backbone: the backbone the file must fit: registry name or `EncoderSpec`.
 
     Returns:
         The arrays for every backbone layer that has weights, keyed by layer name.
     """
+    spec = get_encoder_spec(backbone)
     path = Path(path)
     if not path.is_file():
         raise WeightsError(
             f"Backbone weights file not found: '{path}'. Pass an existing .weights.h5/.h5 file, "
             f"weights='imagenet', or weights=None."
         )
-    reference = _reference_backbone(backbone)
+    reference = _reference_backbone(spec)
     try:
         with h5py.File(path, "r") as handle:
             if "layer_names" in handle.attrs or "model_weights" in handle:
@@ -135,7 +137,7 @@ def read_weights_file(path: str | os.PathLike, backbone: str) -> dict[str, list[
             f"Cannot read weights file '{path}': it is corrupt or not an HDF5 Keras weights "
             f"file ({exc.__class__.__name__}: {exc})."
         ) from None
-    _check_fits(path, backbone, reference, arrays)
+    _check_fits(path, spec.name, reference, arrays)
     return {name: arrays[name] for name in arrays if name != "__extra__"}
 
 
@@ -169,11 +171,11 @@ def _check_fits(
         )
 
 
-def imagenet_weights(backbone: str) -> dict[str, list[np.ndarray]]:
+def imagenet_weights(backbone: str | EncoderSpec) -> dict[str, list[np.ndarray]]:
     """Gets ImageNet no-top weights through keras.applications (cache first, then download).
 
     Args:
-        backbone: registry name.
+        backbone: registry name or `EncoderSpec`.
 
     Returns:
         `{layer_name: [arrays]}` for every backbone layer with weights.
@@ -187,7 +189,7 @@ def imagenet_weights(backbone: str) -> dict[str, list[np.ndarray]]:
                                    input_shape=(None, None, 3))
     except Exception as exc:  # keras.utils.get_file raises a bare Exception on URL errors.
         raise ImagenetWeightsUnavailable(
-            f"ImageNet weights for {backbone!r} are not in the Keras cache and could not be "
+            f"ImageNet weights for {spec.name!r} are not in the Keras cache and could not be "
             f"downloaded ({exc}). To use them offline, download\n  {spec.weights_url}\non a "
             f"machine with internet and copy it to\n  {cached}\n(the Keras cache; set "
             f"KERAS_HOME to move it), or pass weights='/path/to/{spec.weights_file}'. "
@@ -198,27 +200,30 @@ def imagenet_weights(backbone: str) -> dict[str, list[np.ndarray]]:
     return {layer.name: layer.get_weights() for layer in base.layers if layer.weights}
 
 
-def load_backbone_weights(model: keras.Model, backbone: str, weights: str | os.PathLike) -> int:
+def load_backbone_weights(
+    model: keras.Model, backbone: str | EncoderSpec, weights: str | os.PathLike
+) -> int:
     """Assigns backbone weights to the encoder layers of `model`, matched by layer name.
 
     Args:
         model: a model built by `build_encoder` or `build_vgg_unet` for `backbone`.
-        backbone: registry name.
+        backbone: registry name or `EncoderSpec` (the builders pass the spec they resolved).
         weights: `"imagenet"` or a path to a weights file (see `read_weights_file`).
 
     Returns:
         The number of layers whose weights were assigned.
     """
+    spec = get_encoder_spec(backbone)
     if isinstance(weights, str) and weights == "imagenet":
-        arrays = imagenet_weights(backbone)
+        arrays = imagenet_weights(spec)
     else:
-        arrays = read_weights_file(weights, backbone)
+        arrays = read_weights_file(weights, spec)
     names = {layer.name for layer in model.layers}
     for name, values in arrays.items():
         if name not in names:
             raise WeightsError(
                 f"Model {model.name!r} has no layer {name!r} to receive backbone weights; was it "
-                f"built with backbone {backbone!r}?"
+                f"built with backbone {spec.name!r}?"
             )
         model.get_layer(name).set_weights(values)
     return len(arrays)

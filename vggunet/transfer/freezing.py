@@ -20,16 +20,18 @@ from typing import Any, Callable, Sequence, Union
 import keras
 from keras import layers
 
+from vggunet.checks import check_int
 from vggunet.errors import ArgumentError
+from vggunet.models.roles import ENCODER_ROLES, ROLES
 from vggunet.transfer.inspect import layer_roles, param_totals
 
 FreezeSpec = Union[int, str, Sequence[str], Callable[[keras.layers.Layer], bool], None]
 _ROLE_SPECS = {
-    "encoder": ("encoder", "skip"),
+    "encoder": ENCODER_ROLES,
     "decoder": ("decoder",),
     "bottleneck": ("bottleneck",),
     "head": ("head",),
-    "all": ("input", "encoder", "skip", "bottleneck", "decoder", "head"),
+    "all": ROLES,
 }
 
 
@@ -71,33 +73,98 @@ class FreezeReport:
 
 def _block_number(name: str) -> int | None:
     # keras.applications names layers by stage: block4_conv1 (VGG), conv4_block2_out (ResNet),
-    # pool1_pool (ResNet's stem pool, part of stage 1).
-    match = re.match(r"(?:block|conv|pool)(\d+)", name)
+    # pool1_pool (ResNet's stem pool, part of stage 1); the lab U-Nets by encoder block or
+    # level: encoder_block4_dropout (2D), encoder_level0_conv1 (3D).
+    match = re.match(r"(?:encoder_)?(?:block|conv|pool|level)(\d+)", name)
     return int(match.group(1)) if match else None
+
+
+def _encoder_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    roles = layer_roles(model)
+    return [layer for layer in model.layers if roles[layer.name] in ENCODER_ROLES]
 
 
 def encoder_blocks(model: keras.Model) -> list[int]:
     """The encoder's stage numbers in order, e.g. [1, 2, 3, 4, 5] for VGG16 and ResNet50.
 
     Args:
-        model: a vggunet model.
+        model: a vggunet model (encoder layers as recorded by its builder).
 
     Returns:
-        Sorted distinct block numbers of encoder layers.
+        Sorted distinct block numbers of encoder layers: `block4_*` (VGG), `conv4_*`
+        (ResNet), `encoder_block4_*` (the lab's 2D U-Net), `encoder_level0_*` (3D U-Net).
+
+    Example:
+        >>> from vggunet import build_unet, build_unet_3d
+        >>> encoder_blocks(build_unet(input_size=(32, 32, 3), n_filters=2))
+        [1, 2, 3, 4]
+        >>> encoder_blocks(build_unet_3d((1, 8, 8, 8), depth=3, base_filters=2))
+        [0, 1]
     """
-    roles = layer_roles(model)
-    numbers = {
-        _block_number(layer.name)
-        for layer in model.layers
-        if roles[layer.name] in ("encoder", "skip")
-    }
+    numbers = {_block_number(layer.name) for layer in _encoder_layers(model)}
     return sorted(n for n in numbers if n is not None)
+
+
+def _select_up_to(model: keras.Model, up_to: str | int) -> list[keras.layers.Layer]:
+    """The encoder layers of blocks up to and including `up_to`."""
+    number = up_to if isinstance(up_to, int) else _block_number(str(up_to))
+    blocks = encoder_blocks(model)
+    if number is None or number not in blocks:
+        raise ArgumentError(
+            f"up_to={up_to!r} names no encoder block of model {model.name!r}; its blocks are "
+            f"{blocks} (e.g. up_to='block{blocks[-1] if blocks else 1}')."
+        )
+    return [layer for layer in _encoder_layers(model)
+            if (_block_number(layer.name) or 0) <= number]
+
+
+def _select_by_prefixes(model: keras.Model, spec: str | Sequence[str]) -> list:
+    prefixes = [spec] if isinstance(spec, str) else list(spec)
+    candidates = model.layers
+    unmatched = [p for p in prefixes if not any(l.name.startswith(p) for l in candidates)]
+    if unmatched:
+        raise ArgumentError(
+            f"freeze spec {unmatched} matches no layer of model {model.name!r}; valid forms: "
+            f"an int, {sorted(_ROLE_SPECS)}, layer names or prefixes such as "
+            f"{_example_prefixes(model)}, or a predicate."
+        )
+    return [l for l in candidates if any(l.name.startswith(p) for p in prefixes)]
+
+
+def _select_by_spec(model: keras.Model, spec: FreezeSpec) -> list[keras.layers.Layer]:
+    """Resolves a spec (not `up_to`): count, role, names/prefixes or predicate."""
+    all_layers = list(model.layers)
+    if isinstance(spec, bool):
+        raise ArgumentError(f"freeze spec must not be a bool, got {spec!r}.")
+    if isinstance(spec, int):
+        if not 0 < spec <= len(all_layers):
+            raise ArgumentError(
+                f"freeze spec {spec} is out of range: model {model.name!r} has "
+                f"{len(all_layers)} layers (use 1..{len(all_layers)})."
+            )
+        return all_layers[:spec]
+    if isinstance(spec, str) and spec in _ROLE_SPECS:
+        roles = layer_roles(model)
+        return [layer for layer in all_layers if roles[layer.name] in _ROLE_SPECS[spec]]
+    if isinstance(spec, str) or (
+        isinstance(spec, (list, tuple)) and all(isinstance(s, str) for s in spec)
+    ):
+        return _select_by_prefixes(model, spec)
+    if callable(spec):
+        return [layer for layer in all_layers if spec(layer)]
+    raise ArgumentError(
+        f"freeze spec must be an int, a name/prefix, a list of them or a predicate; got "
+        f"{spec!r} ({type(spec).__name__})."
+    )
 
 
 def select_layers(
     model: keras.Model, spec: FreezeSpec = None, *, up_to: str | int | None = None
 ) -> list[keras.layers.Layer]:
     """Resolves a freeze spec to layers.
+
+    Roles (`"encoder"`, ...) and encoder blocks come from the roles the builder recorded (see
+    `vggunet.layer_roles`).
 
     Args:
         model: the model.
@@ -109,59 +176,20 @@ def select_layers(
 
     Returns:
         The selected layers in model order. Raises ValueError if nothing matches.
+
+    Example:
+        >>> from vggunet import build_unet
+        >>> model = build_unet(input_size=(32, 32, 3), n_filters=2)
+        >>> [layer.name for layer in select_layers(model, up_to=1)]
+        ['encoder_block1_conv1', 'encoder_block1_conv2', 'encoder_block1_pool']
     """
     if (spec is None) == (up_to is None):
         raise ArgumentError("Give exactly one of spec or up_to (e.g. freeze(model, 'encoder') or "
-                         "freeze(model, up_to='block4')).")
-    all_layers = list(model.layers)
-    if up_to is not None:
-        number = up_to if isinstance(up_to, int) else _block_number(str(up_to))
-        blocks = encoder_blocks(model)
-        if number is None or number not in blocks:
-            raise ArgumentError(
-                f"up_to={up_to!r} names no encoder block of model {model.name!r}; its blocks are "
-                f"{blocks} (e.g. up_to='block{blocks[-1] if blocks else 1}')."
-            )
-        roles = layer_roles(model)
-        chosen = [
-            layer for layer in all_layers
-            if roles[layer.name] in ("encoder", "skip")
-            and (_block_number(layer.name) or 0) <= number
-        ]
-    elif isinstance(spec, bool):
-        raise ArgumentError(f"freeze spec must not be a bool, got {spec!r}.")
-    elif isinstance(spec, int):
-        if not 0 < spec <= len(all_layers):
-            raise ArgumentError(
-                f"freeze spec {spec} is out of range: model {model.name!r} has "
-                f"{len(all_layers)} layers (use 1..{len(all_layers)})."
-            )
-        chosen = all_layers[:spec]
-    elif isinstance(spec, str) and spec in _ROLE_SPECS:
-        roles = layer_roles(model)
-        chosen = [layer for layer in all_layers if roles[layer.name] in _ROLE_SPECS[spec]]
-    elif isinstance(spec, str) or (
-        isinstance(spec, (list, tuple)) and all(isinstance(s, str) for s in spec)
-    ):
-        prefixes = [spec] if isinstance(spec, str) else list(spec)
-        unmatched = [p for p in prefixes if not any(l.name.startswith(p) for l in all_layers)]
-        if unmatched:
-            raise ArgumentError(
-                f"freeze spec {unmatched} matches no layer of model {model.name!r}; valid forms: "
-                f"an int, {sorted(_ROLE_SPECS)}, layer names or prefixes such as "
-                f"{_example_prefixes(model)}, or a predicate."
-            )
-        chosen = [l for l in all_layers if any(l.name.startswith(p) for p in prefixes)]
-    elif callable(spec):
-        chosen = [layer for layer in all_layers if spec(layer)]
-    else:
-        raise ArgumentError(
-            f"freeze spec must be an int, a name/prefix, a list of them or a predicate; got "
-            f"{spec!r} ({type(spec).__name__})."
-        )
+                            "freeze(model, up_to='block4')).")
+    chosen = _select_up_to(model, up_to) if up_to is not None else _select_by_spec(model, spec)
     if not chosen:
-        raise ArgumentError(f"freeze spec {spec if up_to is None else up_to!r} matches no layer of "
-                         f"model {model.name!r}.")
+        raise ArgumentError(f"freeze spec {spec if up_to is None else up_to!r} matches no layer "
+                            f"of model {model.name!r}.")
     return chosen
 
 
@@ -184,7 +212,7 @@ def _set_trainable(
         if (
             trainable and not train_bn
             and isinstance(layer, layers.BatchNormalization)
-            and roles[layer.name] in ("encoder", "skip")
+            and roles[layer.name] in ENCODER_ROLES
         ):
             target = False
             kept.append(layer.name)
@@ -267,11 +295,11 @@ def top_blocks(model: keras.Model, n: int = 1) -> Callable[[keras.layers.Layer],
         A predicate for `freeze`/`unfreeze`.
     """
     blocks = encoder_blocks(model)
-    if not 0 < n <= len(blocks):
+    if not 0 < check_int(n, "n") <= len(blocks):
         raise ArgumentError(f"n must be in 1..{len(blocks)} for model {model.name!r}, got {n!r}.")
     wanted = set(blocks[-n:])
     roles = layer_roles(model)
-    return lambda layer: (roles.get(layer.name) in ("encoder", "skip")
+    return lambda layer: (roles.get(layer.name) in ENCODER_ROLES
                           and _block_number(layer.name) in wanted)
 
 

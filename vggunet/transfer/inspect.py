@@ -7,11 +7,8 @@ import sys
 from typing import IO
 
 import keras
-from keras import layers
 
-ROLES = ("input", "encoder", "skip", "bottleneck", "decoder", "head")
-_PREFIX_ROLES = (("input_", "input"), ("bottleneck", "bottleneck"), ("decoder_", "decoder"),
-                 ("head_", "head"))
+from vggunet.models.roles import ROLES, recorded_roles  # noqa: F401  ROLES: public here too
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,56 +48,42 @@ def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
 
 
 def skip_layer_names(model: keras.Model) -> list[str]:
-    """Names of the layers whose outputs feed a decoder concatenation, read from the graph.
+    """Names of the encoder layers whose outputs are skip connections.
 
     Args:
-        model: a model built by vggunet (decoder concatenations are named `decoder_*`).
+        model: a model built by vggunet (recorded roles), or one whose decoder concatenations
+            are named `decoder_*` (roles read from the graph).
 
     Returns:
         Layer names in model order.
     """
-    feeding = set()
-    for layer in model.layers:
-        if isinstance(layer, layers.Concatenate) and layer.name.startswith("decoder_"):
-            for node in layer._inbound_nodes:
-                for tensor in node.input_tensors:
-                    source = tensor._keras_history.operation
-                    if source.name.endswith("_skip_bn"):
-                        # skip_batchnorm=True puts a decoder BatchNorm between skip and concat.
-                        source = source._inbound_nodes[0].input_tensors[0]._keras_history.operation
-                    if not source.name.startswith(("decoder_", "bottleneck")):
-                        feeding.add(source.name)
-    return [layer.name for layer in model.layers if layer.name in feeding]
+    return [name for name, role in layer_roles(model).items() if role == "skip"]
 
 
 def layer_roles(model: keras.Model) -> dict[str, str]:
     """The role of every layer: input / encoder / skip / bottleneck / decoder / head.
 
-    Roles come from vggunet's layer names (`input_*`, `bottleneck*`, `decoder_*`, `head_*`;
-    everything else belongs to the encoder) and from the graph (an encoder layer feeding a
-    decoder concatenation is a skip).
+    vggunet's builders record the roles when they build a model (`model.roles`, kept in the
+    model's config through save/load). For models without that record (plain Functional
+    models, e.g. files saved by earlier vggunet releases) roles come from vggunet's layer names
+    (`input_*`, `bottleneck*`, `decoder_*`, `head_*`; everything else belongs to the encoder)
+    and from the graph (an encoder layer feeding a decoder concatenation is a skip).
 
     Args:
         model: a Keras model, ideally built by vggunet.
 
     Returns:
-        `{layer_name: role}`.
+        `{layer_name: role}` in `model.layers` order.
+
+    Example:
+        >>> from vggunet import build_unet
+        >>> roles = layer_roles(build_unet(input_size=(32, 32, 3), n_filters=2))
+        >>> roles["input_image"], roles["encoder_block1_conv1"], roles["encoder_block1_conv2"]
+        ('input', 'encoder', 'skip')
+        >>> roles["bottleneck_conv1"], roles["decoder_block1_up"], roles["head_conv"]
+        ('bottleneck', 'decoder', 'head')
     """
-    skips = set(skip_layer_names(model))
-    roles = {}
-    for layer in model.layers:
-        role = "encoder"
-        if isinstance(layer, layers.InputLayer):
-            role = "input"
-        else:
-            for prefix, prefix_role in _PREFIX_ROLES:
-                if layer.name.startswith(prefix):
-                    role = prefix_role
-                    break
-        if role == "encoder" and layer.name in skips:
-            role = "skip"
-        roles[layer.name] = role
-    return roles
+    return recorded_roles(model)
 
 
 def _shape_text(layer: keras.layers.Layer) -> str:
