@@ -81,16 +81,13 @@ def parse_spec(text: str | None) -> Any:
 
 
 def positive_int(text: str) -> int:
-    """argparse type: an integer > 0.
+    """argparse type: an integer > 0 (else `argparse.ArgumentTypeError`).
 
     Args:
         text: the flag's value.
 
     Returns:
         The integer.
-
-    Raises:
-        argparse.ArgumentTypeError: not an integer, or <= 0.
 
     Example:
         >>> positive_int("8")
@@ -108,16 +105,14 @@ def _weights_arg(text: str) -> str | None:
 
 
 def decoder_filters_arg(text: str) -> tuple[int, ...]:
-    """argparse type: comma-separated positive ints, deepest decoder stage first.
+    """argparse type: comma-separated positive ints, deepest decoder stage first (else
+    `argparse.ArgumentTypeError`).
 
     Args:
         text: the flag's value.
 
     Returns:
         The values as a tuple.
-
-    Raises:
-        argparse.ArgumentTypeError: not a list of positive integers.
 
     Example:
         >>> decoder_filters_arg("64,32,16")
@@ -129,50 +124,41 @@ def decoder_filters_arg(text: str) -> tuple[int, ...]:
 
 
 def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0.
+    """argparse type: an integer >= 0 (else `argparse.ArgumentTypeError`).
 
     Args:
         text: the flag's value.
 
     Returns:
         The integer.
-
-    Raises:
-        argparse.ArgumentTypeError: not an integer, or negative.
     """
     return _flag_value(text, int, lambda v: v >= 0, "an integer >= 0")
 
 
 def positive_float(text: str) -> float:
-    """argparse type: a finite float > 0.
+    """argparse type: a finite float > 0 (else `argparse.ArgumentTypeError`).
 
     Args:
         text: the flag's value.
 
     Returns:
         The number.
-
-    Raises:
-        argparse.ArgumentTypeError: not a finite positive number.
     """
     return _flag_value(text, float, lambda v: v > 0 and math.isfinite(v), "a positive number")
 
 
 def fraction(text: str) -> float:
-    """argparse type: a float strictly between 0 and 1.
+    """argparse type: a float strictly between 0 and 1 (else `argparse.ArgumentTypeError`).
 
     Args:
-        text: the flag's value.
+        text: the flag's value, a decimal fraction.
 
     Returns:
-        The fraction.
-
-    Raises:
-        argparse.ArgumentTypeError: not a number in (0, 1).
+        The fraction, as a float in (0, 1).
 
     Example:
-        >>> fraction("0.2")
-        0.2
+        >>> fraction("0.2"), fraction(".5")
+        (0.2, 0.5)
     """
     return _flag_value(text, float, lambda v: 0.0 < v < 1.0,
                        "a fraction between 0 and 1 like 0.2")
