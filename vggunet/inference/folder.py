@@ -9,9 +9,9 @@ from typing import Any, Sequence
 from vggunet.checks import check_choice
 from vggunet.console import Progress
 from vggunet.data.images import IMAGE_SUFFIXES, read_image
-from vggunet.errors import OutputError, PredictionError
+from vggunet.errors import PredictionError
 from vggunet.inference.labels import scores_to_labels
-from vggunet.inference.outputs import save_mask_png, save_overlay
+from vggunet.inference.outputs import _make_output_folder, save_mask_png, save_overlay
 from vggunet.inference.predict import _check_mirror_pad, predict_proba
 from vggunet.inference.tiling import _pair, default_overlap, predict_tiled
 
@@ -122,16 +122,13 @@ def predict_folder(model: Any, input_dir: str | os.PathLike, output_dir: str | o
     if not input_dir.is_dir():
         raise PredictionError(f"input folder '{input_dir}' does not exist or is not a folder.")
     check_choice(channels, (1, 3), "channels", error=PredictionError)
+    if overlap is not None and tile is None:
+        raise PredictionError("overlap needs tile: pass tile= to predict in tiles.")
     options = dict(tile=None if tile is None else _pair(tile, "tile"), overlap=overlap, tta=tta,
                    mirror_pad=_check_mirror_pad(mirror_pad), channels=channels,
                    from_logits=from_logits, palette=palette)
-    if overlap is not None and tile is None:
-        raise PredictionError("overlap needs tile: pass tile= to predict in tiles.")
     output_dir = Path(output_dir)
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OutputError(f"cannot create the output folder '{output_dir}': {error}") from error
+    _make_output_folder(output_dir)
     sources = sorted(p for p in input_dir.iterdir()
                      if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     plan = _plan_outputs(sources, output_dir.resolve(), overlay)

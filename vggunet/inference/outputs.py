@@ -14,12 +14,18 @@ from vggunet.fileio import atomic_write
 from vggunet.inference.predict import _check_finite
 
 
-def _prepare_folder(path: Path) -> None:
-    folder = path.parent
+def _make_output_folder(folder: Path) -> None:
+    """Creates `folder` (and its parents) or raises `OutputError` naming it."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise OutputError(f"cannot create the output folder '{folder}': {error}") from error
+        raise OutputError(f"cannot create the output folder '{folder}': "
+                          f"{error.strerror or error}") from error
+
+
+def _prepare_folder(path: Path) -> None:
+    folder = path.parent
+    _make_output_folder(folder)
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"the output folder '{folder}' is not writable.")
 
