@@ -395,9 +395,12 @@ def test_predict_single_file_overlap_and_tiles(tiny_model_file, tiny_isbi, tmp_p
 
     source = tiny_isbi / "image" / "2.png"
     out = tmp_path / "tiles"
+    capsys.readouterr()
     assert main(["predict", "--model", str(tiny_model_file), "--input", str(source),
                  "--out", str(out), "--tile", "32", "--overlap", "4"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["2.png", "2_overlay.png"]
+    # 64 px in 32 px tiles with 4 px overlap: 3 × 3 tiles, in 3 batches of at most 4.
+    assert "3/3" in capsys.readouterr().out
     model = load_model(tiny_model_file, compile=False)
     expected = predict_tiled(model, read_image(source, 3), tile=32, overlap=4, verbose=False)
     np.testing.assert_array_equal(np.asarray(Image.open(out / "2.png")), expected.argmax(-1))

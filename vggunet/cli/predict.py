@@ -42,7 +42,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     else:
         overlay = None if args.no_overlay else out / f"{source.stem}_overlay.png"
         written = inference.predict_image_file(model, source, out / f"{source.stem}.png",
-                                               overlay, **options)
+                                               overlay, verbose=not args.quiet, **options)
     say = resolve_say()  # the written files are the command's result: shown even with --quiet
     for path in written:
         say(str(path))

@@ -28,7 +28,8 @@ def predict_image_file(model: Any, source: str | os.PathLike, mask_path: str | o
                        tile: int | Sequence[int] | None = None, overlap: int | None = None,
                        tta: bool = False, mirror_pad: int = 0, channels: int = 3,
                        from_logits: bool = False,
-                       palette: Sequence[Sequence[int]] | None = None) -> list[Path]:
+                       palette: Sequence[Sequence[int]] | None = None,
+                       verbose: bool = True) -> list[Path]:
     """Predicts one image file and writes its class-index mask PNG (and an overlay PNG).
 
     Args:
@@ -43,6 +44,7 @@ def predict_image_file(model: Any, source: str | os.PathLike, mask_path: str | o
         channels: read the image as 1 (grey) or 3 (RGB) channels.
         from_logits: the model outputs logits.
         palette: RGB colours per class for the overlay.
+        verbose: with `tile`, show a progress bar over the tile batches of a large image.
 
     Returns:
         The written paths: the mask, then the overlay if any.
@@ -54,7 +56,7 @@ def predict_image_file(model: Any, source: str | os.PathLike, mask_path: str | o
     else:
         proba = predict_tiled(model, image, tile=tile, tta=tta, from_logits=from_logits,
                               overlap=default_overlap(tile) if overlap is None else overlap,
-                              mirror_pad=mirror_pad, verbose=False)
+                              mirror_pad=mirror_pad, verbose=verbose)
     # predict_proba/predict_tiled already turned logits into probabilities.
     mask = scores_to_labels(proba)
     written = [save_mask_png(mask, mask_path)]
@@ -135,6 +137,8 @@ def predict_folder(model: Any, input_dir: str | os.PathLike, output_dir: str | o
     written: list[Path] = []
     with Progress(len(plan), unit="image", verbose=verbose) as progress:
         for source, mask_path, overlay_path in plan:
-            written += predict_image_file(model, source, mask_path, overlay_path, **options)
+            # One bar per folder: no nested per-tile bars.
+            written += predict_image_file(model, source, mask_path, overlay_path,
+                                          verbose=False, **options)
             progress.advance()
     return written
