@@ -10,6 +10,7 @@ training set; see `vggunet/sample/README.md`.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 from vggunet.console import Say, resolve_say
 from vggunet.errors import MissingFileError, WriteError
+from vggunet.fileio import atomic_write
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample" / "isbi"
 """The bundled sample: `image/N.png` (128×128 grey EM tiles) and `label/N.png` (0/255)."""
@@ -66,10 +68,8 @@ def make_sample(src: str | os.PathLike, dst: str | os.PathLike = SAMPLE_DIR, *,
             if not path.is_file():
                 raise MissingFileError(f"{path} not found")
             img = Image.open(path).convert("L").resize((size, size), resample)
-            out = dst / sub / f"{i}.png"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            img.save(out, optimize=True)
-            written.append(out)
+            save = functools.partial(img.save, format="PNG", optimize=True)
+            written.append(atomic_write(dst / sub / f"{i}.png", save))
     return written
 
 
