@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 ISBI = REPO.parent / "shared" / "data" / "isbi2012"
@@ -313,3 +314,110 @@ def test_imagenet_offline_is_a_one_line_how_to(tiny_isbi, tmp_path):
         pytest.skip("ImageNet weights could be downloaded (online machine)")
     line = assert_usage_error(proc, "ImageNet weights", "--weights none")
     assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in line
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors, --debug, --quiet, option lists (in-process)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model_file(tmp_path_factory) -> Path:
+    """A one-stage VGG16 U-Net (block1 only) saved as .keras: loads and predicts in a blink."""
+    from vggunet import build_vgg_unet, save_model
+
+    model = build_vgg_unet("vgg16", input_shape=(None, None, 3), num_classes=2, weights=None,
+                           skip_layers=["block1_conv2"], bottleneck_source="block1_pool",
+                           decoder_filters=(8,), bottleneck_filters=8, precision="float32")
+    return save_model(model, tmp_path_factory.mktemp("model") / "tiny.keras")
+
+
+def test_debug_shows_the_traceback_of_a_user_error(tmp_path, capsys):
+    from vggunet.cli import main
+    from vggunet.errors import MissingFileError
+
+    argv = ["predict", "--model", "m.keras", "--input", str(tmp_path / "none.png"),
+            "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == \
+        f"vggunet predict: error: --input {tmp_path / 'none.png'} does not exist"
+    with pytest.raises(MissingFileError, match="none.png"):
+        main(["--debug", *argv])
+
+
+def test_an_unexpected_exception_is_a_bug_with_a_traceback(tmp_path, monkeypatch):
+    """Only the VggUnetError family becomes a one-line message; anything else propagates."""
+    import vggunet.cli.predict
+    from vggunet.cli import main
+
+    def broken(args):
+        raise KeyError("internal")
+
+    monkeypatch.setattr(vggunet.cli.predict, "_check_predict_args", broken)
+    with pytest.raises(KeyError, match="internal"):
+        main(["predict", "--model", "m.keras", "--input", "x", "--out", str(tmp_path)])
+
+
+def test_predict_and_evaluate_quiet_hide_only_the_progress_bar(tiny_model_file, tiny_isbi,
+                                                               tmp_path, capsys):
+    from vggunet.cli import main
+
+    images = str(tiny_isbi / "image")
+    predict = ["predict", "--model", str(tiny_model_file), "--input", images, "--no-overlay"]
+    evaluate = ["evaluate", "--model", str(tiny_model_file), "--images", images,
+                "--masks", str(tiny_isbi / "label"), "--mask-format", "binary"]
+    capsys.readouterr()
+    assert main([*predict, "--out", str(tmp_path / "a")]) == 0
+    loud = capsys.readouterr().out
+    assert "4/4" in loud and "wrote 4 file(s)" in loud
+    assert main([*predict, "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    quiet = capsys.readouterr().out
+    assert "4/4" not in quiet and "wrote 4 file(s)" in quiet
+    assert quiet.count(".png") == 4  # the written masks are listed
+    for name in ("0.png", "3.png"):
+        assert (Image.open(tmp_path / "a" / name).tobytes()
+                == Image.open(tmp_path / "b" / name).tobytes())
+
+    assert main(evaluate) == 0
+    loud = capsys.readouterr().out
+    assert "4/4" in loud and "evaluating" in loud and "mean IoU" in loud
+    assert main([*evaluate, "--quiet"]) == 0
+    quiet = capsys.readouterr().out
+    assert "4/4" not in quiet and "evaluating" not in quiet and "mean IoU" in quiet
+
+
+def test_predict_single_file_overlap_and_tiles(tiny_model_file, tiny_isbi, tmp_path, capsys):
+    import numpy as np
+
+    from vggunet.cli import main
+    from vggunet.predict import predict_tiled, read_image
+    from vggunet.saving import load_model
+
+    source = tiny_isbi / "image" / "2.png"
+    out = tmp_path / "tiles"
+    capsys.readouterr()
+    assert main(["predict", "--model", str(tiny_model_file), "--input", str(source),
+                 "--out", str(out), "--tile", "32", "--overlap", "4"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["2.png", "2_overlay.png"]
+    # 64 px in 32 px tiles with 4 px overlap: 3 × 3 tiles, in 3 batches of at most 4.
+    assert "3/3" in capsys.readouterr().out
+    model = load_model(tiny_model_file, compile=False)
+    expected = predict_tiled(model, read_image(source, 3), tile=32, overlap=4, verbose=False)
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "2.png")), expected.argmax(-1))
+    capsys.readouterr()
+    assert main(["predict", "--model", str(tiny_model_file), "--input", str(source),
+                 "--out", str(out), "--overlap", "4"]) == 2
+    assert "--overlap needs --tile" in capsys.readouterr().err
+
+
+def test_cli_option_lists_equal_the_api_ones():
+    """The parser keeps its own copies (the API modules import Keras); they must not drift."""
+    from vggunet.cli.export import EXPORT_FORMATS
+    from vggunet.cli.model_args import DECODER_CHOICES, PRECISION_CHOICES
+    from vggunet.export import FORMATS
+    from vggunet.models.blocks import DECODERS
+    from vggunet.models.precision import PRECISIONS
+
+    assert EXPORT_FORMATS == FORMATS
+    assert DECODER_CHOICES == DECODERS
+    assert PRECISION_CHOICES == PRECISIONS

@@ -87,3 +87,28 @@ def test_demo_command_writes_curve_grid_and_metrics(tmp_path):
     assert scores["mean_iou"] > 0.3
     # 180 s on the 2-core reference machine; allow slack for a loaded CI box.
     assert elapsed < 300, f"demo took {elapsed:.0f} s"
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "linear"])
+def test_prediction_grid_thresholds_a_one_channel_model(activation, tmp_path, monkeypatch):
+    """A one-channel (sigmoid or logit) model is thresholded, not argmax-ed to all zeros."""
+    keras = pytest.importorskip("keras")
+    import vggunet.plots
+    from vggunet.demo import write_prediction_grid
+
+    inputs = keras.Input((4, 4, 1))
+    model = keras.Model(inputs, keras.layers.Activation(activation)(inputs))
+    images = np.linspace(-3, 3, 2 * 4 * 4, dtype="float32").reshape(2, 4, 4, 1)
+    masks = (images[..., 0] > 0).astype("int32")
+    drawn = {}
+    original = vggunet.plots.plot_predictions
+
+    def spy(images, true_masks, pred_masks, path, **kwargs):
+        drawn["preds"] = np.asarray(pred_masks)
+        return original(images, true_masks, pred_masks, path, **kwargs)
+
+    monkeypatch.setattr(vggunet.plots, "plot_predictions", spy)
+    path = write_prediction_grid(model, images, masks, tmp_path / "grid.png")
+    assert path.is_file() and Image.open(path).format == "PNG"
+    np.testing.assert_array_equal(drawn["preds"], masks)  # sigmoid > 0.5 / logit > 0
+

@@ -100,3 +100,55 @@ def test_bad_class_names():
     with pytest.raises(ValueError, match="class_names"):
         evaluate(identity_model(3, "softmax"), (one_hot_logits(PRED, 3), TRUTH),
                  class_names=["a"], verbose=False)
+
+
+def test_progress_bar_per_batch_and_quiet(capsys):
+    model = identity_model(3, "softmax")
+    x = np.concatenate([one_hot_logits(PRED, 3)] * 17)  # 17 images: 3 batches of 8
+    y = np.concatenate([TRUTH] * 17)
+    capsys.readouterr()
+    r = evaluate(model, (x, y))
+    shown = capsys.readouterr().out
+    assert r["num_images"] == 17
+    assert "3/3" in shown and "mean IoU" in shown
+    evaluate(model, (x, y), verbose=False)
+    assert capsys.readouterr().out == ""
+    # --quiet in the CLI: no bar, but the table through `say`.
+    lines = []
+    evaluate(model, (x, y), verbose=False, say=lines.append)
+    assert capsys.readouterr().out == "" and "mean IoU" in lines[0]
+
+
+def test_progress_bar_total_from_dataset_cardinality(capsys):
+    tf = pytest.importorskip("tensorflow")
+    model = identity_model(3, "softmax")
+    x = np.concatenate([one_hot_logits(PRED, 3)] * 5)
+    ds = tf.data.Dataset.from_tensor_slices((x, np.concatenate([TRUTH] * 5))).batch(2)
+    capsys.readouterr()
+    evaluate(model, ds)
+    assert "3/3" in capsys.readouterr().out
+    evaluate(model, ds.filter(lambda a, b: True))  # unknown cardinality: no bar, no guess
+    shown = capsys.readouterr().out
+    assert "mean IoU" in shown and "/3" not in shown
+
+
+def test_predict_labels_is_scores_to_labels_for_any_backend_tensor():
+    from vggunet.evaluate import predict_labels
+    from vggunet.inference.labels import scores_to_labels
+
+    scores = keras.ops.convert_to_tensor(one_hot_logits(PRED, 3))
+    labels = predict_labels(scores)
+    assert labels.dtype == np.int64
+    np.testing.assert_array_equal(labels, PRED)
+    one = keras.ops.convert_to_tensor(np.array([[[[-1.0], [0.5]]]], "float32"))
+    np.testing.assert_array_equal(predict_labels(one, from_logits=True), [[[0, 1]]])
+    np.testing.assert_array_equal(predict_labels(one), scores_to_labels(np.asarray(one)))
+
+
+def test_write_json_atomic_is_still_importable_here(tmp_path):
+    from vggunet import fileio
+    from vggunet.evaluate import write_json_atomic
+
+    assert write_json_atomic is fileio.write_json_atomic
+    path = write_json_atomic({"a": 1}, tmp_path / "x" / "s.json")
+    assert json.loads(path.read_text()) == {"a": 1}

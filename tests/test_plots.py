@@ -72,3 +72,55 @@ def test_plot_history_with_phase_boundary(tmp_path, monkeypatch):
     # One dashed, labelled boundary per panel (loss, mean_iou), between epochs 2 and 3.
     assert lines == [(2.5, "phase 2 starts", "--")] * 2
     assert not plt.get_fignums()
+
+
+def test_writing_plots_leaves_the_users_backend_and_pyplot_alone(tmp_path):
+    """A notebook's backend must survive `import vggunet.plots` and writing figures."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "import matplotlib\n"
+        "matplotlib.use('svg')  # stands for a user's own choice, e.g. a notebook's inline one\n"
+        "import numpy as np\n"
+        "import vggunet.plots as P\n"
+        f"P.plot_history({{'loss': [1.0, 0.5]}}, {str(tmp_path / 'h.png')!r}, dpi=20)\n"
+        "P.plot_predictions(np.zeros((1, 8, 8, 3)), np.zeros((1, 8, 8), int),\n"
+        f"                  np.ones((1, 8, 8, 2)), {str(tmp_path / 'g.png')!r}, dpi=20)\n"
+        f"P.display([np.zeros((8, 8, 3)), np.zeros((8, 8), int)], path={str(tmp_path / 'd.png')!r})\n"
+        "print(json.dumps([matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1]) == ["svg", False]
+    for name in ("h.png", "g.png", "d.png"):
+        with Image.open(tmp_path / name) as im:
+            assert im.format == "PNG" and im.size[0] > 0
+
+
+def test_display_without_a_path_is_a_pyplot_figure_to_show(isbi_sample):
+    import matplotlib.pyplot as plt
+
+    images, masks = isbi_sample
+    fig = display([images[0], masks[0]])
+    try:
+        assert plt.get_fignums() == [fig.number]
+        assert [ax.get_title() for ax in fig.axes] == ["Input Image", "True Mask"]
+    finally:
+        plt.close(fig)
+
+
+def test_probabilities_are_reduced_with_the_one_labels_rule(tmp_path):
+    from vggunet.plots import _mask_for_display
+
+    probs = np.array([[[0.2, 0.8], [0.6, 0.4]]], "float32")            # (1, 2, K=2)
+    np.testing.assert_array_equal(_mask_for_display(probs), [[1, 0]])
+    sigmoid = np.array([[[0.3], [0.7]]], "float32")                     # one channel: > 0.5
+    np.testing.assert_array_equal(_mask_for_display(sigmoid), [[0, 1]])
+    labels = np.array([[[0.0], [2.0]]], "float32")                      # whole numbers: labels
+    np.testing.assert_array_equal(_mask_for_display(labels), [[0, 2]])

@@ -628,3 +628,78 @@ def test_mirror_pad_must_be_a_non_negative_integer(bad, rng):
                  lambda: predict_tiled(model, image, tile=32, overlap=8, mirror_pad=bad)):
         with pytest.raises(PredictionError, match=r"mirror_pad must be an integer >= 0, got"):
             call()
+
+
+# ---------------------------------------------------------------------------------------------
+# scores_to_labels, progress bars, single files
+# ---------------------------------------------------------------------------------------------
+
+
+def test_scores_to_labels_argmax_threshold_and_logits():
+    from vggunet.inference import scores_to_labels
+
+    scores = np.array([[[0.1, 0.7, 0.2], [0.5, 0.2, 0.3]]], np.float32)  # (1, 2, K=3)
+    labels = scores_to_labels(scores)
+    assert labels.dtype == np.int32 and labels.shape == (1, 2)
+    np.testing.assert_array_equal(labels, [[1, 0]])
+    one = np.array([[0.2], [0.5], [0.51], [0.9]], np.float32)
+    np.testing.assert_array_equal(scores_to_labels(one), [0, 0, 1, 1])  # > 0.5, not argmax
+    np.testing.assert_array_equal(scores_to_labels(one, threshold=0.3), [0, 1, 1, 1])
+    logits = np.array([[-2.0], [0.0], [0.1]], np.float32)
+    np.testing.assert_array_equal(scores_to_labels(logits, from_logits=True), [0, 0, 1])
+    assert scores_to_labels(scores, dtype=np.int64).dtype == np.int64
+    with pytest.raises(PredictionError, match="class axis"):
+        scores_to_labels(np.zeros((2, 0)))
+    with pytest.raises(PredictionError, match="threshold"):
+        scores_to_labels(one, threshold=1.5)
+
+
+def _folder_of_images(root, n=3, size=(40, 48)):
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / f"{i}.png")
+    return root
+
+
+def test_predict_folder_shows_a_progress_bar_unless_quiet(tmp_path, capsys):
+    src = _folder_of_images(tmp_path / "in")
+    capsys.readouterr()
+    written = predict_folder(FakePointwise(), src, tmp_path / "out")
+    shown = capsys.readouterr().out
+    assert len(written) == 6 and "3/3" in shown and "image" in shown
+    predict_folder(FakePointwise(), src, tmp_path / "quiet", verbose=False)
+    assert capsys.readouterr().out == ""
+
+
+def test_predict_tiled_shows_a_progress_bar_per_tile_batch_unless_quiet(rng, capsys):
+    model = FakePointwise()
+    image = _images(rng, 200, 200, 3)
+    capsys.readouterr()
+    tiled = predict_tiled(model, image, tile=64, overlap=8, batch_size=2)
+    batches = len(model.batches)
+    assert batches > 2
+    assert f"{batches}/{batches}" in capsys.readouterr().out
+    quiet = predict_tiled(model, image, tile=64, overlap=8, batch_size=2, verbose=False)
+    assert capsys.readouterr().out == ""
+    np.testing.assert_array_equal(tiled, quiet)
+    # predict_proba on a fixed-size model tiles internally, without a bar.
+    predict_proba(FakePointwise(size=(32, 32)), image)
+    assert capsys.readouterr().out == ""
+
+
+def test_predict_image_file_and_folder_overlap(rng, tmp_path):
+    from vggunet.inference import predict_image_file, read_image
+
+    src = _folder_of_images(tmp_path / "in", n=1, size=(70, 90))
+    model = FakePointwise()
+    written = predict_image_file(model, src / "0.png", tmp_path / "o" / "m.png",
+                                 tmp_path / "o" / "v.png", tile=32, overlap=4)
+    assert [p.name for p in written] == ["m.png", "v.png"]
+    expected = predict_tiled(model, read_image(src / "0.png", 3), tile=32, overlap=4,
+                             verbose=False).argmax(-1)
+    np.testing.assert_array_equal(np.asarray(Image.open(written[0])), expected)
+    folder = predict_folder(model, src, tmp_path / "f", tile=32, overlap=4, overlay=False)
+    np.testing.assert_array_equal(np.asarray(Image.open(folder[0])), expected)
+    with pytest.raises(PredictionError, match="overlap needs tile"):
+        predict_folder(model, src, tmp_path / "g", overlap=4)

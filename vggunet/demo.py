@@ -10,15 +10,15 @@ training set; see `vggunet/sample/README.md`.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from vggunet.errors import MissingFileError
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("MPLBACKEND", "Agg")
+from vggunet.console import Say, resolve_say
+from vggunet.errors import MissingFileError, WriteError
+from vggunet.fileio import atomic_write
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample" / "isbi"
 """The bundled sample: `image/N.png` (128×128 grey EM tiles) and `label/N.png` (0/255)."""
@@ -68,10 +68,8 @@ def make_sample(src: str | os.PathLike, dst: str | os.PathLike = SAMPLE_DIR, *,
             if not path.is_file():
                 raise MissingFileError(f"{path} not found")
             img = Image.open(path).convert("L").resize((size, size), resample)
-            out = dst / sub / f"{i}.png"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            img.save(out, optimize=True)
-            written.append(out)
+            save = functools.partial(img.save, format="PNG", optimize=True)
+            written.append(atomic_write(dst / sub / f"{i}.png", save))
     return written
 
 
@@ -103,7 +101,7 @@ DEMO_DECODER_FILTERS = (256, 128, 64, 32, 32)
 DEMO_BOTTLENECK_FILTERS = 256
 
 
-def build_demo_model(backbone: str = "vgg16", say: Callable[[str], Any] = print, *,
+def build_demo_model(backbone: str = "vgg16", say: Say | None = None, *,
                      decoder_filters: tuple[int, ...] = DEMO_DECODER_FILTERS,
                      bottleneck_filters: int = DEMO_BOTTLENECK_FILTERS) -> Any:
     """A 2-class U-Net with ImageNet encoder weights when cached, else a random encoder.
@@ -113,12 +111,13 @@ def build_demo_model(backbone: str = "vgg16", say: Callable[[str], Any] = print,
 
     Args:
         backbone: encoder name.
-        say: where the one-line note goes.
+        say: where the one-line note goes (default: print).
         decoder_filters, bottleneck_filters: see `build_vgg_unet`.
 
     Returns:
         The model.
     """
+    say = resolve_say(True, say)
     from vggunet.models.unet import build_vgg_unet
     from vggunet.models.weights import ImagenetWeightsUnavailable
 
@@ -145,7 +144,7 @@ def run_demo(out_dir: str | os.PathLike = "runs/demo", *,
              phase2_epochs: int = DEFAULT_PHASE2_EPOCHS,
              crop: int | None = 64, batch_size: int = 4, seed: int = 0,
              sample_dir: str | os.PathLike = SAMPLE_DIR,
-             say: Callable[[str], Any] = print) -> dict[str, Path]:
+             say: Say | None = None, verbose: bool = True) -> dict[str, Path]:
     """Runs the demo end to end.
 
     Args:
@@ -156,38 +155,31 @@ def run_demo(out_dir: str | os.PathLike = "runs/demo", *,
         batch_size: training batch size.
         seed: seed for data order, crops and flips.
         sample_dir: a folder with `image/` and `label/` (default: the bundled sample).
-        say: where progress lines go (default `print`).
+        say: where progress lines and the layer table go (default: print).
+        verbose: False silences them (unless `say` is given).
 
     Returns:
         `{"curve": png, "predictions": png, "metrics": json, "model": keras}` paths.
     """
     import keras
-    import numpy as np
 
-    from vggunet.data import make_dataset
     from vggunet.evaluate import evaluate
-    from vggunet.transfer.inspect import print_layers
-    from vggunet.plots import plot_history, plot_predictions
+    from vggunet.plots import plot_history
     from vggunet.training import finetune
+    from vggunet.transfer.inspect import format_layers
 
     start = time.perf_counter()
+    say = resolve_say(verbose, say)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteError(exc.errno, f"cannot create the demo's output folder '{out}': "
+                                    f"{exc.strerror or exc}") from exc
     keras.utils.set_random_seed(seed)
-
-    pairs = sample_pairs(sample_dir)
-    train_pairs, val_pairs = pairs[:-2], pairs[-2:]
-    say(f"data: {len(train_pairs)} training + {len(val_pairs)} validation ISBI 2012 tiles "
-        f"from {Path(sample_dir)}")
-    common = dict(num_classes=2, mask_format="binary", channels=3)
-    train_ds = make_dataset(pairs=train_pairs, crop=(crop, crop) if crop else None, flip=True,
-                            batch_size=batch_size, shuffle=True, seed=seed, cache=True,
-                            **common)
-    val_ds = make_dataset(pairs=val_pairs, batch_size=len(val_pairs), shuffle=False,
-                          cache=True, **common)
-
+    train_ds, val_ds = _demo_datasets(sample_dir, crop, batch_size, seed, say)
     model = build_demo_model("vgg16", say=say)
-    print_layers(model)
+    say(format_layers(model))
 
     say(f"fine-tuning: phase 1 {phase1_epochs} epochs (encoder frozen), phase 2 "
         f"{phase2_epochs} epochs (top 2 encoder blocks unfrozen)")
@@ -199,28 +191,68 @@ def run_demo(out_dir: str | os.PathLike = "runs/demo", *,
     say(f"trained {result.epochs_completed} epochs in {result.wall_time_s:.0f} s "
         f"(best {result.monitor} {_fmt(result.best_value)})")
 
-    metrics_path = out / "metrics.json"
+    paths = {"curve": out / "training_curve.png", "predictions": out / "predictions.png",
+             "metrics": out / "metrics.json"}
     scores = evaluate(model, val_ds, num_classes=2, class_names=list(CLASS_NAMES),
-                      out_json=metrics_path, verbose=False)
+                      out_json=paths["metrics"], verbose=False)
     say("validation: " + ", ".join(
         f"{k} {_fmt(scores[k])}" for k in ("mean_iou", "mean_dice", "pixel_accuracy",
                                            "pixel_error") if k in scores))
-
-    curve_path = out / "training_curve.png"
-    plot_history(result.history, curve_path, phase_boundaries=result.phase_boundaries)
+    plot_history(result.history, paths["curve"], phase_boundaries=result.phase_boundaries)
     images, masks = next(iter(val_ds))
-    images, masks = np.asarray(images), np.asarray(masks)
-    preds = np.argmax(np.asarray(model.predict(images, verbose=0)), axis=-1)
-    grid_path = out / "predictions.png"
-    plot_predictions(images, masks, preds, grid_path, max_samples=len(images))
-
-    paths = {"curve": curve_path, "predictions": grid_path, "metrics": metrics_path}
+    write_prediction_grid(model, images, masks, paths["predictions"])
     if result.best_checkpoint:
         paths["model"] = Path(result.best_checkpoint)
     for key, path in paths.items():
         say(f"wrote {key}: {path}")
     say(f"demo done in {time.perf_counter() - start:.0f} s")
     return paths
+
+
+def _demo_datasets(sample_dir: str | os.PathLike, crop: int | None, batch_size: int,
+                   seed: int, say: Say) -> tuple[Any, Any]:
+    """Training (6 tiles, random crops and flips) and validation (2 tiles) pipelines."""
+    from vggunet.data import make_dataset
+
+    pairs = sample_pairs(sample_dir)
+    train_pairs, val_pairs = pairs[:-2], pairs[-2:]
+    say(f"data: {len(train_pairs)} training + {len(val_pairs)} validation ISBI 2012 tiles "
+        f"from {Path(sample_dir)}")
+    common = dict(num_classes=2, mask_format="binary", channels=3)
+    train_ds = make_dataset(pairs=train_pairs, crop=(crop, crop) if crop else None, flip=True,
+                            batch_size=batch_size, shuffle=True, seed=seed, cache=True,
+                            **common)
+    val_ds = make_dataset(pairs=val_pairs, batch_size=len(val_pairs), shuffle=False,
+                          cache=True, **common)
+    return train_ds, val_ds
+
+
+def write_prediction_grid(model: Any, images: Any, masks: Any,
+                          path: str | os.PathLike) -> Path:
+    """Predicts a batch and writes the image / true mask / predicted mask grid.
+
+    Scores become labels with `scores_to_labels`, so a one-channel sigmoid model is thresholded
+    (at 0.5, or 0 for logits) rather than argmax-ed to all zeros.
+
+    Args:
+        model: a segmentation model mapping (B, H, W, C) to (B, H, W, K).
+        images: (B, H, W, C) raw pixels.
+        masks: (B, H, W) or (B, H, W, 1) true labels.
+        path: the PNG to write.
+
+    Returns:
+        The path written.
+    """
+    import numpy as np
+
+    from vggunet.evaluate import output_is_logits
+    from vggunet.inference.labels import scores_to_labels
+    from vggunet.plots import plot_predictions
+
+    images, masks = np.asarray(images), np.asarray(masks)
+    scores = np.asarray(model.predict(images, verbose=0))
+    preds = scores_to_labels(scores, from_logits=output_is_logits(model))
+    return plot_predictions(images, masks, preds, path, max_samples=len(images))
 
 
 def _fmt(value: Any) -> str:

@@ -7,46 +7,23 @@ logits are reduced with argmax; a single sigmoid channel is thresholded (0.5 on 
 
 from __future__ import annotations
 
-import json
+import math
 import os
-import sys
-import tempfile
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import keras
 import numpy as np
 
+from vggunet.console import Progress, Say, resolve_say
 from vggunet.errors import ArgumentError
+from vggunet.fileio import write_json_atomic  # was defined here; others import it from here
+from vggunet.inference.labels import scores_to_labels
 from vggunet.metrics import confusion_matrix, scores_from_confusion
 
 __all__ = ["evaluate", "format_scores", "output_is_logits", "predict_labels", "write_json_atomic"]
 
-
-def write_json_atomic(data: Any, path: str | os.PathLike) -> Path:
-    """Writes `data` as JSON to `path` atomically (temp file in the same folder, fsync, rename).
-
-    Args:
-        data: JSON-serializable data.
-        path: destination file; its folder is created.
-
-    Returns:
-        The destination path.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+_EVAL_BATCH = 8
+"""Images per forward pass when `evaluate` gets numpy arrays."""
 
 
 def output_is_logits(model: keras.Model) -> bool:
@@ -70,6 +47,8 @@ def output_is_logits(model: keras.Model) -> bool:
 def predict_labels(probs: Any, *, from_logits: bool = False, threshold: float = 0.5) -> np.ndarray:
     """Predicted class labels `(B, H, W)` from `(B, H, W, K)` model outputs.
 
+    `scores_to_labels` on the outputs of any Keras backend (tensors are converted to numpy).
+
     Args:
         probs: model outputs; K == 1 is a sigmoid channel.
         from_logits: whether a single channel holds logits (thresholded at 0 then).
@@ -78,22 +57,85 @@ def predict_labels(probs: Any, *, from_logits: bool = False, threshold: float = 
     Returns:
         int64 labels.
     """
-    array = np.asarray(keras.ops.convert_to_numpy(probs))
-    if array.shape[-1] == 1:
-        cut = 0.0 if from_logits else threshold
-        return (array[..., 0] > cut).astype(np.int64)
-    return np.argmax(array, axis=-1).astype(np.int64)
+    return scores_to_labels(keras.ops.convert_to_numpy(probs), from_logits=from_logits,
+                            threshold=threshold, dtype=np.int64)
 
 
-def _batches(dataset: Any, batch_size: int = 8) -> Iterable[tuple]:
-    if isinstance(dataset, (tuple, list)) and len(dataset) in (2, 3) and all(
-        isinstance(part, np.ndarray) for part in dataset
-    ):
+def _batches(dataset: Any) -> Iterable[tuple]:
+    if _is_arrays(dataset):
         n = len(dataset[0])
-        for start in range(0, n, batch_size):
-            yield tuple(part[start:start + batch_size] for part in dataset)
+        for start in range(0, n, _EVAL_BATCH):
+            yield tuple(part[start:start + _EVAL_BATCH] for part in dataset)
         return
     yield from dataset
+
+
+def _is_arrays(dataset: Any) -> bool:
+    return isinstance(dataset, (tuple, list)) and len(dataset) in (2, 3) and all(
+        isinstance(part, np.ndarray) for part in dataset)
+
+
+def _num_batches(dataset: Any) -> int:
+    """Batches `_batches` will yield when that is known up front, else 0 (no bar)."""
+    if _is_arrays(dataset):
+        return math.ceil(len(dataset[0]) / _EVAL_BATCH)
+    cardinality = getattr(dataset, "cardinality", None)
+    if callable(cardinality):  # a tf.data.Dataset: -1 infinite, -2 unknown
+        return max(0, int(cardinality()))
+    try:
+        return len(dataset)
+    except TypeError:
+        return 0
+
+
+def _class_names(model: keras.Model, num_classes: int | None,
+                 class_names: Sequence[str] | None) -> list[str]:
+    """Checks `num_classes` against the model's output and names each scored class."""
+    channels = int(model.output_shape[-1])
+    if num_classes is None:
+        num_classes = channels
+    size = 2 if num_classes == 1 else int(num_classes)
+    if channels not in (1, size) and not (channels == 1 and size == 2):
+        raise ArgumentError(
+            f"model {model.name!r} outputs {channels} channel(s) but num_classes={num_classes}."
+        )
+    if class_names is None:
+        class_names = ["background", "foreground"] if channels == 1 else [
+            f"class{i}" for i in range(size)
+        ]
+    names = [str(name) for name in class_names]
+    if len(names) != size:
+        raise ArgumentError(f"class_names has {len(names)} names for {size} classes.")
+    return names
+
+
+def _confusion(model: keras.Model, dataset: Any, size: int, ignore_index: int | None,
+               threshold: float, verbose: bool) -> tuple[np.ndarray, int]:
+    """The (size, size) confusion matrix over the dataset, and the number of images."""
+    from_logits = output_is_logits(model)
+    cm = np.zeros((size, size), dtype=np.int64)
+    n_images = 0
+    with Progress(_num_batches(dataset), unit="batch", verbose=verbose) as progress:
+        for batch in _batches(dataset):
+            if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+                raise ArgumentError(
+                    "dataset must yield (images, masks) or (images, masks, weights).")
+            images, masks = batch[0], np.asarray(batch[1])
+            labels = predict_labels(model.predict_on_batch(images), from_logits=from_logits,
+                                    threshold=threshold)
+            if masks.ndim == labels.ndim + 1 and masks.shape[-1] == 1:
+                masks = masks[..., 0]
+            masks = masks.astype(np.int64)
+            if len(batch) == 3:
+                weights = np.asarray(batch[2])
+                if weights.ndim == 1:
+                    weights = weights.reshape((-1,) + (1,) * (masks.ndim - 1))
+                keep = np.broadcast_to(weights > 0, masks.shape)
+                masks, labels = masks[keep], labels[keep]
+            cm += confusion_matrix(masks, labels, size, ignore_index)
+            n_images += int(np.asarray(images).shape[0])
+            progress.advance()
+    return cm, n_images
 
 
 def evaluate(
@@ -106,6 +148,7 @@ def evaluate(
     out_json: str | os.PathLike | None = None,
     verbose: bool = True,
     threshold: float = 0.5,
+    say: Say | None = None,
 ) -> dict[str, Any]:
     """Scores a segmentation model on a dataset with an accumulated confusion matrix.
 
@@ -119,8 +162,12 @@ def evaluate(
         ignore_index: mask value whose pixels are not counted.
         class_names: one name per scored class (default `class0`, `class1`, ...).
         out_json: if given, the result is written there as JSON (atomically).
-        verbose: print the per-class table.
+        verbose: show a progress bar over the batches (when their number is known: numpy
+            arrays, a list, a `tf.data.Dataset` of known cardinality) and print the
+            per-class table.
         threshold: probability threshold for a single sigmoid channel.
+        say: where the table and the "Wrote" line go (default: print when `verbose`); given,
+            it shows them even with `verbose=False` (the CLI's `--quiet` keeps the table).
 
     Returns:
         `scores_from_confusion(cm)` (per_class_iou, mean_iou, per_class_dice, mean_dice,
@@ -128,59 +175,23 @@ def evaluate(
         (scored), `confusion_matrix` (rows truth, columns prediction), `true_pixels` and
         `pred_pixels` per class, and `num_images`.
     """
-    channels = int(model.output_shape[-1])
-    if num_classes is None:
-        num_classes = channels
-    size = 2 if num_classes == 1 else int(num_classes)
-    if channels not in (1, size) and not (channels == 1 and size == 2):
-        raise ArgumentError(
-            f"model {model.name!r} outputs {channels} channel(s) but num_classes={num_classes}."
-        )
-    if class_names is None:
-        class_names = ["background", "foreground"] if channels == 1 else [
-            f"class{i}" for i in range(size)
-        ]
-    class_names = [str(name) for name in class_names]
-    if len(class_names) != size:
-        raise ArgumentError(f"class_names has {len(class_names)} names for {size} classes.")
-    from_logits = output_is_logits(model)
-
-    cm = np.zeros((size, size), dtype=np.int64)
-    n_images = 0
-    for batch in _batches(dataset):
-        if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
-            raise ArgumentError("dataset must yield (images, masks) or (images, masks, weights).")
-        images, masks = batch[0], np.asarray(batch[1])
-        outputs = model.predict_on_batch(images)
-        labels = predict_labels(outputs, from_logits=from_logits, threshold=threshold)
-        if masks.ndim == labels.ndim + 1 and masks.shape[-1] == 1:
-            masks = masks[..., 0]
-        masks = masks.astype(np.int64)
-        if len(batch) == 3:
-            weights = np.asarray(batch[2])
-            if weights.ndim == 1:
-                weights = weights.reshape((-1,) + (1,) * (masks.ndim - 1))
-            keep = np.broadcast_to(weights > 0, masks.shape)
-            masks, labels = masks[keep], labels[keep]
-        cm += confusion_matrix(masks, labels, size, ignore_index)
-        n_images += int(np.asarray(images).shape[0])
-
+    names = _class_names(model, num_classes, class_names)
+    cm, n_images = _confusion(model, dataset, len(names), ignore_index, threshold, verbose)
     result = scores_from_confusion(cm)
     result.update({
-        "class_names": class_names,
-        "num_classes": size,
+        "class_names": names,
+        "num_classes": len(names),
         "confusion_matrix": cm.tolist(),
         "true_pixels": [int(v) for v in cm.sum(axis=1)],
         "pred_pixels": [int(v) for v in cm.sum(axis=0)],
         "num_images": n_images,
         "ignore_index": ignore_index,
     })
-    if verbose:
-        print(format_scores(result), file=sys.stdout)
+    say = resolve_say(verbose, say)
+    say(format_scores(result))
     if out_json is not None:
         write_json_atomic(result, out_json)
-        if verbose:
-            print(f"Wrote {out_json}")
+        say(f"Wrote {out_json}")
     return result
 
 

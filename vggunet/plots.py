@@ -1,6 +1,11 @@
-"""Figures: image/mask/prediction panels and training curves (matplotlib, Agg backend).
+"""Figures: image/mask/prediction panels and training curves (matplotlib).
 
-Every function that saves a figure closes it afterwards, so long runs do not leak memory.
+Figures that are written to files are built with matplotlib's object-oriented API (a `Figure`
+with its own Agg canvas), never through pyplot: writing a plot does not choose, change or
+depend on the user's matplotlib backend (a notebook keeps its inline backend), and no figure is
+left open in pyplot's registry, so long runs do not leak memory. Only `display()` without a
+`path` makes a pyplot figure, when it is called, so that a notebook shows it. PNGs are written
+atomically through `vggunet.fileio`.
 """
 
 from __future__ import annotations
@@ -9,14 +14,14 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
 
 from vggunet.errors import ArgumentError
+from vggunet.fileio import atomic_write
+from vggunet.inference.labels import scores_to_labels
 
 __all__ = ["display", "plot_predictions", "plot_history", "mask_colormap"]
 
@@ -68,21 +73,30 @@ def _mask_for_display(mask: Any) -> np.ndarray:
     """Class labels (H, W) from labels, (H, W, 1) labels or (H, W, K) probabilities."""
     array = _to_numpy(mask)
     if array.ndim == 3:
-        if array.shape[-1] == 1:
-            array = array[..., 0]
-            if np.issubdtype(array.dtype, np.floating) and array.max(initial=0) <= 1.0 and \
-                    not np.all(np.mod(array, 1) == 0):
-                array = (array > 0.5).astype(np.int64)
-        else:
-            array = np.argmax(array, axis=-1)
+        channel = array[..., 0]
+        # One channel holds labels unless it looks like probabilities (floats in [0, 1] that
+        # are not all whole numbers).
+        is_labels = array.shape[-1] == 1 and not (
+            np.issubdtype(array.dtype, np.floating) and channel.max(initial=0) <= 1.0
+            and not np.all(np.mod(channel, 1) == 0))
+        array = channel if is_labels else scores_to_labels(array)
     return array.astype(np.int64)
 
 
-def _save(fig: plt.Figure, path: str | os.PathLike, dpi: int) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    return path
+def _figure(figsize: tuple[float, float], *, pyplot: bool = False) -> Figure:
+    """A new figure: on its own Agg canvas, or (`pyplot=True`) a pyplot figure to be shown."""
+    if pyplot:
+        import matplotlib.pyplot as plt  # only when a figure is to be shown, never at import
+
+        return plt.figure(figsize=figsize)
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: str | os.PathLike, dpi: int) -> Path:
+    return atomic_write(path, lambda stream: fig.savefig(stream, format="png", dpi=dpi),
+                        what="figure ")
 
 
 def display(
@@ -92,21 +106,25 @@ def display(
     *,
     num_classes: int | None = None,
     dpi: int = 100,
-) -> plt.Figure:
+) -> Figure:
     """The lab's `display`: one row of panels (input image, true mask, predicted mask).
+
+    Without `path` the figure is made with pyplot, so that a notebook shows it (in a script,
+    call `matplotlib.pyplot.show()`); with `path` it is only written to the file.
 
     Args:
         display_list: an image followed by masks (labels, or probabilities reduced by argmax).
         titles: panel titles.
-        path: save the figure there as PNG (and close it) when given.
+        path: save the figure there as PNG when given (it is then not shown).
         num_classes: colormap size (default: from the masks).
         dpi: resolution when saving.
 
     Returns:
-        The Figure (closed if it was saved; it can still be saved again).
+        The Figure (it can still be saved again).
     """
     items = list(display_list)
-    fig, axes = plt.subplots(1, len(items), figsize=(5 * len(items), 5), squeeze=False)
+    fig = _figure((5 * len(items), 5), pyplot=path is None)
+    axes = fig.subplots(1, len(items), squeeze=False)
     masks = [_mask_for_display(m) for m in items[1:]]
     k = num_classes or max([int(m.max(initial=0)) + 1 for m in masks] + [2])
     cmap = mask_colormap(k)
@@ -121,7 +139,6 @@ def display(
     fig.tight_layout()
     if path is not None:
         _save(fig, path, dpi)
-        plt.close(fig)
     return fig
 
 
@@ -166,7 +183,8 @@ def plot_predictions(
     if pred_masks.ndim == 4 and pred_masks.shape[-1] > 1:
         k = max(k, pred_masks.shape[-1])
     cmap = mask_colormap(k)
-    fig, axes = plt.subplots(n, 3, figsize=(3 * panel_size, n * panel_size), squeeze=False)
+    fig = _figure((3 * panel_size, n * panel_size))
+    axes = fig.subplots(n, 3, squeeze=False)
     for row in range(n):
         image, image_cmap = _image_for_display(images[row])
         axes[row, 0].imshow(image, cmap=image_cmap, vmin=0.0, vmax=1.0)
@@ -177,10 +195,7 @@ def plot_predictions(
             if row == 0:
                 axes[row, col].set_title(titles[col] if col < len(titles) else "")
     fig.tight_layout()
-    try:
-        return _save(fig, path, dpi)
-    finally:
-        plt.close(fig)
+    return _save(fig, path, dpi)
 
 
 def plot_history(
@@ -217,7 +232,8 @@ def plot_history(
         raise ArgumentError(f"history has nothing to plot (keys: {sorted(history)}).")
     cols = min(3, len(names))
     rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    fig = _figure((5 * cols, 3.6 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     boundaries = [b for b in (phase_boundaries or []) if b > 0]
     for ax, name in zip(axes.flat, names):
         for key, style in ((name, "-"), (f"val_{name}", "--")):
@@ -237,7 +253,4 @@ def plot_history(
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     fig.tight_layout()
-    try:
-        return _save(fig, path, dpi)
-    finally:
-        plt.close(fig)
+    return _save(fig, path, dpi)

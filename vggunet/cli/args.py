@@ -7,10 +7,25 @@ parser turns into the one-line `vggunet <command>: error: ...` message.
 from __future__ import annotations
 
 import argparse
+import math
 import os
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from vggunet.errors import CliError
+
+T = TypeVar("T")
+
+
+def _flag_value(text: str, convert: Callable[[str], T], valid: Callable[[T], bool],
+                wanted: str) -> T:
+    """`convert(text)` if that succeeds and passes `valid`, else "expected <wanted>, got ..."."""
+    try:
+        value = convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+    if not valid(value):
+        raise argparse.ArgumentTypeError(f"expected {wanted}, got {text}")
+    return value
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -48,6 +63,10 @@ def parse_spec(text: str | None) -> Any:
 
     Returns:
         The spec in the form `vggunet.freeze` takes, or None.
+
+    Example:
+        >>> parse_spec("10"), parse_spec("encoder"), parse_spec("block1, block2")
+        (10, 'encoder', ['block1', 'block2'])
     """
     if text is None:
         return None
@@ -56,12 +75,13 @@ def parse_spec(text: str | None) -> Any:
         return int(text)
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts:
-        raise argparse.ArgumentTypeError(f"empty layer spec {text!r}")
+        raise CliError(f"empty layer spec {text!r}: give N, a role such as encoder, or "
+                       f"layer-name prefixes like block1,block2")
     return parts[0] if len(parts) == 1 else parts
 
 
 def positive_int(text: str) -> int:
-    """argparse type: an integer > 0.
+    """argparse type: an integer > 0 (else `argparse.ArgumentTypeError`).
 
     Args:
         text: the flag's value.
@@ -69,30 +89,15 @@ def positive_int(text: str) -> int:
     Returns:
         The integer.
 
-    Raises:
-        argparse.ArgumentTypeError: not an integer, or <= 0.
-
     Example:
         >>> positive_int("8")
         8
     """
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+    return _flag_value(text, int, lambda v: v > 0, "a positive integer")
 
 
 def _bn_momentum_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {value:g}")
-    return value
+    return _flag_value(text, float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 
 
 def _weights_arg(text: str) -> str | None:
@@ -100,7 +105,8 @@ def _weights_arg(text: str) -> str | None:
 
 
 def decoder_filters_arg(text: str) -> tuple[int, ...]:
-    """argparse type: comma-separated positive ints, deepest decoder stage first.
+    """argparse type: comma-separated positive ints, deepest decoder stage first (else
+    `argparse.ArgumentTypeError`).
 
     Args:
         text: the flag's value.
@@ -108,91 +114,54 @@ def decoder_filters_arg(text: str) -> tuple[int, ...]:
     Returns:
         The values as a tuple.
 
-    Raises:
-        argparse.ArgumentTypeError: not a list of positive integers.
-
     Example:
         >>> decoder_filters_arg("64,32,16")
         (64, 32, 16)
     """
-    try:
-        values = tuple(int(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated positive integers like 512,256,128,64,64, got {text!r}"
-        ) from None
-    if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated positive integers like 512,256,128,64,64, got {text!r}"
-        )
-    return values
+    return _flag_value(text, lambda t: tuple(int(p) for p in t.split(",") if p.strip()),
+                       lambda values: bool(values) and min(values) > 0,
+                       "comma-separated positive integers like 512,256,128,64,64")
 
 
 def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0.
+    """argparse type: an integer >= 0 (else `argparse.ArgumentTypeError`).
 
     Args:
         text: the flag's value.
 
     Returns:
         The integer.
-
-    Raises:
-        argparse.ArgumentTypeError: not an integer, or negative.
     """
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+    return _flag_value(text, int, lambda v: v >= 0, "an integer >= 0")
 
 
 def positive_float(text: str) -> float:
-    """argparse type: a finite float > 0.
+    """argparse type: a finite float > 0 (else `argparse.ArgumentTypeError`).
 
     Args:
         text: the flag's value.
 
     Returns:
         The number.
-
-    Raises:
-        argparse.ArgumentTypeError: not a finite positive number.
     """
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
+    return _flag_value(text, float, lambda v: v > 0 and math.isfinite(v), "a positive number")
 
 
 def fraction(text: str) -> float:
-    """argparse type: a float strictly between 0 and 1.
+    """argparse type: a float strictly between 0 and 1 (else `argparse.ArgumentTypeError`).
 
     Args:
-        text: the flag's value.
+        text: the flag's value, a decimal fraction.
 
     Returns:
-        The fraction.
-
-    Raises:
-        argparse.ArgumentTypeError: not a number in (0, 1).
+        The fraction, as a float in (0, 1).
 
     Example:
-        >>> fraction("0.2")
-        0.2
+        >>> fraction("0.2"), fraction(".5")
+        (0.2, 0.5)
     """
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction like 0.2, got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text}")
-    return value
+    return _flag_value(text, float, lambda v: 0.0 < v < 1.0,
+                       "a fraction between 0 and 1 like 0.2")
 
 
 def parse_palette(text: str | None) -> Any:
@@ -211,8 +180,11 @@ def parse_palette(text: str | None) -> Any:
         return None
     source = text
     if os.path.isfile(text):
-        with open(text, encoding="utf-8") as handle:
-            source = handle.read()
+        try:
+            with open(text, encoding="utf-8") as handle:
+                source = handle.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"--palette file {text!r} cannot be read: {exc}") from None
     try:
         palette = json.loads(source)
     except json.JSONDecodeError as exc:

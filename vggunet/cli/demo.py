@@ -34,4 +34,3 @@ def _add_demo(sub: Any) -> None:
     p.set_defaults(func=_cmd_demo)
 
 
-# Subcommand registrars, in the order `vggunet --help` lists them.

@@ -7,6 +7,7 @@ from typing import Any
 
 from vggunet.cli.args import positive_int
 from vggunet.cli.data_args import _dataset_kwargs, _pairs_of, add_data_args
+from vggunet.console import resolve_say
 from vggunet.errors import CliError
 
 
@@ -32,9 +33,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     dataset = make_dataset(pairs=pairs, batch_size=args.batch_size if args.size else 1,
                            shuffle=False, **_dataset_kwargs(args))
     names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
-    print(f"evaluating {model.name} on {len(pairs)} image(s)")
+    resolve_say(not args.quiet)(f"evaluating {model.name} on {len(pairs)} image(s)")
+    # The scores table is the command's result: printed (say=print) even with --quiet.
     evaluate(model, dataset, num_classes=args.num_classes, ignore_index=args.ignore_index,
-             class_names=names, out_json=args.out, verbose=True)
+             class_names=names, out_json=args.out, verbose=not args.quiet, say=resolve_say())
     return 0
 
 
@@ -53,4 +55,6 @@ def _add_evaluate(sub: Any) -> None:
                    help="default: the model's input channels")
     p.add_argument("--class-names", default=None, help="comma-separated, one per class")
     p.add_argument("--out", default=None, metavar="metrics.json", help="write the scores here")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar (the scores table is still printed)")
     p.set_defaults(func=_cmd_evaluate)

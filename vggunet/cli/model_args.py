@@ -1,11 +1,21 @@
-"""Flags that describe an encoder U-Net, and building the model they describe."""
+"""Flags that describe an encoder U-Net, and building the model they describe.
+
+The option lists below mirror `vggunet.models.blocks.DECODERS` and
+`vggunet.models.precision.PRECISIONS`, which import Keras: the parser must not (`vggunet
+--help` stays instant). tests/test_cli.py asserts that they are equal.
+"""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from vggunet.cli.args import _bn_momentum_arg, _weights_arg, decoder_filters_arg, parse_size, positive_int
+from vggunet.cli.args import (
+    _bn_momentum_arg, _weights_arg, decoder_filters_arg, parse_size, positive_int,
+)
+
+DECODER_CHOICES = ("upsampling", "transpose")
+PRECISION_CHOICES = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 
 def add_model_args(parser: argparse.ArgumentParser, weights_default: str = "none") -> None:
@@ -26,7 +36,7 @@ def add_model_args(parser: argparse.ArgumentParser, weights_default: str = "none
                         help="fixed input size; default: any size")
     parser.add_argument("--channels", type=positive_int, default=3, help="input channels")
     parser.add_argument("--num-classes", type=positive_int, default=2, help="output classes")
-    parser.add_argument("--decoder", default="upsampling", choices=("upsampling", "transpose"))
+    parser.add_argument("--decoder", default="upsampling", choices=DECODER_CHOICES)
     parser.add_argument("--decoder-batchnorm", action="store_true",
                         help="BatchNorm in bottleneck and decoder")
     parser.add_argument("--skip-batchnorm", action="store_true",
@@ -34,8 +44,7 @@ def add_model_args(parser: argparse.ArgumentParser, weights_default: str = "none
                              "(standardises pretrained features with large scales)")
     parser.add_argument("--bn-momentum", type=_bn_momentum_arg, default=None, metavar="M",
                         help="momentum of those decoder-side BatchNorms (default 0.9)")
-    parser.add_argument("--precision", default="auto",
-                        choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"))
+    parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES)
     parser.add_argument("--decoder-filters", type=decoder_filters_arg, default=None,
                         metavar="N,N,...",
                         help="channels per decoder stage, deepest first "

@@ -1,16 +1,23 @@
-"""Inference: probabilities and masks for images of any size, tiling, TTA, writing results."""
+"""Inference: probabilities and masks for images of any size, tiling, TTA, writing results.
 
-from vggunet.data.images import IMAGE_SUFFIXES, read_image
-from vggunet.errors import OutputError, PredictionError
-from vggunet.inference.folder import predict_folder
-from vggunet.inference.outputs import (
-    colorize, default_palette, overlay_image, save_mask_png, save_overlay,
-)
-from vggunet.inference.predict import MIN_SIZE, create_mask, predict_mask, predict_proba
-from vggunet.inference.tiling import predict_tiled
+Modules: `predict` (probabilities and masks, TTA, mirror padding), `tiling` (large images in
+blended tiles), `labels` (scores → class labels), `outputs` (mask PNGs, colours, overlays),
+`folder` (image files and folders). Names load on first use, so the numpy-only
+`vggunet.inference.labels` (used by plots and the demo) is importable without TensorFlow.
+"""
 
-__all__ = [
-    "IMAGE_SUFFIXES", "MIN_SIZE", "OutputError", "PredictionError", "colorize", "create_mask",
-    "default_palette", "overlay_image", "predict_folder", "predict_mask", "predict_proba",
-    "predict_tiled", "read_image", "save_mask_png", "save_overlay",
-]
+from vggunet._lazy import lazy_namespace
+
+_EXPORTS = {
+    **dict.fromkeys(("IMAGE_SUFFIXES", "read_image"), "vggunet.data.images"),
+    **dict.fromkeys(("OutputError", "PredictionError"), "vggunet.errors"),
+    **dict.fromkeys(("predict_folder", "predict_image_file"), "vggunet.inference.folder"),
+    **dict.fromkeys(("create_mask", "scores_to_labels"), "vggunet.inference.labels"),
+    **dict.fromkeys(("colorize", "default_palette", "overlay_image", "save_mask_png",
+                     "save_overlay"), "vggunet.inference.outputs"),
+    **dict.fromkeys(("MIN_SIZE", "predict_mask", "predict_proba"), "vggunet.inference.predict"),
+    **dict.fromkeys(("default_overlap", "predict_tiled"), "vggunet.inference.tiling"),
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_namespace(__name__, _EXPORTS)

@@ -1,4 +1,4 @@
-"""Predicting every image of a folder into masks and overlays."""
+"""Predicting image files into masks and overlays: one file, or every image of a folder."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from vggunet.checks import check_choice
+from vggunet.console import Progress
 from vggunet.data.images import IMAGE_SUFFIXES, read_image
-from vggunet.errors import OutputError, PredictionError
-from vggunet.inference.outputs import save_mask_png, save_overlay
-from vggunet.inference.predict import _check_mirror_pad, _mask_from_proba, predict_proba
-from vggunet.inference.tiling import _pair, predict_tiled
+from vggunet.errors import PredictionError
+from vggunet.inference.labels import scores_to_labels
+from vggunet.inference.outputs import _make_output_folder, save_mask_png, save_overlay
+from vggunet.inference.predict import _check_mirror_pad, predict_proba
+from vggunet.inference.tiling import _pair, default_overlap, predict_tiled
 
 
 def _inside(folder: Path, name: str) -> Path:
@@ -20,51 +23,51 @@ def _inside(folder: Path, name: str) -> Path:
     return target
 
 
-def predict_folder(model: Any, input_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
-                   tile: int | Sequence[int] | None = None, tta: bool = False,
-                   mirror_pad: int = 0, overlay: bool = True,
-                   channels: int = 3, from_logits: bool = False,
-                   palette: Sequence[Sequence[int]] | None = None) -> list[Path]:
-    """Predicts every image in a folder and writes `<stem>.png` masks (and overlays).
-
-    Reads the .png/.jpg/.jpeg/.bmp/.tif/.tiff files directly in `input_dir` (sorted by name,
-    not recursive) with `read_image`, predicts with `predict_proba` (or `predict_tiled` with
-    `overlap = min(64, tile // 4)` when `tile` is given), and writes into `output_dir` the mask
-    `<stem>.png` (`save_mask_png`) and, with `overlay`, `<stem>_overlay.png`. Before predicting
-    anything it refuses output names that collide (`a.png` and `a.jpg`), would overwrite an input
-    file, or would land outside `output_dir`.
+def predict_image_file(model: Any, source: str | os.PathLike, mask_path: str | os.PathLike,
+                       overlay_path: str | os.PathLike | None = None, *,
+                       tile: int | Sequence[int] | None = None, overlap: int | None = None,
+                       tta: bool = False, mirror_pad: int = 0, channels: int = 3,
+                       from_logits: bool = False,
+                       palette: Sequence[Sequence[int]] | None = None,
+                       verbose: bool = True) -> list[Path]:
+    """Predicts one image file and writes its class-index mask PNG (and an overlay PNG).
 
     Args:
         model: a Keras segmentation model.
-        input_dir: folder of images.
-        output_dir: folder for the masks and overlays (created).
-        tile: predict in tiles of this size (int or (H, W)) instead of whole images.
+        source: the image file (read with `read_image`).
+        mask_path: where the mask PNG goes (`save_mask_png`).
+        overlay_path: where the overlay PNG goes (`save_overlay`); None writes none.
+        tile: predict in tiles of this size (int or (H, W)) with `predict_tiled`.
+        overlap: tile overlap in pixels (default `default_overlap(tile)`); needs `tile`.
         tta: average over the 8 flips/rotations.
         mirror_pad: pixels of mirrored context added on each side (see `predict_proba`).
-        overlay: also write `<stem>_overlay.png`.
-        channels: read images as 1 (grey) or 3 (RGB) channels.
+        channels: read the image as 1 (grey) or 3 (RGB) channels.
         from_logits: the model outputs logits.
-        palette: RGB colours per class for the overlays.
+        palette: RGB colours per class for the overlay.
+        verbose: with `tile`, show a progress bar over the tile batches of a large image.
 
     Returns:
-        The written paths, in order (mask, then its overlay, per image).
+        The written paths: the mask, then the overlay if any.
     """
-    input_dir = Path(input_dir)
-    if not input_dir.is_dir():
-        raise PredictionError(f"input folder '{input_dir}' does not exist or is not a folder.")
-    if channels not in (1, 3):
-        raise PredictionError(f"channels must be 1 or 3, got {channels!r}.")
-    mirror_pad = _check_mirror_pad(mirror_pad)
-    tile_hw = None if tile is None else _pair(tile, "tile")
-    output_dir = Path(output_dir)
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OutputError(f"cannot create the output folder '{output_dir}': {error}") from error
-    out_root = output_dir.resolve()
+    image = read_image(source, channels)
+    if tile is None:
+        proba = predict_proba(model, image, tta=tta, from_logits=from_logits,
+                              mirror_pad=mirror_pad)
+    else:
+        proba = predict_tiled(model, image, tile=tile, tta=tta, from_logits=from_logits,
+                              overlap=default_overlap(tile) if overlap is None else overlap,
+                              mirror_pad=mirror_pad, verbose=verbose)
+    # predict_proba/predict_tiled already turned logits into probabilities.
+    mask = scores_to_labels(proba)
+    written = [save_mask_png(mask, mask_path)]
+    if overlay_path is not None:
+        written.append(save_overlay(image, mask, overlay_path, palette=palette))
+    return written
 
-    sources = sorted(p for p in input_dir.iterdir()
-                     if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+def _plan_outputs(sources: list[Path], out_root: Path,
+                  overlay: bool) -> list[tuple[Path, Path, Path | None]]:
+    """(source, mask path, overlay path) per image; refuses collisions, overwrites, escapes."""
     inputs = {p.resolve() for p in sources}
     plan: list[tuple[Path, Path, Path | None]] = []
     seen: dict[Path, Path] = {}
@@ -82,18 +85,60 @@ def predict_folder(model: Any, input_dir: str | os.PathLike, output_dir: str | o
                 )
             seen[target] = source
         plan.append((source, targets[0], targets[1] if overlay else None))
+    return plan
 
+
+def predict_folder(model: Any, input_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
+                   tile: int | Sequence[int] | None = None, tta: bool = False,
+                   mirror_pad: int = 0, overlay: bool = True,
+                   channels: int = 3, from_logits: bool = False,
+                   palette: Sequence[Sequence[int]] | None = None,
+                   overlap: int | None = None, verbose: bool = True) -> list[Path]:
+    """Predicts every image in a folder and writes `<stem>.png` masks (and overlays).
+
+    Reads the .png/.jpg/.jpeg/.bmp/.tif/.tiff files directly in `input_dir` (sorted by name,
+    not recursive) and predicts each with `predict_image_file`: `predict_proba`, or
+    `predict_tiled` when `tile` is given. It writes into `output_dir` the mask `<stem>.png`
+    and, with `overlay`, `<stem>_overlay.png`. Before predicting anything it refuses output
+    names that collide (`a.png` and `a.jpg`), would overwrite an input file, or would land
+    outside `output_dir`.
+
+    Args:
+        model: a Keras segmentation model.
+        input_dir: folder of images.
+        output_dir: folder for the masks and overlays (created).
+        tile: predict in tiles of this size (int or (H, W)) instead of whole images.
+        tta: average over the 8 flips/rotations.
+        mirror_pad: pixels of mirrored context added on each side (see `predict_proba`).
+        overlay: also write `<stem>_overlay.png`.
+        channels: read images as 1 (grey) or 3 (RGB) channels.
+        from_logits: the model outputs logits.
+        palette: RGB colours per class for the overlays.
+        overlap: tile overlap in pixels (default `min(64, tile // 4)`); needs `tile`.
+        verbose: show a progress bar (count and ETA) over the images.
+
+    Returns:
+        The written paths, in order (mask, then its overlay, per image).
+    """
+    input_dir = Path(input_dir)
+    if not input_dir.is_dir():
+        raise PredictionError(f"input folder '{input_dir}' does not exist or is not a folder.")
+    check_choice(channels, (1, 3), "channels", error=PredictionError)
+    if overlap is not None and tile is None:
+        raise PredictionError("overlap needs tile: pass tile= to predict in tiles.")
+    options = dict(tile=None if tile is None else _pair(tile, "tile"), overlap=overlap, tta=tta,
+                   mirror_pad=_check_mirror_pad(mirror_pad), channels=channels,
+                   from_logits=from_logits, palette=palette)
+    output_dir = Path(output_dir)
+    _make_output_folder(output_dir)
+    sources = sorted(p for p in input_dir.iterdir()
+                     if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    plan = _plan_outputs(sources, output_dir.resolve(), overlay)
     written: list[Path] = []
-    for source, mask_path, overlay_path in plan:
-        image = read_image(source, channels)
-        if tile is None:
-            proba = predict_proba(model, image, tta=tta, from_logits=from_logits,
-                                  mirror_pad=mirror_pad)
-        else:
-            proba = predict_tiled(model, image, tile=tile, overlap=min(64, min(tile_hw) // 4),
-                                  tta=tta, from_logits=from_logits, mirror_pad=mirror_pad)
-        mask = _mask_from_proba(proba)
-        written.append(save_mask_png(mask, mask_path))
-        if overlay_path is not None:
-            written.append(save_overlay(image, mask, overlay_path, palette=palette))
+    with Progress(len(plan), unit="image", verbose=verbose) as progress:
+        for source, mask_path, overlay_path in plan:
+            # One bar per folder: no nested per-tile bars.
+            written += predict_image_file(model, source, mask_path, overlay_path,
+                                          verbose=False, **options)
+            progress.advance()
     return written

@@ -3,49 +3,39 @@
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from vggunet.checks import check_number
 from vggunet.errors import OutputError, PredictionError
+from vggunet.fileio import atomic_write
 from vggunet.inference.predict import _check_finite
+
+
+def _make_output_folder(folder: Path) -> None:
+    """Creates `folder` (and its parents) or raises `OutputError` naming it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot create the output folder '{folder}': "
+                          f"{error.strerror or error}") from error
 
 
 def _prepare_folder(path: Path) -> None:
     folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OutputError(f"cannot create the output folder '{folder}': {error}") from error
+    _make_output_folder(folder)
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"the output folder '{folder}' is not writable.")
 
 
-def _atomic_save(pil_image: Any, path: str | os.PathLike) -> Path:
-    """Saves a PIL image as PNG through a temporary file in the same folder and `os.replace`."""
+def _write_png(pil_image: Any, path: str | os.PathLike) -> Path:
+    """Writes a PIL image as PNG atomically (`vggunet.fileio.atomic_write`)."""
     path = Path(path)
     _prepare_folder(path)
-    # Not tempfile.mkstemp: its 0600 mode would survive os.replace; open() honours the umask.
-    temp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        stream = open(temp, "xb")
-    except OSError as error:
-        raise OutputError(f"cannot write in the output folder '{path.parent}': {error}") from error
-    try:
-        with stream:
-            pil_image.save(stream, format="PNG")
-        os.replace(temp, path)
-    except BaseException as error:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        if isinstance(error, OSError) and not isinstance(error, OutputError):
-            raise OutputError(f"cannot write '{path}': {error}") from error
-        raise
-    return path
+    return atomic_write(path, lambda stream: pil_image.save(stream, format="PNG"),
+                        error=OutputError, what="output ")
 
 
 def _check_mask(mask: Any) -> np.ndarray:
@@ -92,7 +82,7 @@ def save_mask_png(mask: Any, path: str | os.PathLike) -> Path:
     if top > 65535:
         raise PredictionError(f"mask class index {top} does not fit a 16-bit PNG (max 65535).")
     dtype = np.uint8 if top <= 255 else np.uint16
-    return _atomic_save(Image.fromarray(np.ascontiguousarray(array.astype(dtype))), path)
+    return _write_png(Image.fromarray(np.ascontiguousarray(array.astype(dtype))), path)
 
 
 def default_palette(n: int) -> np.ndarray:
@@ -176,7 +166,7 @@ def _as_rgb_uint8(image: Any) -> np.ndarray:
 
 
 def overlay_image(image: Any, mask: Any, *, alpha: float = 0.5,
-            palette: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+                  palette: Sequence[Sequence[int]] | None = None) -> np.ndarray:
     """`(1 - alpha) * image + alpha * colorize(mask)` as (H, W, 3) uint8 (image in raw pixels).
 
     Args:
@@ -192,9 +182,8 @@ def overlay_image(image: Any, mask: Any, *, alpha: float = 0.5,
         >>> import numpy as np
         >>> overlay_image(np.full((1, 2, 3), 200, "uint8"), np.array([[0, 1]]))[0, :, 0]
         array([100, 164], dtype=uint8)
-"""
-    if not 0.0 <= float(alpha) <= 1.0:
-        raise PredictionError(f"alpha must be in [0, 1], got {alpha!r}.")
+    """
+    alpha = check_number(alpha, "alpha", low=0, high=1, error=PredictionError)
     rgb = _as_rgb_uint8(image)
     colours = colorize(mask, palette)
     if rgb.shape[:2] != colours.shape[:2]:
@@ -224,4 +213,4 @@ def save_overlay(image: Any, mask: Any, path: str | os.PathLike, alpha: float = 
     from PIL import Image
 
     blended = overlay_image(image, mask, alpha=alpha, palette=palette)
-    return _atomic_save(Image.fromarray(blended), path)
+    return _write_png(Image.fromarray(blended), path)

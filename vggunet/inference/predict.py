@@ -15,7 +15,8 @@ per-pixel probabilities; this module feeds them images of any size and shape:
   predicted with context instead of the convolutions' zero padding.
 * `save_mask_png`, `colorize`, `save_overlay`, `predict_folder` — writing results (atomically).
 
-The lab's `create_mask` is kept, in numpy, for the notebooks.
+Scores become class labels through `vggunet.inference.labels.scores_to_labels` (which also
+holds the lab's `create_mask`).
 """
 
 from __future__ import annotations
@@ -26,52 +27,12 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from vggunet.checks import check_int
 from vggunet.errors import PredictionError
+from vggunet.inference.labels import scores_to_labels
 
 MIN_SIZE = 32
 """The smallest H or W a `build_vgg_unet` model accepts (its total stride)."""
-
-
-# --------------------------------------------------------------------------------------------
-# The lab's create_mask
-# --------------------------------------------------------------------------------------------
-
-
-def create_mask(pred_mask: Any) -> np.ndarray:
-    """The lab's `create_mask` in numpy: the first image's class indices, with a channel axis.
-
-    The lab code is `tf.argmax(pred_mask, axis=-1)[..., tf.newaxis][0]`. For a batch
-    (B, H, W, K) this returns the (H, W, 1) mask of the *first* image, exactly as the lab does.
-    A single (H, W, K) prediction is treated as a batch of one, so it also gives (H, W, 1) (the
-    lab code would index the first row instead). With K = 1 (a sigmoid output) the mask is
-    `probability > 0.5` rather than the argmax (which would always be 0).
-
-    Args:
-        pred_mask: (B, H, W, K) or (H, W, K) scores, e.g. `model.predict(images)`.
-
-    Returns:
-        An int64 array of shape (H, W, 1) (tf.argmax's dtype).
-
-    Example:
-        >>> import numpy as np
-        >>> scores = np.array([[[[0.9, 0.1], [0.2, 0.8]],
-        ...                     [[0.3, 0.7], [0.6, 0.4]]]])     # (1, 2, 2, K=2)
-        >>> create_mask(scores)[..., 0]
-        array([[0, 1],
-               [1, 0]])
-    """
-    pred = np.asarray(pred_mask)
-    if pred.ndim == 3:
-        pred = pred[np.newaxis]
-    if pred.ndim != 4 or pred.shape[0] == 0 or pred.shape[-1] == 0:
-        raise PredictionError(
-            f"create_mask expects (B, H, W, K) or (H, W, K) scores, got shape {pred.shape}."
-        )
-    if pred.shape[-1] == 1:
-        mask = (pred[..., 0] > 0.5).astype(np.int64)
-    else:
-        mask = np.argmax(pred, axis=-1).astype(np.int64)
-    return mask[..., np.newaxis][0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,10 +217,7 @@ def _pad_to_min(image: np.ndarray, minimum: int) -> tuple[np.ndarray, tuple[int,
 
 
 def _check_mirror_pad(mirror_pad: Any) -> int:
-    if isinstance(mirror_pad, bool) or not isinstance(mirror_pad, (int, np.integer)) \
-            or mirror_pad < 0:
-        raise PredictionError(f"mirror_pad must be an integer >= 0, got {mirror_pad!r}.")
-    return int(mirror_pad)
+    return check_int(mirror_pad, "mirror_pad", minimum=0, error=PredictionError)
 
 
 def _mirror(image: np.ndarray, pad: int) -> np.ndarray:
@@ -317,8 +275,7 @@ def predict_proba(model: Any, image: Any, *, tta: bool = False, batch_size: int 
         >>> proba.shape, bool(np.allclose(proba.sum(axis=-1), 1.0, atol=1e-5))
         ((40, 50, 3), True)
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise PredictionError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    batch_size = check_int(batch_size, "batch_size", error=PredictionError)
     mirror_pad = _check_mirror_pad(mirror_pad)
     fixed_h, fixed_w, channels = _model_input(model)
     images, kind = _split_input(image)
@@ -326,37 +283,11 @@ def predict_proba(model: Any, image: Any, *, tta: bool = False, batch_size: int 
         _prepare(img, channels, "image" if kind == "single" else f"image {i}")
         for i, img in enumerate(images)
     ]
-    results: list[np.ndarray | None] = [None] * len(prepared)
+    options = dict(tta=tta, batch_size=batch_size, from_logits=from_logits, mirror_pad=mirror_pad)
     if fixed_h is not None or fixed_w is not None:
-        if fixed_h is None or fixed_w is None:
-            raise PredictionError(
-                f"models with only one fixed spatial size are not supported "
-                f"(input {fixed_h}×{fixed_w})."
-            )
-        from vggunet.inference.tiling import predict_tiled  # tiling builds on this module
-
-        overlap = min(fixed_h, fixed_w) // 4
-        for i, img in enumerate(prepared):
-            results[i] = predict_tiled(
-                model, img, tile=(fixed_h, fixed_w), overlap=overlap, tta=tta,
-                batch_size=batch_size, from_logits=from_logits, mirror_pad=mirror_pad,
-            )
+        results = _predict_fixed_size(model, prepared, (fixed_h, fixed_w), **options)
     else:
-        # Group same-shape images so they can share forward passes.
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, img in enumerate(prepared):
-            groups.setdefault(img.shape, []).append(i)
-        for shape, indices in groups.items():
-            for start in range(0, len(indices), batch_size):
-                chunk = indices[start:start + batch_size]
-                padded = [_pad_to_min(_mirror(prepared[i], mirror_pad), MIN_SIZE)
-                          for i in chunk]
-                top, left = padded[0][1]
-                top, left = top + mirror_pad, left + mirror_pad
-                out = _run_tta(model, np.stack([p for p, _ in padded]), tta, from_logits)
-                out = out[:, top:top + shape[0], left:left + shape[1]]
-                for i, o in zip(chunk, out):
-                    results[i] = np.ascontiguousarray(o, dtype=np.float32)
+        results = _predict_any_size(model, prepared, **options)
     if kind == "single":
         return results[0]
     if kind == "batch":
@@ -364,10 +295,41 @@ def predict_proba(model: Any, image: Any, *, tta: bool = False, batch_size: int 
     return results
 
 
-def _mask_from_proba(proba: np.ndarray) -> np.ndarray:
-    if proba.shape[-1] == 1:
-        return (proba[..., 0] > 0.5).astype(np.int32)
-    return np.argmax(proba, axis=-1).astype(np.int32)
+def _predict_fixed_size(model: Any, prepared: list[np.ndarray], size: tuple[Any, Any],
+                        **options: Any) -> list[np.ndarray]:
+    """Each image through `predict_tiled` with tiles of the model's fixed input size."""
+    fixed_h, fixed_w = size
+    if fixed_h is None or fixed_w is None:
+        raise PredictionError(
+            f"models with only one fixed spatial size are not supported "
+            f"(input {fixed_h}×{fixed_w})."
+        )
+    from vggunet.inference.tiling import predict_tiled  # tiling builds on this module
+
+    overlap = min(fixed_h, fixed_w) // 4
+    # No bar here: predict_proba is the low-level call; predict_tiled shows one when called.
+    return [predict_tiled(model, img, tile=(fixed_h, fixed_w), overlap=overlap, verbose=False,
+                          **options) for img in prepared]
+
+
+def _predict_any_size(model: Any, prepared: list[np.ndarray], *, tta: bool, batch_size: int,
+                      from_logits: bool, mirror_pad: int) -> list[np.ndarray]:
+    """Same-shape images stacked `batch_size` at a time (mirrored, padded to 32, cropped back)."""
+    results: list[np.ndarray] = [np.empty(0)] * len(prepared)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, img in enumerate(prepared):
+        groups.setdefault(img.shape, []).append(i)
+    for shape, indices in groups.items():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start:start + batch_size]
+            padded = [_pad_to_min(_mirror(prepared[i], mirror_pad), MIN_SIZE) for i in chunk]
+            top, left = padded[0][1]
+            top, left = top + mirror_pad, left + mirror_pad
+            out = _run_tta(model, np.stack([p for p, _ in padded]), tta, from_logits)
+            out = out[:, top:top + shape[0], left:left + shape[1]]
+            for i, o in zip(chunk, out):
+                results[i] = np.ascontiguousarray(o, dtype=np.float32)
+    return results
 
 
 def predict_mask(model: Any, image: Any, *, tta: bool = False, batch_size: int = 1,
@@ -401,5 +363,5 @@ def predict_mask(model: Any, image: Any, *, tta: bool = False, batch_size: int =
     proba = predict_proba(model, image, tta=tta, batch_size=batch_size, from_logits=from_logits,
                           mirror_pad=mirror_pad)
     if isinstance(proba, list):
-        return [_mask_from_proba(p) for p in proba]
-    return _mask_from_proba(proba)
+        return [scores_to_labels(p) for p in proba]
+    return scores_to_labels(proba)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from vggunet.checks import check_int
+from vggunet.console import Progress
 from vggunet.errors import PredictionError
 from vggunet.inference.predict import (
     MIN_SIZE, _check_mirror_pad, _mirror, _model_input, _prepare, _run_tta, predict_proba,
@@ -19,6 +22,22 @@ def _pair(value: Any, name: str) -> tuple[int, int]:
                                for v in values):
         raise PredictionError(f"{name} must be an integer or a pair of integers, got {value!r}.")
     return int(values[0]), int(values[1])
+
+
+def default_overlap(tile: int | Sequence[int]) -> int:
+    """The tile overlap used when none is given: a quarter of the tile, at most 64 pixels.
+
+    Args:
+        tile: tile side, or (tile_h, tile_w).
+
+    Returns:
+        `min(64, min(tile) // 4)`.
+
+    Example:
+        >>> default_overlap(512), default_overlap((96, 128))
+        (64, 24)
+    """
+    return min(64, min(_pair(tile, "tile")) // 4)
 
 
 def _window_1d(length: int, overlap: int) -> np.ndarray:
@@ -65,8 +84,8 @@ def _fit_tile(size: int, tile: int, overlap: int, multiple: int = 32) -> int:
 
 
 def predict_tiled(model: Any, image: Any, *, tile: int | Sequence[int] = 512, overlap: int = 64,
-                  tta: bool = False, batch_size: int = 4,
-                  from_logits: bool = False, mirror_pad: int = 0) -> np.ndarray:
+                  tta: bool = False, batch_size: int = 4, from_logits: bool = False,
+                  mirror_pad: int = 0, verbose: bool = True) -> np.ndarray:
     """Predicts one large image in overlapping tiles and blends them.
 
     The image is reflect-padded so that every tile is full-size (and by `overlap // 2` on the
@@ -95,15 +114,45 @@ def predict_tiled(model: Any, image: Any, *, tile: int | Sequence[int] = 512, ov
         from_logits: apply softmax/sigmoid to each tile's output before blending.
         mirror_pad: pixels of mirrored context added around the whole image before tiling
             (see `predict_proba`); tiles inside the image already see their neighbours.
+        verbose: show a progress bar (count and ETA) over the tile batches when there is more
+            than one.
 
     Returns:
         (H, W, K) float32.
     """
+    (tile_h, tile_w), overlap, batch_size, fixed = _check_tiling(model, tile, overlap, batch_size)
+    mirror_pad = _check_mirror_pad(mirror_pad)
+    if np.asarray(image).ndim == 4:
+        raise PredictionError("predict_tiled takes one image (H, W[, C]); loop over a batch.")
+    img = _prepare(image, _model_input(model)[2])
+    if mirror_pad:
+        out_h, out_w = img.shape[:2]
+        whole = predict_tiled(model, _mirror(img, mirror_pad), tile=(tile_h, tile_w),
+                              overlap=overlap, tta=tta, batch_size=batch_size,
+                              from_logits=from_logits, verbose=verbose)
+        return np.ascontiguousarray(whole[mirror_pad:mirror_pad + out_h,
+                                          mirror_pad:mirror_pad + out_w])
+    height, width = img.shape[:2]
+    if not fixed and height <= tile_h and width <= tile_w:
+        return predict_proba(model, img, tta=tta, from_logits=from_logits)
+    if not fixed:
+        tile_h = _fit_tile(height, tile_h, overlap)
+        tile_w = _fit_tile(width, tile_w, overlap)
+    run = functools.partial(_run_tta, model, tta=tta, from_logits=from_logits,
+                            square_only=fixed and tile_h != tile_w)
+    return _blend_tiles(run, img, (tile_h, tile_w), overlap, batch_size, verbose)
+
+
+def _check_tiling(model: Any, tile: Any, overlap: Any,
+                  batch_size: Any) -> tuple[tuple[int, int], int, int, bool]:
+    """Checks tile, overlap and batch size against each other and the model's input.
+
+    Returns `((tile_h, tile_w), overlap, batch_size, fixed)`, `fixed` when the model takes one
+    input size only.
+    """
     tile_h, tile_w = _pair(tile, "tile")
-    if isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer)) or overlap < 0:
-        raise PredictionError(f"overlap must be an integer >= 0, got {overlap!r}.")
-    overlap = int(overlap)
-    fixed_h, fixed_w, channels = _model_input(model)
+    overlap = check_int(overlap, "overlap", minimum=0, error=PredictionError)
+    fixed_h, fixed_w, _ = _model_input(model)
     fixed = fixed_h is not None or fixed_w is not None
     for side in (tile_h, tile_w):
         if side < MIN_SIZE and not fixed:
@@ -113,37 +162,24 @@ def predict_tiled(model: Any, image: Any, *, tile: int | Sequence[int] = 512, ov
                 f"tile ({tile!r}) must be larger than 2 * overlap ({2 * overlap}), so that "
                 f"tiles advance; lower overlap or raise tile."
             )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise PredictionError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    batch_size = check_int(batch_size, "batch_size", error=PredictionError)
     if fixed and (fixed_h, fixed_w) != (tile_h, tile_w):
         raise PredictionError(
             f"the model takes a fixed input of {fixed_h}×{fixed_w}; tile must be that size, "
             f"got {tile_h}×{tile_w}."
         )
-    mirror_pad = _check_mirror_pad(mirror_pad)
-    if np.asarray(image).ndim == 4:
-        raise PredictionError("predict_tiled takes one image (H, W[, C]); loop over a batch.")
-    img = _prepare(image, channels)
-    if mirror_pad:
-        out_h, out_w = img.shape[:2]
-        whole = predict_tiled(model, _mirror(img, mirror_pad), tile=(tile_h, tile_w),
-                              overlap=overlap, tta=tta, batch_size=batch_size,
-                              from_logits=from_logits)
-        return np.ascontiguousarray(whole[mirror_pad:mirror_pad + out_h,
-                                          mirror_pad:mirror_pad + out_w])
-    height, width = img.shape[:2]
-    if not fixed and height <= tile_h and width <= tile_w:
-        return predict_proba(model, img, tta=tta, from_logits=from_logits)
+    return (tile_h, tile_w), overlap, batch_size, fixed
 
-    if not fixed:
-        tile_h = _fit_tile(height, tile_h, overlap)
-        tile_w = _fit_tile(width, tile_w, overlap)
+
+def _blend_tiles(run: Callable[[np.ndarray], np.ndarray], img: np.ndarray,
+                 tile: tuple[int, int], overlap: int, batch_size: int,
+                 verbose: bool) -> np.ndarray:
+    """Runs `run` on balanced batches of tiles and blends them into an (H, W, K) array."""
+    (height, width), (tile_h, tile_w) = img.shape[:2], tile
     ys, top, bottom = _tile_starts(height, tile_h, overlap)
     xs, left, right = _tile_starts(width, tile_w, overlap)
     padded = np.pad(img, ((top, bottom), (left, right), (0, 0)), mode="reflect")
     window = np.outer(_window_1d(tile_h, overlap), _window_1d(tile_w, overlap))
-    square_only = fixed and tile_h != tile_w
-
     acc: np.ndarray | None = None
     weight = np.zeros((height, width), dtype=np.float32)
     positions = [(y, x) for y in ys for x in xs]
@@ -151,22 +187,23 @@ def predict_tiled(model: Any, image: Any, *, tile: int | Sequence[int] = 512, ov
     # fraction of the throughput and costs one more traced shape.
     n_batches = math.ceil(len(positions) / batch_size)
     bounds = [round(i * len(positions) / n_batches) for i in range(n_batches + 1)]
-    for start, stop in zip(bounds, bounds[1:]):
-        chunk = positions[start:stop]
-        batch = np.stack([padded[y:y + tile_h, x:x + tile_w] for y, x in chunk])
-        out = _run_tta(model, batch, tta, from_logits, square_only=square_only)
-        if acc is None:
-            acc = np.zeros((height, width, out.shape[-1]), dtype=np.float32)
-        for (y, x), probs in zip(chunk, out):
-            # The tile's part inside the image, in image and in tile coordinates.
-            y0, y1 = max(y, top), min(y + tile_h, top + height)
-            x0, x1 = max(x, left), min(x + tile_w, left + width)
-            if y0 >= y1 or x0 >= x1:
-                continue
-            w = window[y0 - y:y1 - y, x0 - x:x1 - x]
-            region = (slice(y0 - top, y1 - top), slice(x0 - left, x1 - left))
-            acc[region] += probs[y0 - y:y1 - y, x0 - x:x1 - x] * w[..., None]
-            weight[region] += w
+    with Progress(n_batches, unit="tile batch", verbose=verbose) as progress:
+        for start, stop in zip(bounds, bounds[1:]):
+            chunk = positions[start:stop]
+            out = run(np.stack([padded[y:y + tile_h, x:x + tile_w] for y, x in chunk]))
+            if acc is None:
+                acc = np.zeros((height, width, out.shape[-1]), dtype=np.float32)
+            for (y, x), probs in zip(chunk, out):
+                # The tile's part inside the image, in image and in tile coordinates.
+                y0, y1 = max(y, top), min(y + tile_h, top + height)
+                x0, x1 = max(x, left), min(x + tile_w, left + width)
+                if y0 >= y1 or x0 >= x1:
+                    continue
+                w = window[y0 - y:y1 - y, x0 - x:x1 - x]
+                region = (slice(y0 - top, y1 - top), slice(x0 - left, x1 - left))
+                acc[region] += probs[y0 - y:y1 - y, x0 - x:x1 - x] * w[..., None]
+                weight[region] += w
+            progress.advance()
     assert acc is not None
     acc /= weight[..., None]
     return acc

@@ -1,0 +1,111 @@
+"""How long the `vggunet` command takes to start: help, subcommand help, a usage error.
+
+Each command runs `--runs` times (after one untimed warm-up run that also writes the `.pyc`
+files) as a fresh process; the table gives the median wall time and its ratio to
+`python -c pass`, the interpreter's own start-up, on this machine. None of these commands
+should import TensorFlow (tests/test_startup.py checks that); this measures what that buys.
+
+    .venv/bin/python benchmarks/cli_startup.py            # prints a markdown table
+    .venv/bin/python benchmarks/cli_startup.py --runs 9
+
+`vggunet` is the console script beside the interpreter (else `python -m vggunet`). The
+figures depend on the machine and its load: run it on a quiet machine and compare rows of
+one table, not tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _vggunet() -> list[str]:
+    script = Path(sys.executable).with_name("vggunet")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "vggunet"]
+
+
+def commands() -> list[tuple[str, list[str], int]]:
+    """The timed commands.
+
+    Returns:
+        `(label, argv, expected exit code)` for each row of the table.
+    """
+    python, cli = [sys.executable], _vggunet()
+    return [
+        ("python -c pass", [*python, "-c", "pass"], 0),
+        ('python -c "import vggunet"', [*python, "-c", "import vggunet"], 0),
+        ("vggunet --help", [*cli, "--help"], 0),
+        ("vggunet train --help", [*cli, "train", "--help"], 0),
+        ("vggunet predict --help", [*cli, "predict", "--help"], 0),
+        ("vggunet train --epochs 0 (usage error)",
+         [*cli, "train", "--data", "d", "--out", "o", "--epochs", "0"], 2),
+    ]
+
+
+def time_command(argv: list[str], runs: int, expected: int) -> list[float]:
+    """Wall times of `runs` fresh runs of `argv`, after one untimed warm-up.
+
+    Args:
+        argv: the command.
+        runs: timed runs.
+        expected: the exit code the command must return.
+
+    Returns:
+        The seconds of each timed run.
+    """
+    times = []
+    for attempt in range(runs + 1):
+        start = time.perf_counter()
+        done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        elapsed = time.perf_counter() - start
+        if done.returncode != expected:
+            raise SystemExit(f"{' '.join(argv)} exited {done.returncode}, expected {expected}:\n"
+                             f"{done.stderr.decode(errors='replace')}")
+        if attempt:
+            times.append(elapsed)
+    return times
+
+
+def machine() -> str:
+    """A one-line description of this machine.
+
+    Returns:
+        CPU model, core count, OS and Python version.
+    """
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            cpu = next(line.split(":", 1)[1].strip() for line in handle
+                       if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}")
+
+
+def main() -> None:
+    """Times the commands and prints the markdown table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per command (median)")
+    args = parser.parse_args()
+    rows = [(label, statistics.median(time_command(argv, args.runs, code)))
+            for label, argv, code in commands()]
+    base = rows[0][1]
+    print(f"CLI start-up, median of {args.runs} runs after one warm-up, "
+          f"{datetime.date.today().isoformat()}; {machine()}.")
+    print("Produced by `python benchmarks/cli_startup.py`.\n")
+    print("| command | median (s) | × `python -c pass` |")
+    print("| --- | ---: | ---: |")
+    for label, seconds in rows:
+        print(f"| `{label}` | {seconds:.3f} | {seconds / base:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
