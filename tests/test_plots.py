@@ -20,10 +20,6 @@ def isbi_sample(isbi_dir):
     return images, masks
 
 
-def test_backend_is_agg():
-    assert matplotlib.get_backend().lower() == "agg"
-
-
 def test_display_writes_png(tmp_path, isbi_sample):
     import matplotlib.pyplot as plt
 
