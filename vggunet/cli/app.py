@@ -18,6 +18,7 @@ from vggunet.cli.export import _add_export
 from vggunet.cli.inspect import _add_inspect
 from vggunet.cli.predict import _add_predict
 from vggunet.cli.train import _add_finetune, _add_train
+from vggunet.errors import VggUnetError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -66,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"vggunet {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, KeyError) as exc:
+    except (VggUnetError, ValueError, OSError, KeyError) as exc:
         if args.debug:
             raise
         message = " ".join(str(exc).split())

@@ -29,9 +29,7 @@ from typing import Any, Callable, ContextManager, Sequence, Union
 import keras
 
 from vggunet.errors import ArgumentError
-
-STRATEGIES = ("none", "mirrored", "multiworker")
-"""Strategy names accepted by `resolve_strategy` and the CLI's `--strategy`."""
+from vggunet.training.settings import STRATEGIES
 
 ModelOrFactory = Union[keras.Model, Callable[[], keras.Model]]
 
