@@ -82,7 +82,7 @@ def _with_options(function: Callable[..., Any]) -> Callable[..., Any]:
               for cls in (CompileSettings, RunSettings) for f in dataclasses.fields(cls)]
     shared += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=value)
                for name, value in _COMMON.items()]
-    function.__signature__ = signature.replace(parameters=own + shared)  # type: ignore[attr-defined]
+    setattr(function, "__signature__", signature.replace(parameters=own + shared))
     return function
 
 

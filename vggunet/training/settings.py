@@ -396,7 +396,8 @@ def _phase_changes(state: Mapping[str, Any], requested: Sequence[Mapping[str, An
         for change in _section_changes(old, new, True, prefix):
             field = change.name[len(prefix):]
             safe = status == "pending" or (status == "under way" and field == "epochs")
-            why = "" if safe else f"phase {number} {'has ended' if status == 'ended' else status}"
+            done = "ended" if status == "ended" else "started"
+            why = "" if safe else f"phase {number} has {done}"
             changes.append(dataclasses.replace(change, safe=safe, why=why))
     return changes
 
