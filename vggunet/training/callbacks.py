@@ -8,6 +8,7 @@ never NaN weights; the phase tag runs before `CSVLogger`, so each `log.csv` row 
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -30,6 +31,7 @@ __all__ = [
     "is_finite",
     "resolve_mode",
     "resolve_monitor",
+    "tensorboard_callback",
 ]
 
 
@@ -269,3 +271,29 @@ class AtomicCheckpoint(keras.callbacks.Callback):
                         what="checkpoint ")
         if self.on_saved is not None:
             self.on_saved(epoch, improved, current)
+
+
+_TENSORBOARD_NOTED: list[bool] = []
+
+
+def tensorboard_callback(folder: Path, validation: bool, say: Say) -> Any:
+    """Keras's `TensorBoard` callback writing to `folder`, or None without TensorBoard.
+
+    Args:
+        folder: the log folder (`train/` and `validation/` below it).
+        validation: the run validates (so `validation/` is written).
+        say: where the one-time note about a missing TensorBoard goes.
+
+    Returns:
+        The callback, or None when the `tensorboard` package is not installed.
+    """
+    if importlib.util.find_spec("tensorboard") is None:
+        if not _TENSORBOARD_NOTED:
+            say("TensorBoard is not installed; skipping TensorBoard logs "
+                "(pip install tensorboard).")
+            _TENSORBOARD_NOTED.append(True)
+        return None
+    # TensorFlow would create the writers' folders 0755 whatever the umask: made here first.
+    for sub in ("train", "validation") if validation else ("train",):
+        (Path(folder) / sub).mkdir(parents=True, exist_ok=True)
+    return keras.callbacks.TensorBoard(log_dir=str(folder), write_graph=False, profile_batch=0)

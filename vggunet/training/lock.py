@@ -51,6 +51,13 @@ def _os_lock(fd: int) -> bool:
     return True
 
 
+def _command() -> str:
+    """This process's command line as typed (`python -m vggunet train ...`), shortened."""
+    argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
+    text = " ".join([os.path.basename(argv[0]), *argv[1:]]) if argv else "?"
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def _holder_text(holder: dict[str, Any]) -> str:
     if not holder:
         return "a process that has not written its details yet"
@@ -138,8 +145,7 @@ class RunLock:
             self._say(f"Cleared a stale run lock in '{self.path.parent}': "
                       f"{_holder_text(stale)} is no longer running.")
         holder = {"pid": os.getpid(), "host": socket.gethostname(),
-                  "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                  "command": " ".join([os.path.basename(sys.executable), *sys.argv])}
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": _command()}
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, (json.dumps(holder) + "\n").encode("utf-8"))

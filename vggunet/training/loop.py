@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import os
 import shutil
 import time
@@ -35,6 +34,7 @@ from vggunet.errors import ArgumentError
 from vggunet.saving import load_model
 from vggunet.training.callbacks import (
     AtomicCheckpoint, BatchNormRecalibration, NaNGuard, PhaseTag, resolve_mode, resolve_monitor,
+    tensorboard_callback,
 )
 from vggunet.training.checkpoint import copy_into, load_for_resume, trainable_flags
 from vggunet.training.compiling import compile_model
@@ -114,18 +114,6 @@ def _keras_shuffles(data: Any) -> bool:
     leaves = keras.tree.flatten(data)
     return bool(leaves) and all(isinstance(x, np.ndarray) or keras.ops.is_tensor(x)
                                 for x in leaves)
-
-
-_TENSORBOARD_NOTED: list[bool] = []
-
-
-def _tensorboard_available(say: Say) -> bool:
-    if importlib.util.find_spec("tensorboard") is not None:
-        return True
-    if not _TENSORBOARD_NOTED:
-        say("TensorBoard is not installed; skipping TensorBoard logs (pip install tensorboard).")
-        _TENSORBOARD_NOTED.append(True)
-    return False
 
 
 class _Session:
@@ -320,10 +308,9 @@ class _Session:
             cbs.append(keras.callbacks.EarlyStopping(monitor=self.monitor, mode=self.mode,
                                                      patience=run.early_stopping,
                                                      verbose=1 if run.verbose else 0))
-        if run.tensorboard and _tensorboard_available(self.say):
-            cbs.append(keras.callbacks.TensorBoard(log_dir=str(self.paths.tensorboard),
-                                                   write_graph=False, profile_batch=0))
-        return cbs + self.user_callbacks
+        board = (tensorboard_callback(self.paths.tensorboard, self.val_data is not None, self.say)
+                 if run.tensorboard else None)
+        return cbs + ([board] if board is not None else []) + self.user_callbacks
 
     def _fit(self, phase: Phase, start: int, end: int) -> str:
         """Trains the phase; returns how it ended ("completed", "early_stopping" or "nan")."""
