@@ -189,15 +189,13 @@ def _add_finetune(sub: Any) -> None:
                        description="Phase 1 trains the decoder with the encoder frozen; phase 2 "
                                    "unfreezes the top encoder blocks at a lower learning rate.")
     _add_model_and_data(p)
-    one, two = FINETUNE_PHASE1, FINETUNE_PHASE2
-    p.add_argument("--phase1-epochs", type=non_negative_int, default=one.epochs,
-                   help=f"epochs with the encoder frozen (default {one.epochs})")
-    p.add_argument("--phase2-epochs", type=non_negative_int, default=two.epochs,
-                   help=f"epochs with the top of the encoder unfrozen (default {two.epochs})")
-    p.add_argument("--phase1-lr", type=positive_float, default=one.learning_rate,
-                   help=f"phase 1 learning rate (default {one.learning_rate:g})")
-    p.add_argument("--phase2-lr", type=positive_float, default=two.learning_rate,
-                   help=f"phase 2 learning rate (default {two.learning_rate:g})")
+    for n, phase, what in ((1, FINETUNE_PHASE1, "with the encoder frozen"),
+                           (2, FINETUNE_PHASE2, "with the top of the encoder unfrozen")):
+        p.add_argument(f"--phase{n}-epochs", type=non_negative_int, default=phase.epochs,
+                       help=f"epochs {what} (default {phase.epochs})")
+        p.add_argument(f"--phase{n}-lr", type=positive_float, default=phase.learning_rate,
+                       help=f"phase {n} learning rate (default {phase.learning_rate:g})")
+    two = FINETUNE_PHASE2
     p.add_argument("--unfreeze", default=two.unfreeze,
                    help="what phase 2 unfreezes: topN (top N encoder blocks), encoder/all, "
                         f"or prefixes like block4,block5 (default {two.unfreeze})")

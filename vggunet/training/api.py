@@ -96,17 +96,10 @@ def _run(kind: str, model: ModelOrFactory, train_data: Any, val_data: Any,
 
 
 @_with_options
-def train(
-    model: ModelOrFactory,
-    train_data: Any,
-    val_data: Any = None,
-    *,
-    out_dir: str | os.PathLike,
-    epochs: int,
-    learning_rate: float = TRAIN_PHASE.learning_rate,
-    lr_schedule: str = TRAIN_PHASE.lr_schedule,
-    **options: Any,
-) -> TrainResult:
+def train(model: ModelOrFactory, train_data: Any, val_data: Any = None, *,
+          out_dir: str | os.PathLike, epochs: int,
+          learning_rate: float = TRAIN_PHASE.learning_rate,
+          lr_schedule: str = TRAIN_PHASE.lr_schedule, **options: Any) -> TrainResult:
     """Trains `model` as it is (its trainable flags untouched) for `epochs` epochs in total.
 
     Args:
@@ -183,21 +176,13 @@ def _spec_text(spec: Any) -> str:
 
 
 @_with_options
-def finetune(
-    model: ModelOrFactory,
-    train_data: Any,
-    val_data: Any = None,
-    *,
-    out_dir: str | os.PathLike,
-    phase1_epochs: int = FINETUNE_PHASE1.epochs,
-    phase2_epochs: int = FINETUNE_PHASE2.epochs,
-    phase1_lr: float = FINETUNE_PHASE1.learning_rate,
-    phase2_lr: float = FINETUNE_PHASE2.learning_rate,
-    unfreeze: Any = FINETUNE_PHASE2.unfreeze,
-    train_bn: bool = FINETUNE_PHASE2.train_bn,
-    lr_schedule: str = FINETUNE_PHASE2.lr_schedule,
-    **options: Any,
-) -> TrainResult:
+def finetune(model: ModelOrFactory, train_data: Any, val_data: Any = None, *,
+             out_dir: str | os.PathLike, phase1_epochs: int = FINETUNE_PHASE1.epochs,
+             phase2_epochs: int = FINETUNE_PHASE2.epochs,
+             phase1_lr: float = FINETUNE_PHASE1.learning_rate,
+             phase2_lr: float = FINETUNE_PHASE2.learning_rate,
+             unfreeze: Any = FINETUNE_PHASE2.unfreeze, train_bn: bool = FINETUNE_PHASE2.train_bn,
+             lr_schedule: str = FINETUNE_PHASE2.lr_schedule, **options: Any) -> TrainResult:
     """Two-phase transfer learning: frozen encoder, then the top of the encoder unfrozen.
 
     Phase 1 freezes the whole encoder (`freeze(model, "encoder")`) and trains the rest for

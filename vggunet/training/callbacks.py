@@ -228,6 +228,8 @@ class AtomicCheckpoint(keras.callbacks.Callback):
                  say: Say | None = None) -> None:
         super().__init__()
         self.ckpt_dir = Path(ckpt_dir)
+        self.last_path = self.ckpt_dir / "last.keras"
+        self.best_path = self.ckpt_dir / "best.keras"
         self.monitor = monitor
         self.mode = mode
         self.best = best
@@ -236,14 +238,6 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         self.on_saved = on_saved
         self._say = resolve_say(True, say)
         self._warned = False
-
-    @property
-    def last_path(self) -> Path:
-        return self.ckpt_dir / "last.keras"
-
-    @property
-    def best_path(self) -> Path:
-        return self.ckpt_dir / "best.keras"
 
     def _current(self, logs: dict) -> tuple[bool, float | None]:
         """(improved, value): a missing or non-finite monitor lets best follow last."""

@@ -10,9 +10,9 @@ still read (a resume compares what they hold). Every file is written atomically 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -40,43 +40,24 @@ _LEGACY_TEMPS = {"": (".state.json.*.tmp", ".log.*.csv"),
                  "checkpoints": (".last.*.keras", ".best.*.keras")}
 
 
-@dataclasses.dataclass(frozen=True)
 class RunPaths:
     """The files of a run folder.
 
-    Attributes:
+    Args:
         out: the run folder.
+
+    Attributes:
+        out: the run folder; `checkpoints` its checkpoint folder with `last` (last.keras) and
+            `best` (best.keras); `state` (state.json), `log` (log.csv), `lock` (run.lock),
+            `tensorboard` (the TensorBoard folder).
     """
 
-    out: Path
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.out / "checkpoints"
-
-    @property
-    def last(self) -> Path:
-        return self.checkpoints / "last.keras"
-
-    @property
-    def best(self) -> Path:
-        return self.checkpoints / "best.keras"
-
-    @property
-    def state(self) -> Path:
-        return self.out / "state.json"
-
-    @property
-    def log(self) -> Path:
-        return self.out / "log.csv"
-
-    @property
-    def lock(self) -> Path:
-        return self.out / "run.lock"
-
-    @property
-    def tensorboard(self) -> Path:
-        return self.out / "tensorboard"
+    def __init__(self, out: str | os.PathLike) -> None:
+        self.out = Path(out)
+        self.checkpoints = self.out / "checkpoints"
+        self.last, self.best = self.checkpoints / "last.keras", self.checkpoints / "best.keras"
+        self.state, self.log = self.out / "state.json", self.out / "log.csv"
+        self.lock, self.tensorboard = self.out / "run.lock", self.out / "tensorboard"
 
 
 def remove_leftovers(paths: RunPaths) -> list[Path]:
