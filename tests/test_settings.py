@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from vggunet.errors import ArgumentError, SettingsMismatchError
+from vggunet.training.resume import check_resume, phase_status, settings_record
 from vggunet.training.settings import (
     FINETUNE_PHASE1, FINETUNE_PHASE2, TRAIN_PHASE, CompileSettings, DataSettings, PhaseSettings,
-    RunSettings, check_resume, phase_status, settings_record,
+    RunSettings,
 )
 
 LEGACY_STATE = Path(__file__).parent / "fixtures" / "legacy_86619a9" / "checkpoint_state.json"

@@ -1,9 +1,10 @@
 """Training: compile, train, two-phase fine-tuning, resumable run folders, distribution.
 
-Modules: `settings` (the typed settings and their defaults, the resume rule), `api` (`train`,
-`finetune`, `prepare_phase2`), `compiling` (`compile_model`), `loop` (the run engine),
-`callbacks`, `schedules`, `batchnorm`, `checkpoint`, `state` (state.json, log.csv), `lock` (the
-run lock), `distribute`. Names load on first use (PEP 562): importing this package, or its
+Modules: `settings` (the typed settings, their defaults, the resume rule), `resume` (the
+rule applied to `state.json`), `api` (`train`, `finetune`, `prepare_phase2`), `compiling`
+(`compile_model`), `loop` (the run engine), `callbacks`, `schedules`, `batchnorm`,
+`checkpoint` (loading for a resume), `state` (state.json, log.csv), `lock` (the run lock),
+`distribute`. Names load on first use (PEP 562): importing this package, or its
 keras-free `settings` module, does not import Keras.
 """
 

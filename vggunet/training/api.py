@@ -126,9 +126,10 @@ def train(model: ModelOrFactory, train_data: Any, val_data: Any = None, *,
             `vggunet.training.settings`); `callbacks`: extra Keras callbacks; `strategy`:
             None / "none", "mirrored", "multiworker" or a `tf.distribute.Strategy` (see
             `vggunet.distribute`: batches are global batches, only the chief writes to
-            `out_dir`, `recalibrate_bn` is not supported); `say`: a function receiving
-            vggunet's lines instead of stdout (with `verbose=0` progress lines are dropped;
-            lines saying why a run stopped or did not resume are always shown).
+            `out_dir`, `recalibrate_bn` is not supported); `say`: a function that gets
+            vggunet's lines instead of stdout, whatever `verbose` is (without it, `verbose=0`
+            silences the progress lines, not those saying why a run stopped or did not
+            resume).
 
     Returns:
         A `TrainResult`.

@@ -43,10 +43,9 @@ from vggunet.training.distribute import (
     strategy_scope, worker_dir,
 )
 from vggunet.training.lock import RunLock
+from vggunet.training.resume import check_resume, settings_record
 from vggunet.training.schedules import CosineDecayEpochs
-from vggunet.training.settings import (
-    CompileSettings, DataSettings, PhaseSettings, RunSettings, check_resume, settings_record,
-)
+from vggunet.training.settings import CompileSettings, DataSettings, PhaseSettings, RunSettings
 from vggunet.training.state import (
     RunPaths, history_from_log, new_state, read_state, remove_leftovers, truncate_log,
     write_state,
