@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 HOLD_SECONDS = 120.0
 
@@ -204,4 +203,5 @@ def serve() -> None:
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # here, so importing the helpers is inert
     serve()

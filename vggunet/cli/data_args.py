@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from vggunet.cli.args import fraction, non_negative_int, parse_palette, parse_size, positive_float, positive_int
+from vggunet.cli.args import (
+    fraction, non_negative_int, parse_palette, parse_size, positive_float, positive_int,
+)
 from vggunet.errors import CliError
+from vggunet.training.settings import CompileSettings, DataSettings
+
+_DEFAULTS = DataSettings()
 
 
 def add_data_args(parser: argparse.ArgumentParser, *, validation: bool = True,
@@ -32,40 +37,46 @@ def add_data_args(parser: argparse.ArgumentParser, *, validation: bool = True,
         g.add_argument("--val-data", metavar="DIR", help="validation data-set root")
         g.add_argument("--val-images", metavar="DIR", help="validation image folder")
         g.add_argument("--val-masks", metavar="DIR", help="validation mask folder")
-        g.add_argument("--val-split", type=fraction, default=None, metavar="F",
+        g.add_argument("--val-split", type=fraction, default=_DEFAULTS.val_split, metavar="F",
                        help="hold out this fraction of the training pairs for validation")
-    g.add_argument("--mask-format", default="index",
+    # Defaults come from DataSettings, the pipeline settings a run records in state.json.
+    g.add_argument("--mask-format", default=_DEFAULTS.mask_format,
                    choices=("index", "binary", "palette", "channel"),
                    help="index: pixel = class; binary: 0/255; palette: RGB colours "
                         "(--palette); channel: one channel holds the class (--mask-channel)")
     g.add_argument("--palette", default=None,
                    help="for --mask-format palette: JSON list of [r,g,b] (position = class) "
                         "or a JSON file")
-    g.add_argument("--mask-channel", type=non_negative_int, default=0,
+    g.add_argument("--mask-channel", type=non_negative_int, default=_DEFAULTS.mask_channel,
                    help="for --mask-format channel: 0 = red")
-    g.add_argument("--ignore-index", type=int, default=None, metavar="V",
+    g.add_argument("--ignore-index", type=int, default=CompileSettings().ignore_index,
+                   metavar="V",
                    help="mask value that is not scored or trained on (e.g. 255)")
-    g.add_argument("--size", type=parse_size, default=None, metavar="HxW",
+    g.add_argument("--size", type=parse_size, default=_DEFAULTS.size, metavar="HxW",
                    help="resize every image and mask to HxW")
-    g.add_argument("--batch-size", type=positive_int, default=4)
+    g.add_argument("--batch-size", type=positive_int, default=_DEFAULTS.batch_size,
+                   help=f"images per batch (default {_DEFAULTS.batch_size})")
     if augmentation:
-        g.add_argument("--crop", type=parse_size, default=None, metavar="HxW",
+        g.add_argument("--crop", type=parse_size, default=_DEFAULTS.crop, metavar="HxW",
                        help="random training crops of HxW")
-        g.add_argument("--augment", default=None, metavar="SPEC",
+        g.add_argument("--augment", default=_DEFAULTS.augment, metavar="SPEC",
                        help="training augmentations, e.g. flip,rot90,elastic "
                             "(also rotate=DEG, brightness=B, contrast=C)")
-        g.add_argument("--cache", action="store_true",
+        g.add_argument("--cache", action="store_true", default=_DEFAULTS.cache,
                        help="keep decoded images in memory after the first epoch")
-        g.add_argument("--sample-weights", default=None,
+        g.add_argument("--sample-weights", default=_DEFAULTS.sample_weights,
                        choices=("median_frequency", "inverse_frequency", "border"),
                        help="per-pixel loss weights: class weights by median or inverse "
                             "frequency, or border = U-Net separation weights (with "
                             "median-frequency class weights)")
-        g.add_argument("--border-w0", type=positive_float, default=10.0, metavar="W0",
+        g.add_argument("--border-w0", type=positive_float, default=_DEFAULTS.border_w0,
+                       metavar="W0",
                        help="for --sample-weights border: weight of the separation term")
-        g.add_argument("--border-sigma", type=positive_float, default=5.0, metavar="PX",
+        g.add_argument("--border-sigma", type=positive_float, default=_DEFAULTS.border_sigma,
+                       metavar="PX",
                        help="for --sample-weights border: its width in pixels")
-    g.add_argument("--seed", type=int, default=None, help="seed for data order and augmentation")
+    g.add_argument("--seed", type=int, default=_DEFAULTS.seed,
+                   help="seed for data order and augmentation")
 
 
 def _pairs_of(data: str | None, images: str | None, masks: str | None, split: str,
@@ -148,6 +159,21 @@ def _dataset_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def data_settings(args: argparse.Namespace) -> DataSettings:
+    """The pipeline settings the data flags ask for (flags a command lacks keep their defaults).
+
+    Args:
+        args: parsed flags from `add_data_args`.
+
+    Returns:
+        The `DataSettings`.
+    """
+    import dataclasses
+
+    return DataSettings(**{f.name: getattr(args, f.name)
+                           for f in dataclasses.fields(DataSettings) if hasattr(args, f.name)})
+
+
 def make_datasets(args: argparse.Namespace) -> tuple[Any, Any, int, int]:
     """tf.data pipelines for training and validation from the data flags.
 
@@ -161,19 +187,19 @@ def make_datasets(args: argparse.Namespace) -> tuple[Any, Any, int, int]:
 
     train_pairs, val_pairs = resolve_pairs(args)
     common = _dataset_kwargs(args)
+    settings = data_settings(args)
     repeat = bool(getattr(args, "steps_per_epoch", None))
     train_ds = make_dataset(
-        pairs=train_pairs, crop=args.crop, augment=args.augment, batch_size=args.batch_size,
-        shuffle=True, seed=args.seed, repeat=repeat, cache=args.cache,
-        sample_weights=getattr(args, "sample_weights", None),
-        border_w0=getattr(args, "border_w0", 10.0),
-        border_sigma=getattr(args, "border_sigma", 5.0), **common,
+        pairs=train_pairs, crop=settings.crop, augment=settings.augment,
+        batch_size=settings.batch_size, shuffle=True, seed=settings.seed, repeat=repeat,
+        cache=settings.cache, sample_weights=settings.sample_weights,
+        border_w0=settings.border_w0, border_sigma=settings.border_sigma, **common,
     )
     val_ds = None
     if val_pairs:
         # Full-size validation images may differ in size: batch them one by one unless resized.
         val_ds = make_dataset(
-            pairs=val_pairs, batch_size=args.batch_size if args.size else 1, shuffle=False,
-            cache=args.cache, **common,
+            pairs=val_pairs, batch_size=settings.batch_size if settings.size else 1,
+            shuffle=False, cache=settings.cache, **common,
         )
     return train_ds, val_ds, len(train_pairs), len(val_pairs or [])

@@ -1,4 +1,30 @@
-"""Training: compile, train, two-phase fine-tuning, resumable run folders, distribution."""
+"""Training: compile, train, two-phase fine-tuning, resumable run folders, distribution.
 
-from vggunet.training.loop import *  # noqa: F401,F403
-from vggunet.training.loop import __all__  # noqa: F401
+Modules: `settings` (the typed settings, their defaults, the resume rule), `resume` (the
+rule applied to `state.json`), `api` (`train`, `finetune`, `prepare_phase2`), `compiling`
+(`compile_model`), `loop` (the run engine), `callbacks`, `schedules`, `batchnorm`,
+`checkpoint` (loading for a resume), `state` (state.json, log.csv), `lock` (the run lock),
+`distribute`. Names load on first use (PEP 562): importing this package, or its
+keras-free `settings` module, does not import Keras.
+"""
+
+from vggunet._lazy import lazy_namespace
+
+_EXPORTS = {
+    **dict.fromkeys(("AtomicCheckpoint", "BatchNormRecalibration", "NaNGuard"),
+                    "vggunet.training.callbacks"),
+    **dict.fromkeys(("CosineDecayEpochs", "cosine_lr"), "vggunet.training.schedules"),
+    **dict.fromkeys(("CompileSettings", "DataSettings", "FINETUNE_PHASE1", "FINETUNE_PHASE2",
+                     "LR_SCHEDULES", "PhaseSettings", "RunSettings", "TRAIN_PHASE"),
+                    "vggunet.training.settings"),
+    **dict.fromkeys(("STATE_VERSION",), "vggunet.training.state"),
+    **dict.fromkeys(("RunLock",), "vggunet.training.lock"),
+    **dict.fromkeys(("TrainResult",), "vggunet.training.loop"),
+    **dict.fromkeys(("compile_model",), "vggunet.training.compiling"),
+    **dict.fromkeys(("recalibrate_batchnorm",), "vggunet.training.batchnorm"),
+    **dict.fromkeys(("finetune", "prepare_phase2", "train"), "vggunet.training.api"),
+}
+
+__all__ = sorted(set(_EXPORTS) - {"STATE_VERSION"})
+
+__getattr__, __dir__ = lazy_namespace(__name__, _EXPORTS)

@@ -29,9 +29,7 @@ from typing import Any, Callable, ContextManager, Sequence, Union
 import keras
 
 from vggunet.errors import ArgumentError
-
-STRATEGIES = ("none", "mirrored", "multiworker")
-"""Strategy names accepted by `resolve_strategy` and the CLI's `--strategy`."""
+from vggunet.training.settings import STRATEGIES
 
 ModelOrFactory = Union[keras.Model, Callable[[], keras.Model]]
 
@@ -81,11 +79,11 @@ def read_tf_config() -> dict[str, Any]:
     cluster = config.get("cluster") if isinstance(config, dict) else None
     task = config.get("task") if isinstance(config, dict) else None
     if not isinstance(cluster, dict) or not cluster:
-        raise ArgumentError(f"TF_CONFIG has no 'cluster' mapping of job names to addresses: {text!r}; "
-                         f"expected e.g. {example}.")
+        raise ArgumentError(f"TF_CONFIG has no 'cluster' mapping of job names to addresses: "
+                            f"{text!r}; expected e.g. {example}.")
     if not isinstance(task, dict) or "type" not in task or "index" not in task:
         raise ArgumentError(f"TF_CONFIG has no 'task' with 'type' and 'index': {text!r}; expected "
-                         f"e.g. {example}.")
+                            f"e.g. {example}.")
     jobs = cluster.get(task["type"])
     if not isinstance(jobs, list) or not 0 <= int(task["index"]) < len(jobs):
         raise ArgumentError(
