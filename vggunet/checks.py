@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import numbers
 from typing import Any, Iterable, Sequence
 
 from vggunet.errors import ArgumentError
@@ -179,7 +180,8 @@ def check_number(
     """Checks that `value` is a finite real number inside [low, high] (ends open on request).
 
     Args:
-        value: the value to check (int or float, not a bool).
+        value: the value to check (a real number: int, float or a numpy scalar; not a bool
+            or a string).
         argument: the argument's name, for the message.
         low, high: bounds (None: unbounded on that side).
         low_open, high_open: exclude that bound.
@@ -199,12 +201,9 @@ def check_number(
     """
     if value is None and allow_none:
         return None
-    number: float | None = None
-    if not isinstance(value, bool):
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = None
+    # Real numbers only: float("0.9") would let a string through.
+    number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) \
+        else None
     ok = number is not None and math.isfinite(number)
     if ok and low is not None:
         ok = number > low if low_open else number >= low
