@@ -410,14 +410,33 @@ def test_predict_single_file_overlap_and_tiles(tiny_model_file, tiny_isbi, tmp_p
     assert "--overlap needs --tile" in capsys.readouterr().err
 
 
-def test_cli_option_lists_equal_the_api_ones():
-    """The parser keeps its own copies (the API modules import Keras); they must not drift."""
-    from vggunet.cli.export import EXPORT_FORMATS
-    from vggunet.cli.model_args import DECODER_CHOICES, PRECISION_CHOICES
+def test_cli_option_lists_are_the_api_ones():
+    """One source (`vggunet.choices`): the parser's choices and the API's lists are one object."""
+    import argparse
+
+    from vggunet import choices
+    from vggunet.data.masks import MASK_FORMATS
+    from vggunet.data.pipeline import SAMPLE_WEIGHTS
     from vggunet.export import FORMATS
+    from vggunet.losses.factory import _COMBINATIONS, _LOSS_CLASSES, LOSS_NAMES
+    from vggunet.metrics.factory import _METRIC_CLASSES, METRIC_NAMES
     from vggunet.models.blocks import DECODERS
     from vggunet.models.precision import PRECISIONS
 
-    assert EXPORT_FORMATS == FORMATS
-    assert DECODER_CHOICES == DECODERS
-    assert PRECISION_CHOICES == PRECISIONS
+    assert FORMATS is choices.EXPORT_FORMATS and DECODERS is choices.DECODERS
+    assert PRECISIONS is choices.PRECISIONS and MASK_FORMATS is choices.MASK_FORMATS
+    assert SAMPLE_WEIGHTS is choices.SAMPLE_WEIGHTS
+    # The factories' tables implement exactly the listed names.
+    assert set(LOSS_NAMES) == set(_LOSS_CLASSES) | set(_COMBINATIONS)
+    assert set(METRIC_NAMES) == set(_METRIC_CLASSES)
+    flags = {}
+    from vggunet.cli import build_parser
+
+    for command in ("train",):
+        parser = next(a for a in build_parser()._actions
+                      if isinstance(a, argparse._SubParsersAction)).choices[command]
+        flags.update({a.option_strings[0]: a.choices for a in parser._actions
+                      if a.option_strings and a.choices})
+    assert flags["--decoder"] is choices.DECODERS and flags["--precision"] is choices.PRECISIONS
+    assert flags["--mask-format"] is choices.MASK_FORMATS
+    assert flags["--sample-weights"] is choices.SAMPLE_WEIGHTS

@@ -35,11 +35,12 @@ from typing import Any, Iterator, Sequence
 import keras
 import numpy as np
 
+from vggunet import choices
 from vggunet.errors import ExportError
 from vggunet.fileio import atomic_replace_dir, atomic_write, make_temp_dir
 from vggunet.transfer.inspect import all_layers
 
-FORMATS = ("keras", "savedmodel", "tflite", "onnx")
+FORMATS = choices.EXPORT_FORMATS
 _SUFFIXES = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}
 _REDUCED_POLICIES = ("mixed_bfloat16", "mixed_float16", "bfloat16", "float16")
 _TF2ONNX_CATCH_ERRORS = "TF2ONNX_CATCH_ERRORS"

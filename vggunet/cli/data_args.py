@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from vggunet.choices import MASK_FORMATS, SAMPLE_WEIGHTS
 from vggunet.cli.args import (
     fraction, non_negative_int, parse_palette, parse_size, positive_float, positive_int,
 )
@@ -41,7 +42,7 @@ def add_data_args(parser: argparse.ArgumentParser, *, validation: bool = True,
                        help="hold out this fraction of the training pairs for validation")
     # Defaults come from DataSettings, the pipeline settings a run records in state.json.
     g.add_argument("--mask-format", default=_DEFAULTS.mask_format,
-                   choices=("index", "binary", "palette", "channel"),
+                   choices=MASK_FORMATS,
                    help="index: pixel = class; binary: 0/255; palette: RGB colours "
                         "(--palette); channel: one channel holds the class (--mask-channel)")
     g.add_argument("--palette", default=None,
@@ -65,7 +66,7 @@ def add_data_args(parser: argparse.ArgumentParser, *, validation: bool = True,
         g.add_argument("--cache", action="store_true", default=_DEFAULTS.cache,
                        help="keep decoded images in memory after the first epoch")
         g.add_argument("--sample-weights", default=_DEFAULTS.sample_weights,
-                       choices=("median_frequency", "inverse_frequency", "border"),
+                       choices=SAMPLE_WEIGHTS,
                        help="per-pixel loss weights: class weights by median or inverse "
                             "frequency, or border = U-Net separation weights (with "
                             "median-frequency class weights)")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from vggunet.choices import EXPORT_FORMATS
 from vggunet.cli.args import parse_size, positive_int
 
 
-EXPORT_FORMATS = ("keras", "savedmodel", "tflite", "onnx")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from vggunet.choices import DECODERS, PRECISIONS
 from vggunet.cli.args import (
     _bn_momentum_arg, _weights_arg, decoder_filters_arg, parse_size, positive_int,
 )
 
-DECODER_CHOICES = ("upsampling", "transpose")
-PRECISION_CHOICES = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 
 def add_model_args(parser: argparse.ArgumentParser, weights_default: str = "none") -> None:
@@ -36,7 +35,7 @@ def add_model_args(parser: argparse.ArgumentParser, weights_default: str = "none
                         help="fixed input size; default: any size")
     parser.add_argument("--channels", type=positive_int, default=3, help="input channels")
     parser.add_argument("--num-classes", type=positive_int, default=2, help="output classes")
-    parser.add_argument("--decoder", default="upsampling", choices=DECODER_CHOICES)
+    parser.add_argument("--decoder", default="upsampling", choices=DECODERS)
     parser.add_argument("--decoder-batchnorm", action="store_true",
                         help="BatchNorm in bottleneck and decoder")
     parser.add_argument("--skip-batchnorm", action="store_true",
@@ -44,7 +43,7 @@ def add_model_args(parser: argparse.ArgumentParser, weights_default: str = "none
                              "(standardises pretrained features with large scales)")
     parser.add_argument("--bn-momentum", type=_bn_momentum_arg, default=None, metavar="M",
                         help="momentum of those decoder-side BatchNorms (default 0.9)")
-    parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES)
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--decoder-filters", type=decoder_filters_arg, default=None,
                         metavar="N,N,...",
                         help="channels per decoder stage, deepest first "

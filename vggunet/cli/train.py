@@ -11,6 +11,7 @@ import argparse
 import os
 from typing import Any
 
+from vggunet.choices import LOSS_NAMES
 from vggunet.cli.args import non_negative_int, parse_spec, positive_float, positive_int
 from vggunet.cli.data_args import add_data_args, data_settings, make_datasets
 from vggunet.cli.model_args import add_model_args, build_model_from_args
@@ -27,7 +28,7 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", required=True, metavar="DIR",
                    help="run folder: checkpoints/{last,best}.keras, log.csv, state.json")
     g.add_argument("--loss", default=c.loss,
-                   help=f"ce, dice, jaccard, focal or ce+dice (default {c.loss})")
+                   help=f"{', '.join(LOSS_NAMES)} (default {c.loss})")
     g.add_argument("--metrics", default=",".join(c.metrics),
                    help=f"comma-separated metrics (default {','.join(c.metrics)})")
     g.add_argument("--monitor", default=r.monitor,

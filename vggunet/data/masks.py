@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vggunet import choices
 from vggunet.checks import check_choice, check_int
 from vggunet.data.images import open_image, reading
 from vggunet.data.pairs import _short_list
@@ -29,7 +30,7 @@ from vggunet.errors import ArgumentError, DataError
 
 __all__ = ["MASK_FORMATS", "check_mask_values", "load_mask", "mask_decoder"]
 
-MASK_FORMATS = ("index", "binary", "palette", "channel")
+MASK_FORMATS = choices.MASK_FORMATS
 
 MaskDecoder = Callable[[str | os.PathLike], np.ndarray]
 Palette = tuple[np.ndarray, np.ndarray]

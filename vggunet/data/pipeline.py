@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vggunet import choices
 from vggunet.checks import check_choice, check_int, check_number
 from vggunet.data.images import check_channels, decode_image
 from vggunet.data.masks import MaskDecoder, mask_decoder
@@ -48,7 +49,7 @@ __all__ = ["SAMPLE_WEIGHTS", "SCALES", "make_dataset"]
 SCALES = ("raw", "unit")
 """Output pixel ranges: ``"raw"`` [0, 255], ``"unit"`` [0, 1]."""
 
-SAMPLE_WEIGHTS = ("median_frequency", "inverse_frequency", "border")
+SAMPLE_WEIGHTS = choices.SAMPLE_WEIGHTS
 """Per-pixel weight maps `make_dataset` can add (besides None)."""
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import keras
 
+from vggunet import choices
 from vggunet.checks import did_you_mean
 from vggunet.errors import ArgumentError, UnexpectedArgumentError
 from vggunet.losses.combined import CombinedLoss
@@ -34,8 +35,8 @@ _COMBINATIONS: dict[str, tuple[tuple[type[keras.losses.Loss], ...], str]] = {
     "ce+dice": ((SparseCategoricalCrossentropy, DiceLoss), "ce_dice_loss"),
 }
 
-#: Names accepted by :func:`get_loss`.
-LOSS_NAMES: tuple[str, ...] = (*_LOSS_CLASSES, *_COMBINATIONS)
+#: Names accepted by :func:`get_loss` (listed in `vggunet.choices`, which the CLI reads).
+LOSS_NAMES: tuple[str, ...] = choices.LOSS_NAMES
 
 # Accepted for every name so a CLI can pass them unconditionally; dropped by
 # the losses that have no use for them (e.g. num_classes for "ce").

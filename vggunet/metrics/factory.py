@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import keras
 
+from vggunet import choices
 from vggunet.checks import did_you_mean
 from vggunet.errors import ArgumentError
 
@@ -27,8 +28,8 @@ _METRIC_CLASSES: dict[str, type[keras.metrics.Metric]] = {
     "accuracy": PixelAccuracy,
 }
 
-#: Names accepted by :func:`get_metrics`.
-METRIC_NAMES: tuple[str, ...] = tuple(_METRIC_CLASSES)
+#: Names accepted by :func:`get_metrics` (listed in `vggunet.choices`, which the CLI reads).
+METRIC_NAMES: tuple[str, ...] = choices.METRIC_NAMES
 
 
 def get_metrics(

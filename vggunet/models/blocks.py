@@ -10,9 +10,10 @@ from typing import Any
 
 from keras import layers
 
+from vggunet import choices
 from vggunet.checks import check_choice
 
-DECODERS = ("upsampling", "transpose")
+DECODERS = choices.DECODERS
 
 
 def _named(prefix: str | None, suffix: str) -> str | None:

@@ -14,9 +14,10 @@ from typing import Iterator
 
 import keras
 
+from vggunet import choices
 from vggunet.checks import check_choice
 
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = choices.PRECISIONS
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,0 +1,29 @@
+"""The option lists that the API and the CLI share, in one keras-free module.
+
+Each tuple is the one source of the valid values of an argument: the modules that implement the
+options import it from here, and so does the CLI, which must not import Keras to build its
+parser (`vggunet --help` stays instant).
+"""
+
+from __future__ import annotations
+
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+"""`precision=` of the builders (`vggunet.models.precision`), `--precision`."""
+
+DECODERS = ("upsampling", "transpose")
+"""`decoder=` of `build_vgg_unet` (`vggunet.models.blocks.decoder_stage`), `--decoder`."""
+
+EXPORT_FORMATS = ("keras", "savedmodel", "tflite", "onnx")
+"""`format=` of `export_model`, `vggunet export --format`."""
+
+MASK_FORMATS = ("index", "binary", "palette", "channel")
+"""How masks encode classes (`vggunet.data.masks`), `--mask-format`."""
+
+SAMPLE_WEIGHTS = ("median_frequency", "inverse_frequency", "border")
+"""Per-pixel loss weights of `make_dataset(sample_weights=...)`, `--sample-weights`."""
+
+LOSS_NAMES = ("ce", "crossentropy", "dice", "jaccard", "focal", "ce+dice")
+"""Loss names of `get_loss` (`vggunet.losses.factory`), `--loss`."""
+
+METRIC_NAMES = ("miou", "iou", "dice", "accuracy")
+"""Metric names of `get_metrics` (`vggunet.metrics.factory`), `--metrics`."""
