@@ -40,3 +40,16 @@ def random_images(rng: np.random.Generator, batch: int, height: int, width: int,
                   channels: int = 3) -> np.ndarray:
     """Raw-pixel float32 images in [0, 255]."""
     return (rng.random((batch, height, width, channels)) * 255).astype("float32")
+
+
+def two_stage_unet(filters: int = 8):
+    """A 2-stage VGG16 U-Net (encoder up to block2), float32: builds and trains in about a second."""
+    import keras
+
+    from vggunet import build_vgg_unet
+
+    keras.utils.set_random_seed(0)
+    return build_vgg_unet("vgg16", input_shape=(None, None, 3), num_classes=2, weights=None,
+                          skip_layers=["block1_conv2", "block2_conv2"],
+                          bottleneck_source="block2_pool", decoder_filters=(filters, filters),
+                          bottleneck_filters=16, precision="float32")

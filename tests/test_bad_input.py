@@ -27,6 +27,7 @@ from PIL import Image
 
 keras = pytest.importorskip("keras")
 
+from conftest import two_stage_unet  # noqa: E402
 from vggunet import build_vgg_unet  # noqa: E402
 from vggunet.cli import parse_size, positive_int  # noqa: E402
 from vggunet.data import (  # noqa: E402
@@ -61,13 +62,7 @@ _TF_NOISE = re.compile(r"^([IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\]|WARNING: All log m
                        r"absl|To enable the following instructions)")
 
 
-def tiny_unet(filters: int = 8) -> keras.Model:
-    """A 2-stage VGG16 U-Net (encoder up to block2): builds and trains in about a second."""
-    keras.utils.set_random_seed(0)
-    return build_vgg_unet("vgg16", input_shape=(None, None, 3), num_classes=2, weights=None,
-                          skip_layers=["block1_conv2", "block2_conv2"],
-                          bottleneck_source="block2_pool", decoder_filters=(filters, filters),
-                          bottleneck_filters=16, precision="float32")
+tiny_unet = two_stage_unet
 
 
 def png(path: Path, array: Any, mode: str | None = None) -> Path:

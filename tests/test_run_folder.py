@@ -25,7 +25,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from vggunet import build_vgg_unet  # noqa: E402
+from conftest import two_stage_unet  # noqa: E402
 from vggunet.errors import RunLockedError, SettingsMismatchError  # noqa: E402
 from vggunet.training import finetune, train  # noqa: E402
 
@@ -35,12 +35,7 @@ LEGACY = TESTS / "fixtures" / "legacy_86619a9"
 QUIET = dict(jit_compile=False, tensorboard=False, verbose=0, metrics=("miou",))
 
 
-def tiny_unet() -> keras.Model:
-    keras.utils.set_random_seed(0)
-    return build_vgg_unet("vgg16", input_shape=(None, None, 3), num_classes=2, weights=None,
-                          skip_layers=["block1_conv2", "block2_conv2"],
-                          bottleneck_source="block2_pool", decoder_filters=(8, 8),
-                          bottleneck_filters=16, precision="float32")
+tiny_unet = two_stage_unet
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 import vggunet  # noqa: E402
-from vggunet import build_vgg_unet  # noqa: E402
+from conftest import two_stage_unet  # noqa: E402
 from vggunet.inference import PredictionError, predict_folder  # noqa: E402
 from vggunet.inference.folder import _inside  # noqa: E402
 from vggunet.saving import UnsafeModelError, load_model, save_model  # noqa: E402
@@ -27,12 +27,7 @@ PACKAGE = Path(vggunet.__file__).resolve().parent
 KERAS_ARCHIVE_MEMBERS = {"config.json", "metadata.json", "model.weights.h5"}
 
 
-def tiny_unet(filters: int = 8) -> keras.Model:
-    keras.utils.set_random_seed(0)
-    return build_vgg_unet("vgg16", input_shape=(None, None, 3), num_classes=2, weights=None,
-                          skip_layers=["block1_conv2", "block2_conv2"],
-                          bottleneck_source="block2_pool", decoder_filters=(filters, filters),
-                          bottleneck_filters=16, precision="float32")
+tiny_unet = two_stage_unet
 
 
 @pytest.fixture(scope="module")

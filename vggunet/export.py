@@ -305,7 +305,8 @@ def export_model(
     Raises:
         ExportError: unknown format, a destination that does not fit it, a bad input size, or
             a converter that is missing or fails.
-        FileNotFoundError: `model_or_path` names a file that does not exist.
+        MissingFileError: `model_or_path` names a file that does not exist (a
+            `FileNotFoundError`).
 
     Example:
         >>> import tempfile, tensorflow as tf, vggunet
@@ -321,21 +322,8 @@ def export_model(
         ...
         vggunet.errors.ExportError: tflite export needs a fixed input size: ...
     """
-    fmt = infer_format(out) if format is None else str(format).lower()
-    if fmt not in FORMATS:
-        raise ExportError(f"unknown export format {format!r}; valid formats: "
-                          f"{', '.join(FORMATS)}")
+    fmt = _check_request(out, format, input_size, keep_precision, opset)
     out = Path(out)
-    _check_destination(out, fmt)
-    if fmt == "keras" and input_size is not None:
-        raise ExportError("input_size does not apply to keras export (a .keras file keeps the "
-                          "model's own input shape); use savedmodel, tflite or onnx")
-    if keep_precision and fmt in ("tflite", "onnx"):
-        raise ExportError(f"keep_precision is not possible for {fmt}: its converter needs a "
-                          f"float32 compute graph")
-    if opset is not None and fmt != "onnx":
-        raise ExportError(f"opset applies to onnx export only, not {fmt}")
-
     if isinstance(model_or_path, keras.Model):
         model = model_or_path
     else:
@@ -354,6 +342,32 @@ def export_model(
     shape = _input_spec(model, fmt, input_size)
     if _uses_reduced_precision(model) and not keep_precision:
         model = float32_copy(model)
+    return _convert(model, out, fmt, shape, opset)
+
+
+def _check_request(out: str | os.PathLike, format: str | None,
+                   input_size: Sequence[int] | None, keep_precision: bool,
+                   opset: int | None) -> str:
+    """The export format, after checking that the other arguments fit it."""
+    fmt = infer_format(out) if format is None else str(format).lower()
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {format!r}; valid formats: "
+                          f"{', '.join(FORMATS)}")
+    _check_destination(Path(out), fmt)
+    if fmt == "keras" and input_size is not None:
+        raise ExportError("input_size does not apply to keras export (a .keras file keeps the "
+                          "model's own input shape); use savedmodel, tflite or onnx")
+    if keep_precision and fmt in ("tflite", "onnx"):
+        raise ExportError(f"keep_precision is not possible for {fmt}: its converter needs a "
+                          f"float32 compute graph")
+    if opset is not None and fmt != "onnx":
+        raise ExportError(f"opset applies to onnx export only, not {fmt}")
+    return fmt
+
+
+def _convert(model: keras.Model, out: Path, fmt: str, shape: tuple,
+             opset: int | None) -> Path:
+    """Writes a SavedModel folder, or TFLite/ONNX bytes, atomically at `out`."""
     if fmt == "savedmodel":
         tmp = make_temp_dir(out)
         try:
