@@ -7,6 +7,10 @@ should import TensorFlow (tests/test_startup.py checks that); this measures what
 
     .venv/bin/python benchmarks/cli_startup.py            # prints a markdown table
     .venv/bin/python benchmarks/cli_startup.py --runs 9
+    .venv/bin/python benchmarks/cli_startup.py --before /tmp/old   # + rows for an older tree
+
+`--before DIR` adds the same commands run from another source tree (e.g. `git worktree add
+/tmp/old 86619a9`), as `python -m vggunet` with `PYTHONPATH=DIR`, timed in the same run.
 
 `vggunet` is the console script beside the interpreter (else `python -m vggunet`). The
 figures depend on the machine and its load: run it on a quiet machine and compare rows of
@@ -31,46 +35,57 @@ def _vggunet() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "vggunet"]
 
 
-def commands() -> list[tuple[str, list[str], int]]:
+def commands(cli: list[str], prefix: str = "") -> list[tuple[str, list[str], int]]:
     """The timed commands.
+
+    Args:
+        cli: how to start the command (`vggunet` or `python -m vggunet`).
+        prefix: label prefix (for the rows of an older tree).
 
     Returns:
         `(label, argv, expected exit code)` for each row of the table.
     """
-    python, cli = [sys.executable], _vggunet()
-    return [
-        ("python -c pass", [*python, "-c", "pass"], 0),
-        ('python -c "import vggunet"', [*python, "-c", "import vggunet"], 0),
-        ("vggunet --help", [*cli, "--help"], 0),
-        ("vggunet train --help", [*cli, "train", "--help"], 0),
-        ("vggunet predict --help", [*cli, "predict", "--help"], 0),
-        ("vggunet train --epochs 0 (usage error)",
+    python = [sys.executable]
+    rows = [
+        (f'{prefix}python -c "import vggunet"', [*python, "-c", "import vggunet"], 0),
+        (f"{prefix}vggunet --help", [*cli, "--help"], 0),
+        (f"{prefix}vggunet train --help", [*cli, "train", "--help"], 0),
+        (f"{prefix}vggunet predict --help", [*cli, "predict", "--help"], 0),
+        (f"{prefix}vggunet train --epochs 0 (usage error)",
          [*cli, "train", "--data", "d", "--out", "o", "--epochs", "0"], 2),
     ]
+    return rows if prefix else [("python -c pass", [*python, "-c", "pass"], 0), *rows]
 
 
-def time_command(argv: list[str], runs: int, expected: int) -> list[float]:
+def time_command(argv: list[str], runs: int, expected: int,
+                 env: dict[str, str] | None = None) -> tuple[list[float], int]:
     """Wall times of `runs` fresh runs of `argv`, after one untimed warm-up.
 
     Args:
         argv: the command.
         runs: timed runs.
         expected: the exit code the command must return.
+        env: the environment (default: this process's, without `TF_CPP_MIN_LOG_LEVEL`).
 
     Returns:
-        The seconds of each timed run.
+        The seconds of each timed run, and the number of lines the last run wrote to stderr
+        beyond the command's own one-line usage error (TensorFlow's start-up lines).
     """
-    times = []
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    times, noise = [], 0
     for attempt in range(runs + 1):
         start = time.perf_counter()
-        done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         elapsed = time.perf_counter() - start
         if done.returncode != expected:
             raise SystemExit(f"{' '.join(argv)} exited {done.returncode}, expected {expected}:\n"
                              f"{done.stderr.decode(errors='replace')}")
+        lines = done.stderr.decode(errors="replace").splitlines()
+        noise = len([line for line in lines if "error:" not in line])
         if attempt:
             times.append(elapsed)
-    return times
+    return times, noise
 
 
 def machine() -> str:
@@ -94,17 +109,28 @@ def main() -> None:
     """Times the commands and prints the markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="timed runs per command (median)")
+    parser.add_argument("--before", default=None, metavar="DIR",
+                        help="also time the commands from this older source tree")
     args = parser.parse_args()
-    rows = [(label, statistics.median(time_command(argv, args.runs, code)))
-            for label, argv, code in commands()]
+    plan = [(label, argv, code, None) for label, argv, code in commands(_vggunet())]
+    if args.before:
+        env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+        env["PYTHONPATH"] = str(Path(args.before).resolve())
+        plan += [(label, argv, code, env) for label, argv, code in
+                 commands([sys.executable, "-m", "vggunet"], prefix="before: ")]
+    rows = []
+    for label, argv, code, env in plan:
+        times, noise = time_command(argv, args.runs, code, env)
+        rows.append((label, statistics.median(times), noise))
     base = rows[0][1]
     print(f"CLI start-up, median of {args.runs} runs after one warm-up, "
           f"{datetime.date.today().isoformat()}; {machine()}.")
-    print("Produced by `python benchmarks/cli_startup.py`.\n")
-    print("| command | median (s) | × `python -c pass` |")
-    print("| --- | ---: | ---: |")
-    for label, seconds in rows:
-        print(f"| `{label}` | {seconds:.3f} | {seconds / base:.1f} |")
+    print("Produced by `python benchmarks/cli_startup.py"
+          + (f" --before {args.before}`" if args.before else "`") + ".\n")
+    print("| command | median (s) | × `python -c pass` | stderr lines |")
+    print("| --- | ---: | ---: | ---: |")
+    for label, seconds, noise in rows:
+        print(f"| `{label}` | {seconds:.3f} | {seconds / base:.1f} | {noise} |")
 
 
 if __name__ == "__main__":

@@ -102,7 +102,8 @@ def test_only_the_cli_entry_point_sets_the_tensorflow_log_level():
     (unless the user chose a level) before anything imports TensorFlow."""
     code = (
         "import json, os\n"
-        "import vggunet, vggunet.demo, vggunet.plots, vggunet.inference, vggunet.evaluate\n"
+        # Modules that do not import TensorFlow (which sets TF_CPP_MIN_LOG_LEVEL=1 itself).
+        "import vggunet, vggunet.demo, vggunet.plots, vggunet.inference, vggunet.training\n"
         "after_import = {k: os.environ.get(k) for k in ('TF_CPP_MIN_LOG_LEVEL', 'MPLBACKEND')}\n"
         "from vggunet.cli import main\n"
         "try:\n"
@@ -117,6 +118,14 @@ def test_only_the_cli_entry_point_sets_the_tensorflow_log_level():
     after_import, after_main = json.loads(proc.stdout.splitlines()[-1])
     assert after_import == {"TF_CPP_MIN_LOG_LEVEL": None, "MPLBACKEND": None}
     assert after_main == "3"
+    # Nothing else in the package writes to the environment (export sets tf2onnx's own switch
+    # around a conversion and restores it).
+    writers = [f"{path.relative_to(REPO)}:{number}"
+               for path in sorted((REPO / "vggunet").rglob("*.py"))
+               for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+               if "os.environ" in line and ("setdefault" in line or "] =" in line)
+               and path.name != "app.py"]
+    assert {w.split(":")[0] for w in writers} <= {"vggunet/export.py"}, writers
 
     chosen = dict(_environment(), TF_CPP_MIN_LOG_LEVEL="1")
     proc = subprocess.run(

@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
         ("BackbonePreprocess", "CropToReference", "ENCODERS", "EncoderSpec", "PadToMultiple",
          "build_encoder", "build_encoder_unet", "build_unet", "build_unet_3d", "build_vgg_unet",
          "conv_block", "decoder_stage", "get_encoder_spec", "load_backbone_weights",
+         "Encoder", "SegmentationModel",
          "resolve_precision", "upsampling_block"),
         "vggunet.models"),
     **dict.fromkeys(
@@ -32,11 +33,13 @@ _EXPORTS: dict[str, str] = {
         "vggunet.transfer"),
     **dict.fromkeys(("make_dataset",), "vggunet.data"),
     **dict.fromkeys(
-        ("BatchNormRecalibration", "CosineDecayEpochs", "TrainResult", "compile_model",
+        ("BatchNormRecalibration", "CompileSettings", "CosineDecayEpochs", "DataSettings",
+         "PhaseSettings", "RunSettings", "TrainResult", "compile_model",
          "cosine_lr", "finetune", "recalibrate_batchnorm", "train"),
         "vggunet.training"),
     **dict.fromkeys(
-        ("create_mask", "predict_folder", "predict_mask", "predict_proba", "predict_tiled"),
+        ("create_mask", "predict_folder", "predict_image_file", "predict_mask", "predict_proba",
+         "predict_tiled", "scores_to_labels"),
         "vggunet.inference"),
     **dict.fromkeys(("evaluate",), "vggunet.evaluate"),
     **dict.fromkeys(("export_model",), "vggunet.export"),
