@@ -58,7 +58,8 @@ def commands(cli: list[str], prefix: str = "") -> list[tuple[str, list[str], int
 
 
 def time_command(argv: list[str], runs: int, expected: int,
-                 env: dict[str, str] | None = None) -> tuple[list[float], int]:
+                 env: dict[str, str] | None = None,
+                 cwd: str | None = None) -> tuple[list[float], int]:
     """Wall times of `runs` fresh runs of `argv`, after one untimed warm-up.
 
     Args:
@@ -66,6 +67,8 @@ def time_command(argv: list[str], runs: int, expected: int,
         runs: timed runs.
         expected: the exit code the command must return.
         env: the environment (default: this process's, without `TF_CPP_MIN_LOG_LEVEL`).
+        cwd: the working folder (the older tree for its rows: `python -c` puts the working
+            folder first on `sys.path`).
 
     Returns:
         The seconds of each timed run, and the number of lines the last run wrote to stderr
@@ -76,7 +79,8 @@ def time_command(argv: list[str], runs: int, expected: int,
     times, noise = [], 0
     for attempt in range(runs + 1):
         start = time.perf_counter()
-        done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                              cwd=cwd)
         elapsed = time.perf_counter() - start
         if done.returncode != expected:
             raise SystemExit(f"{' '.join(argv)} exited {done.returncode}, expected {expected}:\n"
@@ -112,15 +116,16 @@ def main() -> None:
     parser.add_argument("--before", default=None, metavar="DIR",
                         help="also time the commands from this older source tree")
     args = parser.parse_args()
-    plan = [(label, argv, code, None) for label, argv, code in commands(_vggunet())]
+    plan = [(label, argv, code, None, None) for label, argv, code in commands(_vggunet())]
     if args.before:
+        before = str(Path(args.before).resolve())
         env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-        env["PYTHONPATH"] = str(Path(args.before).resolve())
-        plan += [(label, argv, code, env) for label, argv, code in
+        env["PYTHONPATH"] = before
+        plan += [(label, argv, code, env, before) for label, argv, code in
                  commands([sys.executable, "-m", "vggunet"], prefix="before: ")]
     rows = []
-    for label, argv, code, env in plan:
-        times, noise = time_command(argv, args.runs, code, env)
+    for label, argv, code, env, cwd in plan:
+        times, noise = time_command(argv, args.runs, code, env, cwd)
         rows.append((label, statistics.median(times), noise))
     base = rows[0][1]
     print(f"CLI start-up, median of {args.runs} runs after one warm-up, "

@@ -53,3 +53,19 @@ def two_stage_unet(filters: int = 8):
                           skip_layers=["block1_conv2", "block2_conv2"],
                           bottleneck_source="block2_pool", decoder_filters=(filters, filters),
                           bottleneck_filters=16, precision="float32")
+
+
+def producer(model, tensor) -> str:
+    """Name of the layer of `model` whose output is `tensor` (public API: `layer.output`)."""
+    for layer in model.layers:
+        outputs = layer.output if isinstance(layer.output, (list, tuple)) else [layer.output]
+        if any(out is tensor for out in outputs):
+            return layer.name
+    raise AssertionError(f"no layer of {model.name!r} outputs {tensor}")
+
+
+def input_sources(model, layer_name: str) -> list[str]:
+    """Names of the layers feeding `layer_name`, in input order (public API: `layer.input`)."""
+    inputs = model.get_layer(layer_name).input
+    inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    return [producer(model, tensor) for tensor in inputs]
