@@ -23,7 +23,7 @@ import keras
 
 from vggunet.checks import did_you_mean
 from vggunet.console import Say
-from vggunet.errors import ArgumentError
+from vggunet.errors import UnexpectedArgumentError
 from vggunet.training.distribute import ModelOrFactory
 from vggunet.training.loop import Phase, TrainResult, run_session
 from vggunet.training.settings import (
@@ -59,8 +59,9 @@ def _options(function: str, options: dict[str, Any]) -> _Options:
     known = {*_COMMON, *_FIELDS[CompileSettings], *_FIELDS[RunSettings]}
     for name in options:
         if name not in known:
-            raise ArgumentError(f"{function}() got an unexpected keyword argument {name!r}."
-                                f"{did_you_mean(name, sorted(known))}")
+            raise UnexpectedArgumentError(
+                f"{function}() got an unexpected keyword argument {name!r}."
+                f"{did_you_mean(name, sorted(known))}")
     common = {**_COMMON, **{k: v for k, v in options.items() if k in _COMMON}}
     settings = {}
     for cls, given in ((CompileSettings, common["compile_settings"]),
