@@ -18,14 +18,17 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/vggunet demo --out runs/demo
 
+# pytest-xdist runs the suite on up to 4 processes (2 on this project's 2-core machine: 7.5 min
+# instead of 12.5 min serially); tests must not depend on each other or on a shared folder.
 test: install
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n auto --maxprocesses 4
 
 # Builders, freezing, losses, metrics and saving on the TensorFlow, JAX and PyTorch backends,
 # each in its own process; installs torch (CPU) and jax into the same venv.
 test-backends: install
 	$(PY) -m pip install --quiet -e ".[test,backends]"
-	VGGUNET_TEST_BACKENDS=1 TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q tests/test_backends.py
+	VGGUNET_TEST_BACKENDS=1 TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n auto --maxprocesses 4 \
+		tests/test_backends.py
 
 bench: install
 	$(PY) -m pip install --quiet -e ".[test,bench]"
