@@ -179,8 +179,12 @@ def build_encoder(
     # comes from the backbone. (Entries for backbone layers below the cut are dropped.)
     roles = {layer.name: "skip" if layer.name in skips else "encoder" for layer in base.layers}
     roles.update(dict.fromkeys(input_names, "input"))
+    # The backbone's own numbering: its input (here, ours) at 0, then its layers in order.
+    backbone_layers = ["input_image"] + [layer.name for layer in base.layers
+                                         if layer.name not in input_names]
     outputs = [base.get_layer(name).output for name in (*skips, source)]
-    encoder = Encoder(inputs, outputs, name=f"{spec.name or 'custom'}_encoder", roles=roles)
+    encoder = Encoder(inputs, outputs, name=f"{spec.name or 'custom'}_encoder", roles=roles,
+                      backbone_layers=backbone_layers)
     if weights is not None:
         load_backbone_weights(encoder, spec, weights)
     return encoder

@@ -7,7 +7,11 @@ Functional models in every respect (same layers, weights, `fit`, `predict`, expo
   `decoder`, `head`), recorded by the builder and stored in the model's config, so it survives
   `.keras` save/load, `from_config` copies and safe-mode loading;
 * outputs named after the layers they come from: `[t.name for t in model.outputs]` reads
-  `["block1_conv2", ...]`, not `["keras_tensor_3", ...]`, also after loading.
+  `["block1_conv2", ...]`, not `["keras_tensor_3", ...]`, also after loading;
+* `backbone_layers`: the backbone's own layer numbering, `[name of layer 0, name of layer 1,
+  ...]` in the order of `keras.applications.<Backbone>(include_top=False).layers` (entry 0, the
+  backbone's input, is the model's input), so that seed code such as `VGG16(...).layers[:10]`
+  and weights files written for the plain backbone map onto the model one-to-one.
 
 This follows keras-hub's Backbone/Task pattern with public API only: a subclass of `keras.Model`
 whose `__init__` takes the Functional signature `(inputs, outputs, name=None, **kwargs)`, so
@@ -53,6 +57,7 @@ class _RecordedModel(keras.Model):
         # `roles` travels in **kwargs: an explicit parameter would change the signature that
         # Keras checks (`inputs, outputs, name`) before it revives a subclass as Functional.
         roles, skips = kwargs.pop("roles", None), kwargs.pop("skips", None)
+        backbone_layers = kwargs.pop("backbone_layers", None)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         # Keras names output tensors keras_tensor_N; the producing layer's name says more.
         for tensor, layer_name in zip(self.outputs, self.output_names):
@@ -60,6 +65,9 @@ class _RecordedModel(keras.Model):
         # A read-only mapping: Keras's attribute tracking leaves it alone, and users cannot
         # change the record by accident.
         self._roles = types.MappingProxyType(self._record(roles, skips))
+        present = {layer.name for layer in self.layers}
+        self._backbone_layers = tuple(
+            name for name in (backbone_layers or ()) if name in present)
 
     def _infer_roles(self) -> dict[str, str]:
         return infer_roles(self)
@@ -80,8 +88,21 @@ class _RecordedModel(keras.Model):
         """`{layer_name: role}` for every layer, in `model.layers` order."""
         return dict(self._roles)
 
+    @property
+    def backbone_layers(self) -> list[str]:
+        """Layer names in the backbone's own numbering (empty when the model has no backbone).
+
+        Entry `i` is the layer that `keras.applications.<Backbone>(include_top=False).layers[i]`
+        is in this model; entry 0 is the model's input. Backbone layers that the encoder cut off
+        (beyond the bottleneck source) are not in the model and end the list.
+        """
+        return list(self._backbone_layers)
+
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "roles": dict(self._roles)}
+        config = {**super().get_config(), "roles": dict(self._roles)}
+        if self._backbone_layers:
+            config["backbone_layers"] = list(self._backbone_layers)
+        return config
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
