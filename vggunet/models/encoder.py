@@ -96,6 +96,31 @@ def _check_taps(base: keras.Model, skips: Sequence[str], source: str) -> None:
         )
 
 
+def stage_numbers(layer_names: Sequence[str], stage_ends: Sequence[str]) -> dict[str, int]:
+    """The stage (1, 2, ...) of each backbone layer, from the last layer of each stage.
+
+    Args:
+        layer_names: the backbone's layers in its own order (without its input).
+        stage_ends: the last layer of each stage (`EncoderSpec.stage_ends`); empty: no stages.
+
+    Returns:
+        `{layer_name: stage}`; layers after the last stage end belong to the last stage.
+
+    Example:
+        >>> stage_numbers(["c1", "p1", "c2", "p2", "c3"], ["p1", "p2"])
+        {'c1': 1, 'p1': 1, 'c2': 2, 'p2': 2, 'c3': 2}
+    """
+    if not stage_ends:
+        return {}
+    stages, stage, last = {}, 1, len(stage_ends)
+    ends = set(stage_ends)
+    for name in layer_names:
+        stages[name] = stage
+        if name in ends and stage < last:
+            stage += 1
+    return stages
+
+
 def _input_side(
     inputs: Any, spec: EncoderSpec, preprocessing: bool, pad_to_multiple: int | None
 ) -> tuple[Any, list[str]]:
@@ -184,7 +209,8 @@ def build_encoder(
                                          if layer.name not in input_names]
     outputs = [base.get_layer(name).output for name in (*skips, source)]
     encoder = Encoder(inputs, outputs, name=f"{spec.name or 'custom'}_encoder", roles=roles,
-                      backbone_layers=backbone_layers)
+                      backbone_layers=backbone_layers,
+                      stages=stage_numbers(backbone_layers[1:], spec.stage_ends))
     if weights is not None:
         load_backbone_weights(encoder, spec, weights)
     return encoder

@@ -58,6 +58,7 @@ class _RecordedModel(keras.Model):
         # Keras checks (`inputs, outputs, name`) before it revives a subclass as Functional.
         roles, skips = kwargs.pop("roles", None), kwargs.pop("skips", None)
         backbone_layers = kwargs.pop("backbone_layers", None)
+        stages = kwargs.pop("stages", None) or {}
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         # Keras names output tensors keras_tensor_N; the producing layer's name says more.
         for tensor, layer_name in zip(self.outputs, self.output_names):
@@ -68,6 +69,8 @@ class _RecordedModel(keras.Model):
         present = {layer.name for layer in self.layers}
         self._backbone_layers = tuple(
             name for name in (backbone_layers or ()) if name in present)
+        self._stages = types.MappingProxyType(
+            {name: int(stage) for name, stage in stages.items() if name in present})
 
     def _infer_roles(self) -> dict[str, str]:
         return infer_roles(self)
@@ -98,10 +101,17 @@ class _RecordedModel(keras.Model):
         """
         return list(self._backbone_layers)
 
+    @property
+    def stages(self) -> dict[str, int]:
+        """`{layer_name: stage}` for the backbone's layers (empty when not recorded)."""
+        return dict(self._stages)
+
     def get_config(self) -> dict[str, Any]:
         config = {**super().get_config(), "roles": dict(self._roles)}
         if self._backbone_layers:
             config["backbone_layers"] = list(self._backbone_layers)
+        if self._stages:
+            config["stages"] = dict(self._stages)
         return config
 
 

@@ -73,6 +73,11 @@ class EncoderSpec:
         weights_url: where Keras downloads the ImageNet no-top weights from.
         name: the registry key (`"vgg16"`); `get_encoder_spec` fills it in for entries added
             without one. Builders name models after it and messages name the backbone by it.
+        stage_ends: the last backbone layer of each stage (block), in order: stage k holds the
+            layers after the end of stage k-1, up to and including its own end. `freeze`'s
+            `up_to=`, `top_blocks` and `encoder_blocks` count these stages; builders record
+            each layer's stage in the model. Empty: stages are read from layer names
+            (`block4_*`, `conv4_*`), as for models of earlier releases.
     """
 
     constructor: Callable[..., Any]
@@ -82,6 +87,7 @@ class EncoderSpec:
     preprocess_input: Callable[..., Any]
     weights_url: str
     name: str = ""
+    stage_ends: tuple[str, ...] = ()
 
     @property
     def weights_file(self) -> str:
@@ -93,6 +99,15 @@ def _vgg_skips() -> tuple[str, ...]:
     return tuple(f"block{i}_conv2" for i in range(1, 6))
 
 
+_VGG_STAGES = tuple(f"block{i}_pool" for i in range(1, 6))
+
+
+def _resnet_stages(blocks: tuple[int, int, int]) -> tuple[str, ...]:
+    """Stage ends of a ResNet with `blocks` residual blocks in stages 3, 4, 5 (stage 2 has 3)."""
+    return ("pool1_pool", "conv2_block3_out", *(f"conv{stage}_block{n}_out"
+                                                for stage, n in zip((3, 4, 5), blocks)))
+
+
 ENCODERS: dict[str, EncoderSpec] = {
     "vgg16": EncoderSpec(
         _application("VGG16"),
@@ -102,6 +117,7 @@ ENCODERS: dict[str, EncoderSpec] = {
         _preprocess("vgg16"),
         _WEIGHTS_BASE + "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
         "vgg16",
+        _VGG_STAGES,
     ),
     "vgg19": EncoderSpec(
         _application("VGG19"),
@@ -111,6 +127,7 @@ ENCODERS: dict[str, EncoderSpec] = {
         _preprocess("vgg19"),
         _WEIGHTS_BASE + "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
         "vgg19",
+        _VGG_STAGES,
     ),
     "resnet50": EncoderSpec(
         _application("ResNet50"),
@@ -120,6 +137,7 @@ ENCODERS: dict[str, EncoderSpec] = {
         _preprocess("resnet"),
         _WEIGHTS_BASE + "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
         "resnet50",
+        _resnet_stages((4, 6, 3)),
     ),
     "resnet101": EncoderSpec(
         _application("ResNet101"),
@@ -129,6 +147,7 @@ ENCODERS: dict[str, EncoderSpec] = {
         _preprocess("resnet"),
         _WEIGHTS_BASE + "resnet/resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5",
         "resnet101",
+        _resnet_stages((4, 23, 3)),
     ),
     "resnet152": EncoderSpec(
         _application("ResNet152"),
@@ -138,6 +157,7 @@ ENCODERS: dict[str, EncoderSpec] = {
         _preprocess("resnet"),
         _WEIGHTS_BASE + "resnet/resnet152_weights_tf_dim_ordering_tf_kernels_notop.h5",
         "resnet152",
+        _resnet_stages((8, 36, 3)),
     ),
 }
 

@@ -253,7 +253,8 @@ def build_vgg_unet(
         outputs = _head(x, num_classes, activation, inputs if needs_pad else None)
     # The encoder's record covers its layers; the steps above name theirs by role.
     model = SegmentationModel(inputs, outputs, name=name or f"{spec.name or 'custom'}_unet",
-                              roles=encoder.roles, backbone_layers=encoder.backbone_layers)
+                              roles=encoder.roles, backbone_layers=encoder.backbone_layers,
+                              stages=encoder.stages)
     _load_and_freeze(model, spec, weights, freeze, train_bn)
     return model
 

@@ -74,9 +74,18 @@ class FreezeReport:
 def _block_number(name: str) -> int | None:
     # keras.applications names layers by stage: block4_conv1 (VGG), conv4_block2_out (ResNet),
     # pool1_pool (ResNet's stem pool, part of stage 1); the lab U-Nets by encoder block or
-    # level: encoder_block4_dropout (2D), encoder_level0_conv1 (3D).
-    match = re.match(r"(?:encoder_)?(?:block|conv|pool|level)(\d+)", name)
+    # level: encoder_block4_dropout (2D), encoder_level0_conv1 (3D). Also parses `up_to`
+    # values such as "block4", "conv4" or "stage4".
+    match = re.match(r"(?:encoder_)?(?:block|conv|pool|level|stage)(\d+)", name)
     return int(match.group(1)) if match else None
+
+
+def _stage_of(model: keras.Model, name: str) -> int | None:
+    """The stage of an encoder layer: as the builder recorded it, else as its name says."""
+    stages = getattr(model, "stages", None)
+    if stages:
+        return stages.get(name)
+    return _block_number(name)
 
 
 def _encoder_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -101,7 +110,7 @@ def encoder_blocks(model: keras.Model) -> list[int]:
         >>> encoder_blocks(build_unet_3d((1, 8, 8, 8), depth=3, base_filters=2))
         [0, 1]
     """
-    numbers = {_block_number(layer.name) for layer in _encoder_layers(model)}
+    numbers = {_stage_of(model, layer.name) for layer in _encoder_layers(model)}
     return sorted(n for n in numbers if n is not None)
 
 
@@ -115,7 +124,7 @@ def _select_up_to(model: keras.Model, up_to: str | int) -> list[keras.layers.Lay
             f"{blocks} (e.g. up_to='block{blocks[-1] if blocks else 1}')."
         )
     return [layer for layer in _encoder_layers(model)
-            if (_block_number(layer.name) or 0) <= number]
+            if (_stage_of(model, layer.name) or 0) <= number]
 
 
 def _select_by_prefixes(model: keras.Model, spec: str | Sequence[str]) -> list:
@@ -300,7 +309,7 @@ def top_blocks(model: keras.Model, n: int = 1) -> Callable[[keras.layers.Layer],
     wanted = set(blocks[-n:])
     roles = layer_roles(model)
     return lambda layer: (roles.get(layer.name) in ENCODER_ROLES
-                          and _block_number(layer.name) in wanted)
+                          and _stage_of(model, layer.name) in wanted)
 
 
 def recompile(
