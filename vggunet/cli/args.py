@@ -12,6 +12,7 @@ import os
 from typing import Any, Callable, TypeVar
 
 from vggunet.errors import CliError
+from vggunet.transfer.numbering import ENCODER_SLICE_FORMS, parse_encoder_slice
 
 T = TypeVar("T")
 
@@ -56,10 +57,13 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def parse_spec(text: str | None) -> Any:
-    """Parses a freeze spec from the command line: an int, a role, or comma-separated prefixes.
+    """Parses a freeze spec from the command line: an int, a role, a slice of the backbone's own
+    layer numbering, or comma-separated prefixes.
 
     Args:
-        text: e.g. `"10"`, `"encoder"`, `"block1,block2"`.
+        text: e.g. `"10"` (the model's first 10 layers), `"encoder"`, `"encoder[:10]"` (what
+            `keras.applications.VGG16(...).layers[:10]` are; also `"encoder[3:10]"`,
+            `"encoder[10:]"`), `"block1,block2"`.
 
     Returns:
         The spec in the form `vggunet.freeze` takes, or None.
@@ -67,16 +71,22 @@ def parse_spec(text: str | None) -> Any:
     Example:
         >>> parse_spec("10"), parse_spec("encoder"), parse_spec("block1, block2")
         (10, 'encoder', ['block1', 'block2'])
+        >>> parse_spec(" encoder[ :10]")
+        'encoder[:10]'
     """
     if text is None:
         return None
     text = text.strip()
     if text.lstrip("-").isdigit():
         return int(text)
+    layers = parse_encoder_slice(text)  # keras-free; a malformed slice fails here, before Keras
+    if layers is not None:
+        return f"encoder[{'' if layers.start is None else layers.start}:" \
+               f"{'' if layers.stop is None else layers.stop}]"
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts:
-        raise CliError(f"empty layer spec {text!r}: give N, a role such as encoder, or "
-                       f"layer-name prefixes like block1,block2")
+        raise CliError(f"empty layer spec {text!r}: give N, a role such as encoder, "
+                       f"{ENCODER_SLICE_FORMS}, or layer-name prefixes like block1,block2")
     return parts[0] if len(parts) == 1 else parts
 
 

@@ -50,7 +50,12 @@ def resolve_skip_layers(spec: EncoderSpec, skip_layers: Sequence[str] | None) ->
 
 
 def check_pretrained_channels(input_shape: Sequence[int | None], weights: Any) -> None:
-    """Raises ValueError when pretrained `weights` meet a channel count other than 1 or 3.
+    """Checks that pretrained `weights` can meet the input's channel count.
+
+    Any known count can: 1 is repeated to RGB inside the model; for 2 and more than 3 the
+    pretrained first convolution is tiled over the channels when the weights are loaded
+    (`vggunet.models.weights.tile_input_kernel`) and the preprocessing statistics are cycled
+    (`BackbonePreprocess`). Only an unknown count (None) is refused.
 
     Args:
         input_shape: `(H, W, C)`.
@@ -59,12 +64,11 @@ def check_pretrained_channels(input_shape: Sequence[int | None], weights: Any) -
     Returns:
         None.
     """
-    channels = input_shape[-1]
-    if weights is not None and channels not in (1, 3):
+    channels = input_shape[-1] if len(input_shape) else None
+    if weights is not None and channels is None:
         raise ArgumentError(
-            f"Pretrained weights ({weights!r}) need 1 (greyscale, repeated to RGB) or 3 input "
-            f"channels, got {channels} (input_shape={tuple(input_shape)!r}). Pass weights=None "
-            f"to train a {channels}-channel first convolution from scratch."
+            f"Pretrained weights ({weights!r}) need a known number of input channels, got "
+            f"input_shape={tuple(input_shape)!r}; give C, e.g. (None, None, 3)."
         )
 
 
@@ -134,7 +138,12 @@ def _input_side(
         x = layers.Concatenate(axis=-1, name="input_gray_to_rgb", dtype="float32")([x, x, x])
         names.append("input_gray_to_rgb")
     if preprocessing:
-        mode = spec.preprocessing if x.shape[-1] == 3 else "tf"
+        # Other channel counts than 3 get the backbone's statistics cycled (BackbonePreprocess).
+        # keras.applications' ConvNeXt normalises inside the model for 3 channels only and
+        # drops that layer otherwise: the same ImageNet mean/std ("torch") then come first here.
+        mode = spec.preprocessing
+        if x.shape[-1] != 3 and mode == "none" and "convnext" in repr(spec.constructor).lower():
+            mode = "torch"
         x = BackbonePreprocess(mode, name="input_preprocess")(x)
         names.append("input_preprocess")
     if pad_to_multiple:

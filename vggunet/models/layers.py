@@ -22,6 +22,17 @@ _TORCH_STD = (0.229, 0.224, 0.225)
 PREPROCESSING_MODES = ("caffe", "torch", "tf", "unit", "none")
 
 
+def _caffe_channel_order(channels: int) -> list[int]:
+    """Source channel of each output channel of mode "caffe": every full group of three reversed.
+
+    Example:
+        >>> _caffe_channel_order(3), _caffe_channel_order(4), _caffe_channel_order(6)
+        ([2, 1, 0], [2, 1, 0, 3], [2, 1, 0, 5, 4, 3])
+    """
+    full = channels - channels % 3
+    return [3 * (c // 3) + 2 - c % 3 if c < full else c for c in range(channels)]
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class BackbonePreprocess(layers.Layer):
     """Applies a backbone's `preprocess_input` inside the model, so the model takes raw pixels.
@@ -30,8 +41,27 @@ class BackbonePreprocess(layers.Layer):
     `"caffe"` (RGB to BGR, minus the ImageNet BGR mean; VGG and ResNet v1), `"torch"` (to [0, 1],
     then ImageNet mean/std), `"tf"` (to [-1, 1]), `"unit"` (to [0, 1]) and `"none"`.
 
+    Any number of channels C: the ImageNet statistics are cycled over the channels, so channel
+    c is treated like RGB channel `c % 3` (the pretrained first convolution is tiled the same
+    way, see `vggunet.models.weights.tile_input_kernel`). `"torch"` uses mean and std of RGB
+    channel `c % 3`; `"caffe"` reverses every full group of three channels (R, G, B → B, G, R;
+    channels of a last group of one or two keep their order) and subtracts the BGR mean of
+    position `c % 3`. An image whose channels repeat R, G, B (RGBRGB for C = 6) is thus
+    preprocessed into the RGB image's result repeated; for C = 4 (R, G, B, NIR) the fourth
+    channel is treated like the first, R in "torch" mode and B (103.939 subtracted) in "caffe"
+    mode. `"tf"`, `"unit"` and `"none"` treat every channel alike.
+
     Args:
         mode: one of `PREPROCESSING_MODES`.
+
+    Example:
+        >>> import numpy as np
+        >>> rgb = np.array([[[[10.0, 20.0, 30.0]]]], "float32")
+        >>> layer = BackbonePreprocess("caffe")
+        >>> np.asarray(layer(rgb)).astype("float64").round(3).tolist()
+        [[[[-73.939, -96.779, -113.68]]]]
+        >>> np.asarray(layer(np.concatenate([rgb, rgb], -1))).astype("float64").round(3).tolist()
+        [[[[-73.939, -96.779, -113.68, -73.939, -96.779, -113.68]]]]
     """
 
     def __init__(self, mode: str = "caffe", **kwargs: Any) -> None:
@@ -43,21 +73,27 @@ class BackbonePreprocess(layers.Layer):
 
     def build(self, input_shape: tuple) -> None:
         channels = input_shape[-1]
-        if self.mode in ("caffe", "torch") and channels != 3:
+        if self.mode in ("caffe", "torch") and channels is None:
             raise ArgumentError(
-                f"Preprocessing mode {self.mode!r} needs 3 (RGB) channels, got input shape "
-                f"{tuple(input_shape)}; use mode 'tf', 'unit' or 'none' for {channels} channels."
+                f"Preprocessing mode {self.mode!r} needs a known channel count, got input shape "
+                f"{tuple(input_shape)}; give the input's last dimension."
             )
         super().build(input_shape)
 
+    def _cycled(self, values: tuple[float, ...], channels: int) -> Any:
+        return ops.convert_to_tensor([values[c % 3] for c in range(channels)], dtype="float32")
+
     def call(self, inputs: Any) -> Any:
         x = ops.cast(inputs, "float32")
+        channels = int(inputs.shape[-1]) if self.mode in ("caffe", "torch") else 0
         if self.mode == "caffe":
-            x = ops.flip(x, axis=-1)
-            return x - ops.convert_to_tensor(_CAFFE_BGR_MEAN, dtype="float32")
+            # Three channels: the flip keras.applications does (a gather gives the same values).
+            x = ops.flip(x, axis=-1) if channels == 3 else ops.take(
+                x, _caffe_channel_order(channels), axis=-1)
+            return x - self._cycled(_CAFFE_BGR_MEAN, channels)
         if self.mode == "torch":
-            mean = ops.convert_to_tensor(_TORCH_MEAN, dtype="float32")
-            std = ops.convert_to_tensor(_TORCH_STD, dtype="float32")
+            mean = self._cycled(_TORCH_MEAN, channels)
+            std = self._cycled(_TORCH_STD, channels)
             return (x / 255.0 - mean) / std
         if self.mode == "tf":
             return x / 127.5 - 1.0

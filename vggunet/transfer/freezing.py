@@ -6,6 +6,11 @@ pretrained model is unfrozen its BatchNorm layers should stay in inference mode,
 batches wreck what the model learned. `unfreeze(..., train_bn=False)` (the default) therefore
 leaves encoder BatchNorm layers frozen.
 
+Layers can be chosen in the backbone's own numbering (`vggunet.transfer.numbering`):
+`freeze(model, encoder_layers=10)` or `freeze(model, "encoder[:10]")` freezes what seed code's
+`VGG16(...).layers[:10]` froze, for every backbone; `freeze(model, 10)` still counts the
+model's own layers (input, preprocessing and padding included).
+
 Keras compiles the list of trainable variables into the train step, so after changing
 trainability the model must be compiled again: `recompile(model)` does that, keeping the loss,
 metrics and optimizer settings.
@@ -23,9 +28,12 @@ from keras import layers
 from vggunet.checks import check_int
 from vggunet.errors import ArgumentError
 from vggunet.models.roles import ENCODER_ROLES, ROLES
+from vggunet.transfer.inspect import all_layers as nested_layers
 from vggunet.transfer.inspect import layer_roles, param_totals
+from vggunet.transfer.numbering import as_slice, backbone_range, parse_encoder_slice
 
 FreezeSpec = Union[int, str, Sequence[str], Callable[[keras.layers.Layer], bool], None]
+EncoderLayers = Union[int, slice, None]
 _ROLE_SPECS = {
     "encoder": ENCODER_ROLES,
     "decoder": ("decoder",),
@@ -155,6 +163,8 @@ def _select_by_spec(model: keras.Model, spec: FreezeSpec) -> list[keras.layers.L
     if isinstance(spec, str) and spec in _ROLE_SPECS:
         roles = layer_roles(model)
         return [layer for layer in all_layers if roles[layer.name] in _ROLE_SPECS[spec]]
+    if isinstance(spec, str) and parse_encoder_slice(spec) is not None:
+        return backbone_range(model, parse_encoder_slice(spec), f"freeze spec {spec!r}")
     if isinstance(spec, str) or (
         isinstance(spec, (list, tuple)) and all(isinstance(s, str) for s in spec)
     ):
@@ -168,34 +178,55 @@ def _select_by_spec(model: keras.Model, spec: FreezeSpec) -> list[keras.layers.L
 
 
 def select_layers(
-    model: keras.Model, spec: FreezeSpec = None, *, up_to: str | int | None = None
+    model: keras.Model, spec: FreezeSpec = None, *, up_to: str | int | None = None,
+    encoder_layers: EncoderLayers = None,
 ) -> list[keras.layers.Layer]:
     """Resolves a freeze spec to layers.
 
-    Roles (`"encoder"`, ...) and encoder blocks come from the roles the builder recorded (see
-    `vggunet.layer_roles`).
+    Roles (`"encoder"`, ...), encoder blocks and the backbone's numbering come from what the
+    builder recorded (see `vggunet.layer_roles`, `SegmentationModel.backbone_layers`).
 
     Args:
         model: the model.
-        spec: an int N (the first N layers, `model.layers[:N]`); `"encoder"`, `"decoder"`,
-            `"bottleneck"`, `"head"` or `"all"` (by role); a layer name or name prefix, or a list
-            of them (`["block1", "block2"]`); or a predicate `layer -> bool`.
+        spec: an int N (the first N layers of the model, `model.layers[:N]`); `"encoder"`,
+            `"decoder"`, `"bottleneck"`, `"head"` or `"all"` (by role); `"encoder[:N]"`,
+            `"encoder[M:N]"` or `"encoder[M:]"` (a slice of the backbone's own numbering, as
+            `encoder_layers`); a layer name or name prefix, or a list of them
+            (`["block1", "block2"]`); or a predicate `layer -> bool`.
         up_to: instead of `spec`: the encoder up to and including this block (`"block4"`,
             `"conv4"` or 4).
+        encoder_layers: instead of `spec`: N or `slice(M, N)`, the layers that
+            `keras.applications.<Backbone>(include_top=False).layers[:N]` (or `[M:N]`) are in
+            this model, its input at 0; layers the model cut off (after the bottleneck source)
+            are skipped. Whole numbers >= 0 only.
 
     Returns:
         The selected layers in model order. Raises ValueError if nothing matches.
 
     Example:
-        >>> from vggunet import build_unet
+        >>> from vggunet import build_unet, build_vgg_unet
         >>> model = build_unet(input_size=(32, 32, 3), n_filters=2)
         >>> [layer.name for layer in select_layers(model, up_to=1)]
         ['encoder_block1_conv1', 'encoder_block1_conv2', 'encoder_block1_pool']
+        >>> vgg = build_vgg_unet(input_shape=(64, 64, 3), weights=None,
+        ...                      decoder_filters=(8, 8, 8, 8, 8), bottleneck_filters=8)
+        >>> [layer.name for layer in select_layers(vgg, encoder_layers=slice(2, 5))]
+        ['block1_conv2', 'block1_pool', 'block2_conv1']
+        >>> select_layers(vgg, "encoder[2:5]") == select_layers(vgg, encoder_layers=slice(2, 5))
+        True
     """
-    if (spec is None) == (up_to is None):
-        raise ArgumentError("Give exactly one of spec or up_to (e.g. freeze(model, 'encoder') or "
-                            "freeze(model, up_to='block4')).")
-    chosen = _select_up_to(model, up_to) if up_to is not None else _select_by_spec(model, spec)
+    given = [value is not None for value in (spec, up_to, encoder_layers)]
+    if sum(given) != 1:
+        raise ArgumentError("Give exactly one of spec, up_to or encoder_layers (e.g. "
+                            "freeze(model, 'encoder'), freeze(model, up_to='block4') or "
+                            "freeze(model, encoder_layers=10)).")
+    if encoder_layers is not None:
+        chosen = backbone_range(model, as_slice(encoder_layers),
+                                f"encoder_layers={encoder_layers!r}")
+    elif up_to is not None:
+        chosen = _select_up_to(model, up_to)
+    else:
+        chosen = _select_by_spec(model, spec)
     if not chosen:
         raise ArgumentError(f"freeze spec {spec if up_to is None else up_to!r} matches no layer "
                             f"of model {model.name!r}.")
@@ -211,6 +242,14 @@ def _example_prefixes(model: keras.Model) -> list[str]:
     return seen[:8]
 
 
+def _batchnorms_inside(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """BatchNorm layers nested in `layer` (a backbone stage built as a model of its own)."""
+    if not isinstance(layer, keras.Model):
+        return []
+    return [inner for inner in nested_layers(layer)
+            if isinstance(inner, layers.BatchNormalization)]
+
+
 def _set_trainable(
     model: keras.Model, chosen: list, trainable: bool, train_bn: bool, action: str
 ) -> FreezeReport:
@@ -218,16 +257,18 @@ def _set_trainable(
     changed, kept = [], []
     for layer in chosen:
         target = trainable
-        if (
-            trainable and not train_bn
-            and isinstance(layer, layers.BatchNormalization)
-            and roles[layer.name] in ENCODER_ROLES
-        ):
+        # Keras's rule for every family: encoder BatchNorm stays frozen, i.e. in inference
+        # mode. LayerNormalization (ConvNeXt) has no moving statistics and needs no such rule.
+        keep_bn = trainable and not train_bn and roles[layer.name] in ENCODER_ROLES
+        if keep_bn and isinstance(layer, layers.BatchNormalization):
             target = False
             kept.append(layer.name)
         if layer.trainable != target:
             changed.append(layer.name)
         layer.trainable = target
+        for inner in _batchnorms_inside(layer) if keep_bn else ():
+            inner.trainable = False
+            kept.append(f"{layer.name}/{inner.name}")
     totals = param_totals(model)
     trainable_layers = sum(1 for l in model.layers if l.trainable and l.weights)
     frozen_layers = sum(1 for l in model.layers if not l.trainable and l.weights)
@@ -237,7 +278,7 @@ def _set_trainable(
 
 def freeze(
     model: keras.Model, spec: FreezeSpec = None, *, up_to: str | int | None = None,
-    train_bn: bool = False,
+    encoder_layers: EncoderLayers = None, train_bn: bool = False,
 ) -> FreezeReport:
     """Sets `trainable=False` on the layers a spec selects (see `select_layers`).
 
@@ -246,8 +287,10 @@ def freeze(
 
     Args:
         model: the model to change in place.
-        spec: which layers (int, role, names/prefixes, predicate).
+        spec: which layers (int, role, `"encoder[:N]"`, names/prefixes, predicate).
         up_to: the encoder up to and including this block, instead of `spec`.
+        encoder_layers: N or `slice(M, N)` in the backbone's own numbering (seed code's
+            `VGG16(...).layers[:N]`), instead of `spec`.
         train_bn: unused by freeze.
 
     Returns:
@@ -256,23 +299,27 @@ def freeze(
     Example:
         >>> from vggunet import build_vgg_unet
         >>> m = build_vgg_unet(input_shape=(64, 64, 3), weights=None)
+        >>> freeze(m, encoder_layers=10).changed  # what VGG16(...).layers[:10] are
+        ('input_image', 'block1_conv1', 'block1_conv2', 'block1_pool', 'block2_conv1',
+         'block2_conv2', 'block2_pool', 'block3_conv1', 'block3_conv2', 'block3_conv3')
         >>> freeze(m, "encoder").frozen_layers
         13
     """
-    return _set_trainable(model, select_layers(model, spec, up_to=up_to), False, train_bn,
-                          "freeze")
+    chosen = select_layers(model, spec, up_to=up_to, encoder_layers=encoder_layers)
+    return _set_trainable(model, chosen, False, train_bn, "freeze")
 
 
 def unfreeze(
     model: keras.Model, spec: FreezeSpec = None, *, up_to: str | int | None = None,
-    train_bn: bool = False,
+    encoder_layers: EncoderLayers = None, train_bn: bool = False,
 ) -> FreezeReport:
     """Sets `trainable=True` on the selected layers, keeping encoder BatchNorm frozen by default.
 
     Args:
         model: the model to change in place.
-        spec: which layers (int, role, names/prefixes, predicate).
+        spec: which layers (int, role, `"encoder[M:]"`, names/prefixes, predicate).
         up_to: the encoder up to and including this block, instead of `spec`.
+        encoder_layers: N or `slice(M, N)` in the backbone's own numbering, instead of `spec`.
         train_bn: also make encoder BatchNormalization layers trainable (they then update
             their statistics in training mode; Keras's guide advises against it).
 
@@ -289,8 +336,8 @@ def unfreeze(
         >>> encoder_blocks(m)
         [1, 2, 3, 4, 5]
     """
-    return _set_trainable(model, select_layers(model, spec, up_to=up_to), True, train_bn,
-                          "unfreeze")
+    chosen = select_layers(model, spec, up_to=up_to, encoder_layers=encoder_layers)
+    return _set_trainable(model, chosen, True, train_bn, "unfreeze")
 
 
 def top_blocks(model: keras.Model, n: int = 1) -> Callable[[keras.layers.Layer], bool]:

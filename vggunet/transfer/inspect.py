@@ -13,7 +13,12 @@ from vggunet.models.roles import ROLES, recorded_roles  # noqa: F401  ROLES: pub
 
 @dataclasses.dataclass(frozen=True)
 class LayerRow:
-    """One row of `layer_table`."""
+    """One row of `layer_table`.
+
+    `backbone_index` is the layer's index in the backbone's own numbering
+    (`keras.applications.<Backbone>(include_top=False).layers[i]`, the model's input at 0; the
+    `"encoder[:N]"` freeze specs count in it), None for layers that are not the backbone's.
+    """
 
     index: int
     name: str
@@ -22,6 +27,7 @@ class LayerRow:
     output_shape: str
     params: int
     role: str
+    backbone_index: int | None = None
 
 
 def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -103,7 +109,9 @@ def layer_table(model: keras.Model) -> list[LayerRow]:
         model: a built Keras model.
 
     Returns:
-        A list of `LayerRow(index, name, class_name, trainable, output_shape, params, role)`.
+        A list of `LayerRow(index, name, class_name, trainable, output_shape, params, role,
+        backbone_index)`; `backbone_index` is the index in the backbone's own numbering (what
+        `"encoder[:N]"` counts), None for layers that are not the backbone's.
 
     Example:
         >>> from vggunet import build_vgg_unet
@@ -112,13 +120,17 @@ def layer_table(model: keras.Model) -> list[LayerRow]:
         >>> rows = layer_table(m)
         >>> rows[1]
         LayerRow(index=1, name='input_preprocess', class_name='BackbonePreprocess',
-                 trainable=True, output_shape='(None, 64, 64, 3)', params=0, role='input')
+                 trainable=True, output_shape='(None, 64, 64, 3)', params=0, role='input',
+                 backbone_index=None)
+        >>> [(row.index, row.backbone_index) for row in rows if row.name == "block3_conv3"]
+        [(10, 9)]
         >>> [row.name for row in rows if row.role == "skip"]
         ['block1_conv2', 'block2_conv2', 'block3_conv2', 'block4_conv2', 'block5_conv2']
         >>> sum(row.params for row in rows) == m.count_params()
         True
     """
     roles = layer_roles(model)
+    numbering = {name: i for i, name in enumerate(getattr(model, "backbone_layers", None) or [])}
     return [
         LayerRow(
             index=i,
@@ -128,6 +140,7 @@ def layer_table(model: keras.Model) -> list[LayerRow]:
             output_shape=_shape_text(layer),
             params=int(layer.count_params()) if layer.built else 0,
             role=roles[layer.name],
+            backbone_index=numbering.get(layer.name),
         )
         for i, layer in enumerate(model.layers)
     ]
@@ -153,6 +166,9 @@ def param_totals(model: keras.Model) -> dict[str, int]:
 def format_layers(model: keras.Model, roles: tuple[str, ...] | None = None) -> str:
     """Renders `layer_table` as an aligned text table with totals.
 
+    The `backbone #` column beside the name is the layer's index in the backbone's own numbering
+    (what `freeze(model, "encoder[:N]")` counts), blank for layers that are not the backbone's.
+
     Args:
         model: a built Keras model.
         roles: only show rows with these roles (totals still cover the whole model).
@@ -161,15 +177,15 @@ def format_layers(model: keras.Model, roles: tuple[str, ...] | None = None) -> s
         The table as a string.
     """
     rows = [r for r in layer_table(model) if roles is None or r.role in roles]
-    header = ("#", "name", "class", "trainable", "output shape", "params", "role")
+    header = ("#", "name", "backbone #", "class", "trainable", "output shape", "params", "role")
     cells = [
-        (str(r.index), r.name, r.class_name, "yes" if r.trainable else "no", r.output_shape,
-         f"{r.params:,}", r.role)
+        (str(r.index), r.name, "" if r.backbone_index is None else str(r.backbone_index),
+         r.class_name, "yes" if r.trainable else "no", r.output_shape, f"{r.params:,}", r.role)
         for r in rows
     ]
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
               for i, h in enumerate(header)]
-    right = {0, 5}
+    right = {0, 2, 6}
 
     def line(values: tuple) -> str:
         return "  ".join(
