@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 import keras
 import numpy as np
 import pytest
 
 import vggunet as vu
+from vggunet.errors import ArgumentError
+from vggunet.inspect import all_layers as nested_layers
 from vggunet.inspect import layer_roles
+from vggunet.models.registry import EncoderSpec, KerasFunction
 
 
 def _small_vgg(**kwargs) -> keras.Model:
@@ -197,3 +202,140 @@ def test_frozen_encoder_is_not_back_propagated_through():
     # Inside the decoder only: the bottleneck's first conv reads the pooled encoder output, so
     # its input gradient is not needed either.
     assert frozen["Conv2DBackpropInput"] == decoder_convs - 1
+
+
+# ---- the backbone's own numbering ------------------------------------------------------------
+
+def _frozen(model: keras.Model) -> list[str]:
+    return [layer.name for layer in model.layers if not layer.trainable]
+
+
+def test_encoder_layers_freeze_what_seed_code_froze():
+    """Seed code: `for layer in VGG16(include_top=False).layers[:10]: layer.trainable = False`."""
+    seed = keras.applications.VGG16(include_top=False, weights=None)
+    model = _small_vgg()
+    report = vu.freeze(model, encoder_layers=10)
+    assert _frozen(model) == ["input_image"] + [layer.name for layer in seed.layers[1:10]]
+    assert [name for name in _frozen(model) if model.get_layer(name).weights] == [
+        "block1_conv1", "block1_conv2", "block2_conv1", "block2_conv2", "block3_conv1",
+        "block3_conv2", "block3_conv3"]
+    assert report.changed == tuple(_frozen(model))
+    # The model's own count freezes something else: its preprocessing layer comes first.
+    counted = _small_vgg()
+    vu.freeze(counted, 10)
+    assert _frozen(counted) != _frozen(model) and "block3_conv3" not in _frozen(counted)
+
+    spec_form = _small_vgg()
+    vu.freeze(spec_form, "encoder[:10]")
+    assert _frozen(spec_form) == _frozen(model)
+    middle = _small_vgg()
+    vu.freeze(middle, "encoder[3:10]")
+    assert _frozen(middle) == [layer.name for layer in seed.layers[3:10]]
+    assert _frozen(middle) == [l.name for l in vu.select_layers(middle, encoder_layers=slice(3, 10))]
+
+
+def test_encoder_slice_unfreezes_the_top_of_the_backbone():
+    model = _small_vgg()
+    vu.freeze(model, "encoder")
+    report = vu.unfreeze(model, "encoder[15:]")
+    assert report.changed == ("block5_conv1", "block5_conv2", "block5_conv3")
+    assert not model.get_layer("block4_conv3").trainable
+
+
+def test_encoder_layers_count_in_resnet50s_numbering(resnet_unet):
+    seed = keras.applications.ResNet50(include_top=False, weights=None)
+    vu.unfreeze(resnet_unet, "all", train_bn=True)
+    vu.freeze(resnet_unet, encoder_layers=40)
+    assert sorted(_frozen(resnet_unet)) == sorted(
+        ["input_image"] + [layer.name for layer in seed.layers[1:40]])
+    rows = {row.name: row.backbone_index for row in vu.layer_table(resnet_unet)}
+    assert all(rows[layer.name] == i for i, layer in enumerate(seed.layers) if i)
+    vu.unfreeze(resnet_unet, "all", train_bn=True)
+
+
+@pytest.mark.parametrize("spec, kwargs, needle", [
+    ("encoder[-4:]", {}, "whole numbers >= 0"),
+    ("encoder[a:]", {}, "is not a slice"),
+    ("encoder[30:]", {}, "selects no layer"),
+    ("encoder", {"encoder_layers": 3}, "exactly one"),
+    (None, {"encoder_layers": 2.5}, "2.5"),
+    (None, {"encoder_layers": slice(1, 9, 2)}, "no step"),
+])
+def test_bad_encoder_slices_say_what_is_valid(spec, kwargs, needle):
+    with pytest.raises(ArgumentError, match=re.escape(needle)):
+        vu.freeze(_small_vgg(), spec, **kwargs)
+
+
+def test_models_without_the_numbering_say_so():
+    with pytest.raises(ArgumentError, match="no record of its backbone's layer numbering"):
+        vu.freeze(vu.build_unet(input_size=(32, 32, 3), n_filters=2), encoder_layers=3)
+
+
+def test_cli_freeze_spec_in_the_backbones_numbering(capsys):
+    from vggunet.cli.app import main
+
+    code = main(["inspect", "--backbone", "vgg16", "--input-size", "64x64", "--weights", "none",
+                 "--decoder-filters", "8,8,8,8,8", "--bottleneck-filters", "8",
+                 "--freeze", "encoder[:10]"])
+    assert code in (0, None)
+    rows = {line.split()[1]: line.split() for line in capsys.readouterr().out.splitlines()
+            if re.match(r"^\s*\d+\s+\S+", line)}
+    frozen = [name for name, cells in rows.items() if "no" in cells]
+    model = _small_vgg()
+    vu.freeze(model, encoder_layers=10)
+    assert frozen == _frozen(model)
+    assert rows["block3_conv3"][2] == "9"  # the backbone # column, beside the name
+
+
+# ---- the BatchNorm rule for every family -----------------------------------------------------
+
+def _encoder(constructor: str, skip: str, source: str) -> keras.Model:
+    spec = EncoderSpec(KerasFunction("keras.applications", constructor), (skip,), source, "none",
+                       KerasFunction("keras.applications", constructor), "https://x/y.h5",
+                       constructor.lower())
+    return vu.build_encoder(spec, input_shape=(None, None, 3), precision="float32")
+
+
+def test_batchnorm_rule_for_mobilenetv2_and_efficientnet():
+    for encoder in (_encoder("MobileNetV2", "block_1_expand_relu", "block_3_expand_relu"),
+                    _encoder("EfficientNetB0", "block1a_project_bn", "block2a_project_bn")):
+        # (Up to the first Dropout: training=True would apply it.)
+        assert not any(isinstance(l, keras.layers.Dropout) for l in encoder.layers)
+        bns = [l for l in encoder.layers if isinstance(l, keras.layers.BatchNormalization)]
+        vu.freeze(encoder, "encoder")
+        before = [w.copy() for w in bns[0].get_weights()]
+        x = np.random.default_rng(0).random((2, 64, 64, 3)).astype("float32") * 255
+        for got, want in zip(encoder(x, training=True), encoder(x, training=False)):
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
+        for a, b in zip(before, bns[0].get_weights()):
+            np.testing.assert_array_equal(a, b)
+        report = vu.unfreeze(encoder, "encoder")
+        assert sorted(report.kept_frozen_bn) == sorted(l.name for l in bns)
+        assert not any(l.trainable for l in bns)
+        assert all(l.trainable for l in encoder.layers
+                   if isinstance(l, keras.layers.Conv2D) and l.weights)
+
+
+def test_layernorm_needs_no_rule_convnext():
+    encoder = _encoder("ConvNeXtTiny", "convnext_tiny_stem",
+                       "convnext_tiny_stage_0_block_2_identity")
+    vu.freeze(encoder, "encoder")
+    report = vu.unfreeze(encoder, "encoder")
+    norms = [l for l in nested_layers(encoder) if isinstance(l, keras.layers.LayerNormalization)]
+    assert norms and all(l.trainable for l in norms)  # no moving statistics: they just train
+    assert report.kept_frozen_bn == ()
+
+
+def test_batchnorm_nested_in_a_backbone_stage_stays_frozen():
+    inputs = keras.Input((8, 8, 3), name="input_image")
+    stage = keras.Sequential([keras.layers.Conv2D(4, 3, padding="same"),
+                              keras.layers.BatchNormalization(name="stage_bn")], name="stage1")
+    x = keras.layers.Conv2D(2, 1, name="head_conv")(stage(inputs))
+    model = vu.SegmentationModel(inputs, x, name="nested")
+    vu.freeze(model, "encoder")
+    report = vu.unfreeze(model, "encoder")
+    assert model.get_layer("stage1").trainable
+    assert not stage.get_layer("stage_bn").trainable
+    assert report.kept_frozen_bn == ("stage1/stage_bn",)
+    vu.unfreeze(model, "encoder", train_bn=True)
+    assert stage.get_layer("stage_bn").trainable

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import re
+
+import keras
 
 import vggunet as vu
 
@@ -55,3 +58,26 @@ def test_role_filter():
     text = vu.format_layers(model, roles=("skip",))
     body = text.splitlines()[3:-1]
     assert len(body) == 5 and all("skip" in line for line in body)
+
+
+def test_layer_table_shows_the_backbones_own_numbering(vgg_unet):
+    seed = keras.applications.VGG16(include_top=False, weights=None)
+    rows = vu.layer_table(vgg_unet)
+    numbered = {r.name: r.backbone_index for r in rows if r.backbone_index is not None}
+    assert numbered["input_image"] == 0
+    # Entry i is the layer that VGG16(include_top=False).layers[i] is (block5_pool is cut off).
+    assert {i: name for name, i in numbered.items() if i} == {
+        i: layer.name for i, layer in enumerate(seed.layers) if 0 < i < 18}
+    by_name = {r.name: r for r in rows}
+    assert by_name["input_preprocess"].backbone_index is None
+    assert by_name["bottleneck_conv1"].backbone_index is None
+    assert by_name["head_conv"].backbone_index is None
+    text = vu.format_layers(vgg_unet)
+    assert "backbone #" in text.splitlines()[1]
+    assert re.search(r"\bblock3_conv3\s+9\s+Conv2D\b", text)
+    assert re.search(r"\binput_preprocess\s+BackbonePreprocess\b", text)
+
+
+def test_layer_row_without_backbone_index_still_builds():
+    row = vu.LayerRow(0, "x", "Dense", True, "(None, 1)", 2, "head")
+    assert row.backbone_index is None

@@ -242,12 +242,9 @@ def _example_prefixes(model: keras.Model) -> list[str]:
     return seen[:8]
 
 
-def _batchnorms_inside(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
-    """BatchNorm layers nested in `layer` (a backbone stage built as a model of its own)."""
-    if not isinstance(layer, keras.Model):
-        return []
-    return [inner for inner in nested_layers(layer)
-            if isinstance(inner, layers.BatchNormalization)]
+def _nested(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """Layers nested in `layer` (a backbone stage built as a model of its own)."""
+    return nested_layers(layer) if isinstance(layer, keras.Model) else []
 
 
 def _set_trainable(
@@ -266,9 +263,12 @@ def _set_trainable(
         if layer.trainable != target:
             changed.append(layer.name)
         layer.trainable = target
-        for inner in _batchnorms_inside(layer) if keep_bn else ():
-            inner.trainable = False
-            kept.append(f"{layer.name}/{inner.name}")
+        # Keras passes `trainable` on to nested layers only when the model's own flag changes.
+        for inner in _nested(layer):
+            inner.trainable = target
+            if keep_bn and isinstance(inner, layers.BatchNormalization):
+                inner.trainable = False
+                kept.append(f"{layer.name}/{inner.name}")
     totals = param_totals(model)
     trainable_layers = sum(1 for l in model.layers if l.trainable and l.weights)
     frozen_layers = sum(1 for l in model.layers if not l.trainable and l.weights)
