@@ -33,8 +33,9 @@ def test_bad_custom_layer_arguments():
         vu.BackbonePreprocess("sobel")
     with pytest.raises(ValueError, match="0"):
         vu.PadToMultiple(0)
-    with pytest.raises(ValueError, match="3 \\(RGB\\) channels"):
-        vu.BackbonePreprocess("caffe")(np.zeros((1, 8, 8, 4), "float32"))
+    # Any channel count is preprocessed (statistics cycled, issue 16); an unknown one is not.
+    with pytest.raises(ValueError, match="known channel count"):
+        vu.BackbonePreprocess("caffe").build((None, 8, 8, None))
 
 
 def test_no_lambda_layers_anywhere(vgg_unet):
