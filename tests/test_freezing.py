@@ -231,7 +231,8 @@ def test_encoder_layers_freeze_what_seed_code_froze():
     middle = _small_vgg()
     vu.freeze(middle, "encoder[3:10]")
     assert _frozen(middle) == [layer.name for layer in seed.layers[3:10]]
-    assert _frozen(middle) == [l.name for l in vu.select_layers(middle, encoder_layers=slice(3, 10))]
+    selected = vu.select_layers(middle, encoder_layers=slice(3, 10))
+    assert _frozen(middle) == [layer.name for layer in selected]
 
 
 def test_encoder_slice_unfreezes_the_top_of_the_backbone():
