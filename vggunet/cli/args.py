@@ -17,6 +17,10 @@ from vggunet.transfer.numbering import ENCODER_SLICE_FORMS, parse_encoder_slice
 T = TypeVar("T")
 
 
+FREEZE_SPEC_HELP = ("N (the model's first N layers), encoder, encoder[:N] (the backbone's own "
+                    "layers[:N], as in VGG16(...).layers[:N]), or prefixes like block1,block2")
+"""What `--freeze`/`--unfreeze` take (the forms of `vggunet.freeze`)."""
+
 def _flag_value(text: str, convert: Callable[[str], T], valid: Callable[[T], bool],
                 wanted: str) -> T:
     """`convert(text)` if that succeeds and passes `valid`, else "expected <wanted>, got ..."."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from vggunet.cli.args import parse_spec
+from vggunet.cli.args import FREEZE_SPEC_HELP, parse_spec
 from vggunet.cli.model_args import add_model_args, build_model_from_args
 
 
@@ -35,9 +35,10 @@ def _add_inspect(sub: Any) -> None:
     add_model_args(p)
     p.add_argument("--model", help="inspect a saved .keras model instead of building one")
     p.add_argument("--freeze", default=None,
-                   help="freeze spec: N (first N layers), encoder, or prefixes like block1,block2")
+                   help=f"freeze spec: {FREEZE_SPEC_HELP}")
     p.add_argument("--up-to", default=None, help="freeze the encoder up to this block (block4)")
-    p.add_argument("--unfreeze", default=None, help="unfreeze spec, applied after --freeze")
+    p.add_argument("--unfreeze", default=None,
+                   help="unfreeze spec (as --freeze), applied after --freeze")
     p.add_argument("--roles", default=None,
                    help="only show these roles, e.g. skip,bottleneck")
     p.set_defaults(func=_cmd_inspect)

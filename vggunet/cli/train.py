@@ -12,7 +12,9 @@ import os
 from typing import Any
 
 from vggunet.choices import LOSS_NAMES
-from vggunet.cli.args import non_negative_int, parse_spec, positive_float, positive_int
+from vggunet.cli.args import (
+    FREEZE_SPEC_HELP, non_negative_int, parse_spec, positive_float, positive_int,
+)
 from vggunet.cli.data_args import add_data_args, data_settings, make_datasets
 from vggunet.cli.model_args import add_model_args, build_model_from_args
 from vggunet.console import resolve_say
@@ -167,7 +169,7 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--lr", type=positive_float, default=TRAIN_PHASE.learning_rate,
                    help=f"learning rate (default {TRAIN_PHASE.learning_rate:g})")
     p.add_argument("--freeze", default=None,
-                   help="freeze spec while training: N, encoder, or prefixes like block1,block2")
+                   help=f"freeze spec while training: {FREEZE_SPEC_HELP}")
     p.set_defaults(func=_cmd_train)
 
 
