@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import keras
 import numpy as np
 import pytest
@@ -11,10 +13,27 @@ from conftest import input_sources, random_images
 
 SIZES = [(64, 64), (96, 160), (200, 300)]
 
+# Parameter counts and a digest of the layer names of the models below, as the release before
+# the 40-backbone registry built them: adding backbones must not change these models.
+RELEASED = {
+    "vgg16": (41962564, "ed915f500a0d31d9"),
+    "vgg19": (47272260, "06d0d697e5c4e209"),
+    "resnet50": (67276932, "ea1f0052e1026945"),
+    "resnet101": (86347266, "7e369056113a94f0"),
+    "resnet152": (102060034, "a1f762d9d78910a9"),
+}
+
+
+def _assert_as_released(model: keras.Model, backbone: str) -> None:
+    names = ",".join(layer.name for layer in model.layers)
+    digest = hashlib.sha1(names.encode()).hexdigest()[:16]
+    assert (model.count_params(), digest) == RELEASED[backbone]
+
 
 @pytest.mark.parametrize("backbone", ["vgg16", "vgg19", "resnet50"])
 def test_any_input_size_keeps_hw_and_softmax_sums_to_one(backbone, rng):
     model = vu.build_vgg_unet(backbone, num_classes=4, weights=None)
+    _assert_as_released(model, backbone)
     for height, width in SIZES:
         out = model.predict(random_images(rng, 2, height, width), verbose=0)
         assert out.shape == (2, height, width, 4)
@@ -25,6 +44,7 @@ def test_any_input_size_keeps_hw_and_softmax_sums_to_one(backbone, rng):
 @pytest.mark.parametrize("backbone", ["resnet101", "resnet152"])
 def test_deep_resnets_build_and_run(backbone, rng):
     model = vu.build_vgg_unet(backbone, input_shape=(64, 64, 3), num_classes=2, weights=None)
+    _assert_as_released(model, backbone)
     assert model.predict(random_images(rng, 1, 64, 64), verbose=0).shape == (1, 64, 64, 2)
 
 
