@@ -234,6 +234,14 @@ def _head(x: Any, num_classes: int, activation: str | None, inputs: Any,
                              name="head_activation")(x)
 
 
+def _recorded_model(encoder: keras.Model, outputs: Any, name: str) -> SegmentationModel:
+    """The U-Net, with the encoder's record: roles (the decoder side's layers get theirs from
+    their names), backbone numbering, stages and minimum input size."""
+    return SegmentationModel(encoder.inputs[0], outputs, name=name, roles=encoder.roles,
+                             backbone_layers=encoder.backbone_layers, stages=encoder.stages,
+                             min_input_size=encoder.min_input_size)
+
+
 def _load_and_freeze(
     model: keras.Model, spec: EncoderSpec, weights: Any, freeze: Any, train_bn: bool
 ) -> None:
@@ -265,12 +273,10 @@ def build_vgg_unet(
 ) -> SegmentationModel:
     """Builds a U-Net on a pretrained `keras.applications` encoder (graph: module docstring).
 
-    Valid-padding backbones (Xception, InceptionV3, InceptionResNetV2, NASNet) give feature
-    maps that are not exact halvings of the input (Xception at 224: 109, 55, 28, 14, 7). Their
-    input is not padded; instead each decoder stage centre-crops or edge-pads its upsampled map
-    to its skip's H×W, and the head its output to the input's (`CropOrPadToReference`, layers
-    `decoder_stage*_fit`, `head_fit`), so the output is the input's H×W for any H, W >= the
-    backbone's `min_input_size`. Other backbones keep the pad-and-crop graph above.
+    Valid-padding backbones (Xception, Inception, NASNet: feature maps are no exact halvings)
+    are not padded: each decoder stage centre-crops or edge-pads its upsampled map to its
+    skip's H×W and the head to the input's (`CropOrPadToReference`), so the output has the
+    input's H×W for any H, W >= the backbone's `min_input_size`.
 
     Args:
         backbone: a key of `ENCODERS` (`"vgg16"`, `"resnet50"`, `"efficientnetb0"`,
@@ -286,17 +292,14 @@ def build_vgg_unet(
         decoder_filters: channels per decoder stage, deepest first; its length sets the number
             of stages (and the total stride, 2**len).
         decoder_batchnorm: BatchNorm after every bottleneck/decoder 3×3 conv.
-        skip_batchnorm: BatchNorm (decoder-side, trainable) on every skip tensor before its
-            concatenation and on the bottleneck's input, so encoder features reach the decoder
-            standardised per channel (see the module docstring for why).
+        skip_batchnorm: BatchNorm (decoder-side, trainable) on every skip tensor and on the
+            bottleneck's input: encoder features reach the decoder standardised (module doc).
         bn_momentum: momentum of the decoder-side BatchNorms' moving statistics (default 0.9,
             PyTorch's rate; Keras's 0.99 leaves them stale for hundreds of steps).
-        activation: `"auto"` (softmax for >1 class, sigmoid for 1), `"softmax"`, `"sigmoid"` or
-            None (logits).
+        activation: `"auto"` (softmax; sigmoid for 1 class), `"softmax"`, `"sigmoid"`, None.
         freeze: a freeze spec for `vggunet.freeze` (e.g. `"encoder"`, 10, `["block1"]`).
         train_bn: with `freeze`, whether encoder BatchNorm layers may train (default no).
-        precision: `"auto"`, `"float32"`, `"mixed_bfloat16"` or `"mixed_float16"`; the output is
-            float32 in every case.
+        precision: `"auto"`, `"float32"`, `"mixed_bfloat16"`, `"mixed_float16"`; output float32.
         name: model name (default `"<backbone>_unet"`).
 
     Returns:
@@ -325,11 +328,7 @@ def build_vgg_unet(
         x = _decoder(x, skips, decoder_filters, decoder, decoder_batchnorm, bn_momentum,
                      fit_to_skip=spec.valid_padding)
         outputs = _head(x, num_classes, activation, encoder.inputs[0], restore)
-    # The encoder's record covers its layers; the steps above name theirs by role.
-    model = SegmentationModel(encoder.inputs[0], outputs, roles=encoder.roles,
-                              name=name or f"{spec.name or 'custom'}_unet",
-                              backbone_layers=encoder.backbone_layers, stages=encoder.stages,
-                              min_input_size=encoder.min_input_size)
+    model = _recorded_model(encoder, outputs, name or f"{spec.name or 'custom'}_unet")
     _load_and_freeze(model, spec, weights, freeze, train_bn)
     return model
 
