@@ -30,8 +30,8 @@ def _check_input_shape(input_shape: Sequence[int | None], spec: EncoderSpec) -> 
             f"from the static input shape (got input_shape={tuple(input_shape)!r}); give "
             f"input_shape=(H, W, {channels}) with H, W >= {min_size}, e.g. (224, 224, {channels})."
         )
-    # VGG, ResNet and the other "same"-padding backbones pool 5 times; valid-padding ones
-    # (Xception, Inception) lose borders on the way and need more.
+    # Every backbone pools 5 times; valid-padding ones also lose borders on the way, and some
+    # need more than 32 px for that (Inception: 75).
     why = ("the network pools 5 times and needs" if min_size == 32
            else f"backbone {spec.name!r} (valid-padding convolutions) needs")
     for label, dim in (("height", height), ("width", width)):
