@@ -24,7 +24,7 @@ _EXPORTS: dict[str, str] = {
         ("BackbonePreprocess", "CropToReference", "ENCODERS", "EncoderSpec", "PadToMultiple",
          "build_encoder", "build_encoder_unet", "build_unet", "build_unet_3d", "build_vgg_unet",
          "conv_block", "decoder_stage", "get_encoder_spec", "load_backbone_weights",
-         "Encoder", "SegmentationModel",
+         "Encoder", "SegmentationModel", "CropOrPadToReference",
          "resolve_precision", "upsampling_block"),
         "vggunet.models"),
     **dict.fromkeys(

@@ -17,6 +17,29 @@ from vggunet.cli.args import (
 
 
 
+def backbone_arg(text: str) -> str:
+    """The registry key a `--backbone` value names (case, `_`, `-` and spaces ignored).
+
+    Args:
+        text: e.g. `"ConvNeXt_Tiny"`.
+
+    Returns:
+        The key, e.g. `"convnexttiny"`; an unknown name raises `argparse.ArgumentTypeError`
+        listing the backbones.
+
+    Example:
+        >>> backbone_arg("EfficientNet-B0"), backbone_arg("mobilenet_v3_large")
+        ('efficientnetb0', 'mobilenetv3large')
+    """
+    from vggunet.errors import ArgumentError
+    from vggunet.models.registry import backbone_key
+
+    try:
+        return backbone_key(text)
+    except ArgumentError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_model_args(parser: argparse.ArgumentParser, weights_default: str = "none") -> None:
     """Flags shared by commands that build an encoder U-Net.
 
@@ -26,8 +49,9 @@ def add_model_args(parser: argparse.ArgumentParser, weights_default: str = "none
     """
     from vggunet.models.registry import ENCODERS
 
-    parser.add_argument("--backbone", default="vgg16", choices=sorted(ENCODERS),
-                        help="encoder backbone (default vgg16)")
+    parser.add_argument("--backbone", default="vgg16", type=backbone_arg, metavar="NAME",
+                        help=f"encoder backbone (default vgg16): {', '.join(ENCODERS)}; "
+                             f"case, '_' and '-' are ignored (convnext_tiny = ConvNeXtTiny)")
     parser.add_argument("--weights", type=_weights_arg, default=_weights_arg(weights_default),
                         help="imagenet, none, or a path to a backbone weights file "
                              f"(default {weights_default})")

@@ -1,12 +1,13 @@
 """Inference with vggunet models: probabilities, masks, tiling, test-time augmentation, saving.
 
-Models built by `build_vgg_unet` take raw pixels in [0, 255] of any H×W >= 32 and return
-per-pixel probabilities; this module feeds them images of any size and shape:
+Models built by `build_vgg_unet` take raw pixels in [0, 255] of any H×W >= their backbone's
+minimum (32 px for most, 75 for Inception; `model.min_input_size`) and return per-pixel
+probabilities; this module feeds them images of any size and shape:
 
 * `predict_proba` / `predict_mask` — one image (H, W) / (H, W, C), a batch (B, H, W, C), or a
   list of images of mixed sizes. Grey images are repeated to 3 channels for RGB models, images
-  smaller than 32 px are reflect-padded and cropped back, fixed-input models (the lab U-Net)
-  are tiled with their input size.
+  smaller than the model's minimum are reflect-padded and cropped back, fixed-input models
+  (the lab U-Net) are tiled with their input size.
 * `predict_tiled` — large images in overlapping tiles blended with a smooth window; memory is
   bounded by the tile batch plus one (H, W, K) accumulator.
 * `tta=True` — the mean of the probabilities over the 8 dihedral transforms (flips, 90° turns).
@@ -32,7 +33,13 @@ from vggunet.errors import PredictionError
 from vggunet.inference.labels import scores_to_labels
 
 MIN_SIZE = 32
-"""The smallest H or W a `build_vgg_unet` model accepts (its total stride)."""
+"""The smallest H or W a `build_vgg_unet` model accepts (its total stride): the default for models
+that do not record their own `min_input_size`."""
+
+
+def _min_size(model: Any) -> int:
+    """The smallest H and W `model` takes: its recorded `min_input_size`, else `MIN_SIZE`."""
+    return int(getattr(model, "min_input_size", None) or MIN_SIZE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,8 +246,8 @@ def predict_proba(model: Any, image: Any, *, tta: bool = False, batch_size: int 
     Images are raw pixels (the models preprocess inside). Every image is checked: NaN/inf
     values and a channel count other than the model's raise `PredictionError`; a grey image
     (H, W) or (H, W, 1) is repeated to the model's channel count. For models that take any
-    H×W, images smaller than 32 px on a side are reflect-padded (centred) to 32 and the output
-    is cropped back. Models with a fixed input size (e.g. the lab U-Net, 96×128) are run
+    H×W, images smaller than the model's minimum (`model.min_input_size`, else 32 px) on a
+    side are reflect-padded (centred) to it and the output is cropped back. Models with a fixed input size (e.g. the lab U-Net, 96×128) are run
     through `predict_tiled` with tiles of exactly that size, whatever the image's size.
 
     The output is what the model outputs per pixel (probabilities for `build_vgg_unet`
@@ -314,15 +321,17 @@ def _predict_fixed_size(model: Any, prepared: list[np.ndarray], size: tuple[Any,
 
 def _predict_any_size(model: Any, prepared: list[np.ndarray], *, tta: bool, batch_size: int,
                       from_logits: bool, mirror_pad: int) -> list[np.ndarray]:
-    """Same-shape images stacked `batch_size` at a time (mirrored, padded to 32, cropped back)."""
+    """Same-shape images stacked `batch_size` at a time (mirrored, padded to the model's
+    minimum size, cropped back)."""
     results: list[np.ndarray] = [np.empty(0)] * len(prepared)
     groups: dict[tuple[int, ...], list[int]] = {}
+    minimum = _min_size(model)
     for i, img in enumerate(prepared):
         groups.setdefault(img.shape, []).append(i)
     for shape, indices in groups.items():
         for start in range(0, len(indices), batch_size):
             chunk = indices[start:start + batch_size]
-            padded = [_pad_to_min(_mirror(prepared[i], mirror_pad), MIN_SIZE) for i in chunk]
+            padded = [_pad_to_min(_mirror(prepared[i], mirror_pad), minimum) for i in chunk]
             top, left = padded[0][1]
             top, left = top + mirror_pad, left + mirror_pad
             out = _run_tta(model, np.stack([p for p, _ in padded]), tta, from_logits)

@@ -12,7 +12,7 @@ from vggunet.checks import check_int
 from vggunet.console import Progress
 from vggunet.errors import PredictionError
 from vggunet.inference.predict import (
-    MIN_SIZE, _check_mirror_pad, _mirror, _model_input, _prepare, _run_tta, predict_proba,
+    _check_mirror_pad, _min_size, _mirror, _model_input, _prepare, _run_tta, predict_proba,
 )
 
 
@@ -64,19 +64,20 @@ def _tile_starts(size: int, tile: int, overlap: int) -> tuple[list[int], int, in
     return [i * stride for i in range(count)], before, total - size - before
 
 
-def _fit_tile(size: int, tile: int, overlap: int, multiple: int = 32) -> int:
+def _fit_tile(size: int, tile: int, overlap: int, multiple: int = 32,
+              minimum: int = 32) -> int:
     """The smallest tile length, a multiple of `multiple`, that covers `size` with as few tiles
     as `tile` does (or `tile` itself when no such multiple exists).
 
     A 1024 px side in 512 px tiles with 64 px overlap needs 3 tiles, which 416 px tiles also
     cover: 9 × 416² instead of 9 × 512² pixels computed (1.48× the image instead of 2.25×), so
     the cost per megapixel stays flat across image sizes. Multiples of 32 avoid the model's
-    internal padding.
+    internal padding. No tile is below `minimum`, the model's smallest input.
     """
     if size <= tile:
         return tile
     needed = len(_tile_starts(size, tile, overlap)[0])
-    lowest = max(MIN_SIZE, 2 * overlap + 1)
+    lowest = max(minimum, 2 * overlap + 1)
     for candidate in range(-(-lowest // multiple) * multiple, tile, multiple):
         if len(_tile_starts(size, candidate, overlap)[0]) <= needed:
             return candidate
@@ -107,7 +108,8 @@ def predict_tiled(model: Any, image: Any, *, tile: int | Sequence[int] = 512, ov
     Args:
         model: a Keras model mapping (B, h, w, C) to (B, h, w, K).
         image: (H, W) or (H, W, C) raw pixels (one image).
-        tile: tile side, or (tile_h, tile_w); >= 32 and > 2 * overlap.
+        tile: tile side, or (tile_h, tile_w); >= the model's minimum input size (32 px for
+            most) and > 2 * overlap.
         overlap: pixels shared by neighbouring tiles (>= 0).
         tta: average each tile over the dihedral transforms.
         batch_size: tiles per forward pass.
@@ -136,8 +138,8 @@ def predict_tiled(model: Any, image: Any, *, tile: int | Sequence[int] = 512, ov
     if not fixed and height <= tile_h and width <= tile_w:
         return predict_proba(model, img, tta=tta, from_logits=from_logits)
     if not fixed:
-        tile_h = _fit_tile(height, tile_h, overlap)
-        tile_w = _fit_tile(width, tile_w, overlap)
+        tile_h = _fit_tile(height, tile_h, overlap, minimum=_min_size(model))
+        tile_w = _fit_tile(width, tile_w, overlap, minimum=_min_size(model))
     run = functools.partial(_run_tta, model, tta=tta, from_logits=from_logits,
                             square_only=fixed and tile_h != tile_w)
     return _blend_tiles(run, img, (tile_h, tile_w), overlap, batch_size, verbose)
@@ -155,8 +157,9 @@ def _check_tiling(model: Any, tile: Any, overlap: Any,
     fixed_h, fixed_w, _ = _model_input(model)
     fixed = fixed_h is not None or fixed_w is not None
     for side in (tile_h, tile_w):
-        if side < MIN_SIZE and not fixed:
-            raise PredictionError(f"tile must be >= {MIN_SIZE} pixels, got {tile!r}.")
+        if side < _min_size(model) and not fixed:
+            raise PredictionError(f"tile must be >= {_min_size(model)} pixels (the model's "
+                                  f"minimum input size), got {tile!r}.")
         if side <= 2 * overlap:
             raise PredictionError(
                 f"tile ({tile!r}) must be larger than 2 * overlap ({2 * overlap}), so that "

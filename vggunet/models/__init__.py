@@ -13,8 +13,8 @@ from vggunet._lazy import lazy_namespace
 
 _EXPORTS = {
     **dict.fromkeys(("conv_block", "decoder_stage", "upsampling_block"), "vggunet.models.blocks"),
-    **dict.fromkeys(("BackbonePreprocess", "CropToReference", "PadToMultiple"),
-                    "vggunet.models.layers"),
+    **dict.fromkeys(("BackbonePreprocess", "CropOrPadToReference", "CropToReference",
+                     "PadToMultiple"), "vggunet.models.layers"),
     "resolve_precision": "vggunet.models.precision",
     **dict.fromkeys(("ENCODERS", "EncoderSpec", "get_encoder_spec"), "vggunet.models.registry"),
     "build_encoder": "vggunet.models.encoder",

@@ -12,6 +12,7 @@ from keras import layers
 
 from vggunet import choices
 from vggunet.checks import check_choice
+from vggunet.models.layers import CropOrPadToReference
 
 DECODERS = choices.DECODERS
 
@@ -139,11 +140,16 @@ def decoder_stage(
     decoder: str = "upsampling",
     batchnorm: bool = False,
     bn_momentum: float = DECODER_BN_MOMENTUM,
+    *,
+    fit_to_skip: bool = False,
 ) -> Any:
     """One decoder stage: upsample ×2, optionally concatenate a skip, two 3×3 convs.
 
     `decoder="upsampling"`: UpSampling2D(2) → Conv2D(filters, 2×2, ReLU) → concat → 2 convs.
     `decoder="transpose"`: Conv2DTranspose(filters, 3×3, strides 2) → concat → 2 convs.
+    With `fit_to_skip`, the upsampled map is centre-cropped or edge-padded to the skip's H×W
+    before the concatenation (`CropOrPadToReference`, `<name>_fit`): for valid-padding
+    backbones, whose skips are not exactly twice the size of the map below them.
 
     Args:
         x: the lower-resolution tensor.
@@ -153,6 +159,7 @@ def decoder_stage(
         decoder: `"upsampling"` or `"transpose"`.
         batchnorm: BatchNorm after each 3×3 conv.
         bn_momentum: momentum of those BatchNorms' moving statistics.
+        fit_to_skip: match the upsampled map's H×W to the skip's.
 
     Returns:
         The stage output.
@@ -177,6 +184,8 @@ def decoder_stage(
     else:
         check_choice(decoder, DECODERS, "decoder")
     if skip is not None:
+        if fit_to_skip:
+            x = CropOrPadToReference(name=f"{name}_fit")([x, skip])
         x = layers.Concatenate(axis=-1, name=f"{name}_concat")([x, skip])
     x = conv_relu(x, filters, 3, f"{name}_conv1", batchnorm, bn_momentum)
     return conv_relu(x, filters, 3, f"{name}_conv2", batchnorm, bn_momentum)

@@ -11,11 +11,11 @@ from vggunet.errors import ArgumentError
 from vggunet.models.layers import BackbonePreprocess, PadToMultiple
 from vggunet.models.model import Encoder
 from vggunet.models.precision import dtype_policy
-from vggunet.models.registry import EncoderSpec, get_encoder_spec
+from vggunet.models.registry import EncoderSpec, LayerRef, get_encoder_spec
 from vggunet.models.weights import load_backbone_weights
 
 
-def _check_input_shape(input_shape: Sequence[int | None], min_size: int) -> tuple:
+def _check_input_shape(input_shape: Sequence[int | None], spec: EncoderSpec) -> tuple:
     if len(input_shape) != 3:
         raise ArgumentError(
             f"input_shape must be (height, width, channels), got {tuple(input_shape)!r}."
@@ -23,30 +23,70 @@ def _check_input_shape(input_shape: Sequence[int | None], min_size: int) -> tupl
     height, width, channels = input_shape
     if channels is None or int(channels) < 1:
         raise ArgumentError(f"input_shape needs a known channel count >= 1, got {channels!r}.")
+    min_size = spec.min_input_size
+    if spec.fixed_size and (height is None or width is None):
+        raise ArgumentError(
+            f"backbone {spec.name!r} needs a fixed input size: its cells choose their padding "
+            f"from the static input shape (got input_shape={tuple(input_shape)!r}); give "
+            f"input_shape=(H, W, {channels}) with H, W >= {min_size}, e.g. (224, 224, {channels})."
+        )
+    # Every backbone pools 5 times; valid-padding ones also lose borders on the way, and some
+    # need more than 32 px for that (Inception: 75).
+    why = ("the network pools 5 times and needs" if min_size == 32
+           else f"backbone {spec.name!r} (valid-padding convolutions) needs")
     for label, dim in (("height", height), ("width", width)):
         if dim is not None and int(dim) < min_size:
             raise ArgumentError(
-                f"input {label} {dim} is too small: the network pools 5 times and needs at "
-                f"least {min_size} px (got input_shape={tuple(input_shape)!r})."
+                f"input {label} {dim} is too small: {why} at least {min_size} px "
+                f"(got input_shape={tuple(input_shape)!r})."
             )
     return tuple(input_shape)
 
 
-def resolve_skip_layers(spec: EncoderSpec, skip_layers: Sequence[str] | None) -> tuple[str, ...]:
-    """The skip layer names to use: the registry default or the user's list.
+def _is_layer_ref(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def resolve_skip_layers(
+    spec: EncoderSpec, skip_layers: Sequence[LayerRef] | None
+) -> tuple[LayerRef, ...]:
+    """The skip layers to use: the registry default or the user's list.
 
     Args:
         spec: the backbone's registry entry.
-        skip_layers: None or a list of layer names.
+        skip_layers: None, or a list of layer names and/or indices in the backbone's own
+            `layers` list (see `EncoderSpec`).
 
     Returns:
-        A tuple of names.
+        A tuple of names and indices (indices are resolved to names by `build_encoder`).
     """
     if skip_layers is None:
         return spec.skip_layers
-    if isinstance(skip_layers, str) or not all(isinstance(n, str) for n in skip_layers):
-        raise ArgumentError(f"skip_layers must be a list of layer names, got {skip_layers!r}.")
+    if isinstance(skip_layers, str) or not all(_is_layer_ref(n) for n in skip_layers):
+        raise ArgumentError(f"skip_layers must be a list of layer names (or indices in the "
+                            f"backbone's layers), got {skip_layers!r}.")
     return tuple(skip_layers)
+
+
+def _layer_names(spec: EncoderSpec, backbone_layers: Sequence[str],
+                 refs: Sequence[LayerRef], argument: str) -> tuple[str, ...]:
+    """Names for layer references: an int `i` is the backbone's own layer `i`."""
+    names = []
+    for ref in refs:
+        if isinstance(ref, str):
+            names.append(ref)
+        elif isinstance(ref, int) and not isinstance(ref, bool) and 0 < ref < len(
+                backbone_layers):
+            names.append(backbone_layers[ref])
+        else:
+            constructor = getattr(spec.constructor, "name", None) or getattr(
+                spec.constructor, "__name__", spec.name)
+            raise ArgumentError(
+                f"{argument}: {ref!r} is no layer of backbone {spec.name!r}; give a layer name "
+                f"or an index 1..{len(backbone_layers) - 1} in "
+                f"keras.applications.{constructor}(include_top=False).layers."
+            )
+    return tuple(names)
 
 
 def check_pretrained_channels(input_shape: Sequence[int | None], weights: Any) -> None:
@@ -154,11 +194,11 @@ def _input_side(
 
 def build_encoder(
     backbone: str | EncoderSpec = "vgg16",
-    skip_layers: Sequence[str] | None = None,
+    skip_layers: Sequence[LayerRef] | None = None,
     weights: str | None = None,
     input_shape: Sequence[int | None] = (None, None, 3),
     *,
-    bottleneck_source: str | None = None,
+    bottleneck_source: LayerRef | None = None,
     preprocessing: bool = True,
     pad_to_multiple: int | None = None,
     precision: str = "auto",
@@ -172,14 +212,18 @@ def build_encoder(
     the layers they tap, and its layer roles (input, encoder, skip) are recorded.
 
     Args:
-        backbone: registry name (`"vgg16"`, `"vgg19"`, `"resnet50"`, `"resnet101"`,
-            `"resnet152"`) or an `EncoderSpec`.
-        skip_layers: layer names to tap, high to low resolution; defaults to the registry's.
+        backbone: a registry name (`"vgg16"`, `"resnet50"`, `"efficientnetb0"`,
+            `"convnext_tiny"`, ...: any key of `ENCODERS`, in any case) or an `EncoderSpec`.
+        skip_layers: layers to tap, high to low resolution: names, or indices in the
+            backbone's own `keras.applications.<Backbone>(include_top=False).layers` (for
+            layers Keras names automatically); defaults to the registry's.
         weights: `"imagenet"`, `None` (random init) or a path to a backbone weights file
             (Keras `.weights.h5` or a legacy `*_notop.h5`).
-        input_shape: `(H, W, C)`; H and W may be None. C=1 is repeated to 3 channels; other C
-            than 1 or 3 needs `weights=None`.
-        bottleneck_source: layer the bottleneck grows from; defaults to the registry's.
+        input_shape: `(H, W, C)`; H and W may be None (except for NASNet, which needs a
+            fixed size) and must be at least the backbone's `min_input_size`. C=1 is repeated
+            to 3 channels; other C than 1 or 3 needs `weights=None`.
+        bottleneck_source: layer (name or index) the bottleneck grows from; defaults to the
+            registry's.
         preprocessing: apply the backbone's `preprocess_input` inside the model.
         pad_to_multiple: when set, reflect-pad H and W up to this multiple before the backbone.
         precision: `"auto"`, `"float32"`, `"mixed_bfloat16"` or `"mixed_float16"`.
@@ -199,27 +243,31 @@ def build_encoder(
         ('input', 'encoder', 'skip')
     """
     spec = get_encoder_spec(backbone)
-    height, width, channels = _check_input_shape(input_shape, 32)
+    height, width, channels = _check_input_shape(input_shape, spec)
     check_pretrained_channels(input_shape, weights)
-    skips = resolve_skip_layers(spec, skip_layers)
-    source = bottleneck_source or spec.bottleneck_source
+    taps = (*resolve_skip_layers(spec, skip_layers),
+            spec.bottleneck_source if bottleneck_source is None else bottleneck_source)
 
     with dtype_policy(precision):
         inputs = keras.Input(shape=(height, width, channels), name="input_image")
         x, input_names = _input_side(inputs, spec, preprocessing, pad_to_multiple)
         base = spec.constructor(include_top=False, weights=None, input_tensor=x)
+    # The backbone's own numbering: its input (here, ours) at 0, then its layers in order.
+    backbone_layers = ["input_image"] + [layer.name for layer in base.layers
+                                         if layer.name not in input_names]
+    skips = _layer_names(spec, backbone_layers, taps[:-1], "skip_layers")
+    (source,) = _layer_names(spec, backbone_layers, taps[-1:], "bottleneck_source")
     _check_taps(base, skips, source)
     # Recorded by construction: the layers made above are the input side, every other layer
     # comes from the backbone. (Entries for backbone layers below the cut are dropped.)
     roles = {layer.name: "skip" if layer.name in skips else "encoder" for layer in base.layers}
     roles.update(dict.fromkeys(input_names, "input"))
-    # The backbone's own numbering: its input (here, ours) at 0, then its layers in order.
-    backbone_layers = ["input_image"] + [layer.name for layer in base.layers
-                                         if layer.name not in input_names]
+    stage_ends = _layer_names(spec, backbone_layers, spec.stage_ends, "stage_ends")
     outputs = [base.get_layer(name).output for name in (*skips, source)]
     encoder = Encoder(inputs, outputs, name=f"{spec.name or 'custom'}_encoder", roles=roles,
                       backbone_layers=backbone_layers,
-                      stages=stage_numbers(backbone_layers[1:], spec.stage_ends))
+                      stages=stage_numbers(backbone_layers[1:], stage_ends),
+                      min_input_size=spec.min_input_size)
     if weights is not None:
         load_backbone_weights(encoder, spec, weights)
     return encoder

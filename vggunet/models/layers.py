@@ -186,4 +186,65 @@ class CropToReference(layers.Layer):
         return (x_shape[0], ref_shape[1], ref_shape[2], x_shape[3])
 
 
-CUSTOM_LAYERS = (BackbonePreprocess, PadToMultiple, CropToReference)
+def _fit_indices(size: Any, target: Any, anchor: str) -> Any:
+    """Source indices that crop or edge-pad an axis of length `size` to length `target`.
+
+    Args:
+        size: the axis length (an int or a scalar tensor).
+        target: the wanted length.
+        anchor: `"center"` (centre on centre; an odd difference leaves the extra pixel at the
+            end) or `"top_left"`.
+
+    Returns:
+        An int32 index vector of length `target` into `range(size)`; indices past either end
+        are clipped, which repeats the edge.
+    """
+    offset = (size - target) // 2 if anchor == "center" else 0
+    index = ops.arange(target, dtype="int32") + ops.cast(offset, "int32")
+    return ops.clip(index, 0, ops.cast(size, "int32") - 1)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class CropOrPadToReference(layers.Layer):
+    """Crops or edge-pads `x` to the height and width of `reference`, per axis.
+
+    Called as `CropOrPadToReference()([x, reference])`. Backbones with `"valid"` padding
+    (Xception, Inception, NASNet) give feature maps that are not exact halvings of the input
+    (Xception at 224: 109, 55, 28, 14, 7), so an upsampled map can be a few pixels larger or
+    smaller than its skip, and the last one than the input. This layer makes them equal: one
+    gather with clipped indices per axis crops where `x` is larger and repeats its edge where it
+    is smaller, on every backend and for dynamic shapes. `"center"` alignment suits valid
+    padding, whose feature maps lose their border evenly on both sides.
+
+    Args:
+        anchor: `"center"` or `"top_left"`.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.arange(5, dtype="float32").reshape(1, 5, 1, 1)
+        >>> fit = CropOrPadToReference()
+        >>> np.asarray(fit([x, np.zeros((1, 3, 1, 1))]))[0, :, 0, 0].tolist()
+        [1.0, 2.0, 3.0]
+        >>> np.asarray(fit([x, np.zeros((1, 8, 1, 1))]))[0, :, 0, 0].tolist()
+        [0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 4.0]
+    """
+
+    def __init__(self, anchor: str = "center", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.anchor = check_choice(anchor, ("center", "top_left"), "anchor")
+
+    def call(self, inputs: Any) -> Any:
+        x, reference = inputs
+        x_shape, ref_shape = ops.shape(x), ops.shape(reference)
+        x = ops.take(x, _fit_indices(x_shape[1], ref_shape[1], self.anchor), axis=1)
+        return ops.take(x, _fit_indices(x_shape[2], ref_shape[2], self.anchor), axis=2)
+
+    def compute_output_shape(self, input_shapes: list) -> tuple:
+        x_shape, ref_shape = input_shapes
+        return (x_shape[0], ref_shape[1], ref_shape[2], x_shape[3])
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "anchor": self.anchor}
+
+
+CUSTOM_LAYERS = (BackbonePreprocess, PadToMultiple, CropToReference, CropOrPadToReference)

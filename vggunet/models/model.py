@@ -11,7 +11,9 @@ Functional models in every respect (same layers, weights, `fit`, `predict`, expo
 * `backbone_layers`: the backbone's own layer numbering, `[name of layer 0, name of layer 1,
   ...]` in the order of `keras.applications.<Backbone>(include_top=False).layers` (entry 0, the
   backbone's input, is the model's input), so that seed code such as `VGG16(...).layers[:10]`
-  and weights files written for the plain backbone map onto the model one-to-one.
+  and weights files written for the plain backbone map onto the model one-to-one;
+* `min_input_size`: the smallest H and W the backbone takes (32 px for VGG), which
+  `predict_proba` pads smaller images up to.
 
 This follows keras-hub's Backbone/Task pattern with public API only: a subclass of `keras.Model`
 whose `__init__` takes the Functional signature `(inputs, outputs, name=None, **kwargs)`, so
@@ -59,6 +61,7 @@ class _RecordedModel(keras.Model):
         roles, skips = kwargs.pop("roles", None), kwargs.pop("skips", None)
         backbone_layers = kwargs.pop("backbone_layers", None)
         stages = kwargs.pop("stages", None) or {}
+        min_input_size = kwargs.pop("min_input_size", None)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         # Keras names output tensors keras_tensor_N; the producing layer's name says more.
         for tensor, layer_name in zip(self.outputs, self.output_names):
@@ -71,6 +74,7 @@ class _RecordedModel(keras.Model):
             name for name in (backbone_layers or ()) if name in present)
         self._stages = types.MappingProxyType(
             {name: int(stage) for name, stage in stages.items() if name in present})
+        self._min_input_size = None if min_input_size is None else int(min_input_size)
 
     def _infer_roles(self) -> dict[str, str]:
         return infer_roles(self)
@@ -106,12 +110,24 @@ class _RecordedModel(keras.Model):
         """`{layer_name: stage}` for the backbone's layers (empty when not recorded)."""
         return dict(self._stages)
 
+    @property
+    def min_input_size(self) -> int | None:
+        """The smallest height and width the model takes (None when not recorded).
+
+        The backbone's minimum (`EncoderSpec.min_input_size`): 32 px for VGG, ResNet and
+        the other backbones that pool five times, more for valid-padding ones (Xception 71).
+        `predict_proba` pads smaller images up to it.
+        """
+        return self._min_input_size
+
     def get_config(self) -> dict[str, Any]:
         config = {**super().get_config(), "roles": dict(self._roles)}
         if self._backbone_layers:
             config["backbone_layers"] = list(self._backbone_layers)
         if self._stages:
             config["stages"] = dict(self._stages)
+        if self._min_input_size is not None:
+            config["min_input_size"] = self._min_input_size
         return config
 
 
