@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test test-backends bench bench-quick clean
 
+# The [hub] extra (keras-hub backbones) installs nothing on Python 3.10: tests/test_hub.py skips.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,hub]"
 	$(PY) -m ipykernel install --sys-prefix >/dev/null
 	touch $(STAMP)
 

@@ -8,6 +8,8 @@ model's first-layer response. Weights come from files the tests write (no networ
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ import pytest
 import vggunet as vu
 from conftest import random_images
 from vggunet.errors import ArgumentError
-from vggunet.models.registry import EncoderSpec, KerasFunction, get_encoder_spec
+from vggunet.models.registry import get_encoder_spec
 
 
 def _expected_kernel(rgb_kernel: np.ndarray, channels: int) -> np.ndarray:
@@ -77,30 +79,17 @@ def test_only_an_unknown_channel_count_is_refused(vgg16_file):
         vu.build_vgg_unet("vgg16", input_shape=(None, None, None), weights=vgg16_file[1])
 
 
-def convnext_tiny_told_its_channels(**kwargs):
-    """ConvNeXtTiny reads the channel count from `input_shape` (3 when not given), not from
-    `input_tensor`, and adds its 3-channel normalisation unless told otherwise."""
-    tensor = kwargs.get("input_tensor")
-    if tensor is not None and kwargs.get("input_shape") is None:
-        kwargs["input_shape"] = tuple(tensor.shape[1:])
-    return keras.applications.ConvNeXtTiny(**kwargs)
-
-
-def _spec(constructor, skip: str, source: str, name: str) -> EncoderSpec:
-    # In-model preprocessing ("none"), as these families ship it.
-    return EncoderSpec(constructor, (skip,), source, "none", constructor,
-                       f"https://example.invalid/{name}_notop.h5", name)
-
-
-# backbone, its first layer with a kernel, a layer after it (the encoder's bottleneck source)
+# backbone, its first layer with a kernel, a layer after it (the encoder's bottleneck source).
+# EfficientNetB0 without its extra ImageNet scale, so that the plain Keras backbone (built
+# with weights=None, which lacks that scale) is the reference; the scale has its own test.
 FAMILIES = {
     "vgg16": ("vgg16", "block1_conv1", "block1_conv2"),
     "resnet50": ("resnet50", "conv1_conv", "conv1_relu"),
-    "efficientnetb0": (_spec(KerasFunction("keras.applications", "EfficientNetB0"), "stem_conv",
-                             "stem_activation", "efficientnetb0"), "stem_conv", "stem_activation"),
-    "convnext_tiny": (_spec(convnext_tiny_told_its_channels, "convnext_tiny_stem",
-                            "convnext_tiny_stage_0_block_0_depthwise_conv", "convnext_tiny"),
-                      "convnext_tiny_stem", "convnext_tiny_stage_0_block_0_depthwise_conv"),
+    "efficientnetb0": (dataclasses.replace(get_encoder_spec("efficientnetb0"),
+                                           pretrained_std_rescale=()),
+                       "stem_conv", "stem_activation"),
+    "convnext_tiny": ("convnext_tiny", "convnext_tiny_stem",
+                      "convnext_tiny_stage_0_block_0_depthwise_conv"),
 }
 
 
@@ -118,6 +107,7 @@ def test_rgb_twice_gives_the_rgb_first_layer_response(family, tmp_path, rng):
     if norm is not None:  # adapted statistics (ImageNet's in the real file) that must be cycled
         norm.set_weights([np.array([0.48, 0.46, 0.41]), np.array([0.05, 0.06, 0.07]),
                           np.array(1)])
+        norm.finalize_state()  # what Keras's loader does after assigning them
     source.save_weights(tmp_path / "source.weights.h5")
     rgb = random_images(rng, 1, 64, 64)
     # The RGB response: the plain keras.applications backbone, after its preprocess_input.
@@ -144,3 +134,23 @@ def test_rgb_twice_gives_the_rgb_first_layer_response(family, tmp_path, rng):
         # ImageNet mean/std, cycled, come first instead.
         assert _normalization(encoder) is None
         assert encoder.get_layer("input_preprocess").mode == "torch"
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_efficientnet_gets_keras_imagenet_normalisation(channels, tmp_path, rng):
+    """Keras's ImageNet EfficientNetB0 computes ((x/255 - mean) / std) / sqrt(std) before its
+    stem (an extra Rescaling only weights="imagenet" builds have); a vggunet encoder given the
+    weights computes the same, statistics cycled for 4 channels."""
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    source = keras.applications.EfficientNetB0(include_top=False, weights=None,
+                                               input_shape=(32, 32, 3))
+    norm = _normalization(source)
+    norm.set_weights([mean, std ** 2, np.array(1)])
+    source.save_weights(tmp_path / "b0.weights.h5")
+    encoder = vu.build_encoder("efficientnetb0", weights=tmp_path / "b0.weights.h5",
+                               input_shape=(32, 32, channels), precision="float32")
+    normalised = keras.Model(encoder.inputs, _normalization(encoder).output)
+    x = random_images(rng, 1, 32, 32, channels)
+    cycled = np.arange(channels) % 3
+    want = (x / 255 - mean[cycled]) / std[cycled] / np.sqrt(std[cycled])
+    np.testing.assert_allclose(normalised.predict(x, verbose=0), want, rtol=1e-4, atol=1e-5)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Sequence
 
 import keras
 from keras import layers
 
 from vggunet.errors import ArgumentError
+from vggunet.models.hub import build_hub_encoder, is_hub_backbone
 from vggunet.models.layers import BackbonePreprocess, PadToMultiple
 from vggunet.models.model import Encoder
 from vggunet.models.precision import dtype_policy
@@ -70,20 +72,20 @@ def resolve_skip_layers(
 
 def _layer_names(spec: EncoderSpec, backbone_layers: Sequence[str],
                  refs: Sequence[LayerRef], argument: str) -> tuple[str, ...]:
-    """Names for layer references: an int `i` is the backbone's own layer `i`."""
+    """Names for layer references: an int `i` is the backbone's own layer `i` (`-1`: the last)."""
     names = []
     for ref in refs:
         if isinstance(ref, str):
             names.append(ref)
-        elif isinstance(ref, int) and not isinstance(ref, bool) and 0 < ref < len(
-                backbone_layers):
+        elif isinstance(ref, int) and not isinstance(ref, bool) and (
+                -len(backbone_layers) < ref < 0 or 0 < ref < len(backbone_layers)):
             names.append(backbone_layers[ref])
         else:
             constructor = getattr(spec.constructor, "name", None) or getattr(
                 spec.constructor, "__name__", spec.name)
             raise ArgumentError(
                 f"{argument}: {ref!r} is no layer of backbone {spec.name!r}; give a layer name "
-                f"or an index 1..{len(backbone_layers) - 1} in "
+                f"or an index 1..{len(backbone_layers) - 1} (or -1 for the last) in "
                 f"keras.applications.{constructor}(include_top=False).layers."
             )
     return tuple(names)
@@ -165,6 +167,12 @@ def stage_numbers(layer_names: Sequence[str], stage_ends: Sequence[str]) -> dict
     return stages
 
 
+def _replaces_rgb_only(spec: EncoderSpec, x: Any) -> bool:
+    """Whether the backbone's in-model preprocessing, made for RGB only, gives way to ours
+    (`EncoderSpec.rgb_only_preprocessing`) for this input's channel count."""
+    return bool(spec.rgb_only_preprocessing) and x.shape[-1] != 3
+
+
 def _input_side(
     inputs: Any, spec: EncoderSpec, preprocessing: bool, pad_to_multiple: int | None
 ) -> tuple[Any, list[str]]:
@@ -179,11 +187,7 @@ def _input_side(
         names.append("input_gray_to_rgb")
     if preprocessing:
         # Other channel counts than 3 get the backbone's statistics cycled (BackbonePreprocess).
-        # keras.applications' ConvNeXt normalises inside the model for 3 channels only and
-        # drops that layer otherwise: the same ImageNet mean/std ("torch") then come first here.
-        mode = spec.preprocessing
-        if x.shape[-1] != 3 and mode == "none" and "convnext" in repr(spec.constructor).lower():
-            mode = "torch"
+        mode = spec.rgb_only_preprocessing if _replaces_rgb_only(spec, x) else spec.preprocessing
         x = BackbonePreprocess(mode, name="input_preprocess")(x)
         names.append("input_preprocess")
     if pad_to_multiple:
@@ -213,7 +217,9 @@ def build_encoder(
 
     Args:
         backbone: a registry name (`"vgg16"`, `"resnet50"`, `"efficientnetb0"`,
-            `"convnext_tiny"`, ...: any key of `ENCODERS`, in any case) or an `EncoderSpec`.
+            `"convnext_tiny"`, ...: any key of `ENCODERS`, in any case) or an `EncoderSpec`,
+            or a keras-hub Backbone / image task with a feature pyramid (handed to
+            `vggunet.models.hub.build_hub_encoder`).
         skip_layers: layers to tap, high to low resolution: names, or indices in the
             backbone's own `keras.applications.<Backbone>(include_top=False).layers` (for
             layers Keras names automatically); defaults to the registry's.
@@ -221,7 +227,8 @@ def build_encoder(
             (Keras `.weights.h5` or a legacy `*_notop.h5`).
         input_shape: `(H, W, C)`; H and W may be None (except for NASNet, which needs a
             fixed size) and must be at least the backbone's `min_input_size`. C=1 is repeated
-            to 3 channels; other C than 1 or 3 needs `weights=None`.
+            to 3 channels; with pretrained weights, other C than 1 or 3 get the RGB kernel of
+            the first convolution tiled over the channels (`tile_input_kernel`).
         bottleneck_source: layer (name or index) the bottleneck grows from; defaults to the
             registry's.
         preprocessing: apply the backbone's `preprocess_input` inside the model.
@@ -242,6 +249,10 @@ def build_encoder(
         >>> enc.roles["input_preprocess"], enc.roles["block1_conv1"], enc.roles["block1_conv2"]
         ('input', 'encoder', 'skip')
     """
+    if is_hub_backbone(backbone):  # a keras-hub backbone: its feature pyramid gives the taps
+        return build_hub_encoder(backbone, skip_layers, weights, input_shape,
+                                 bottleneck_source=bottleneck_source, preprocessing=preprocessing,
+                                 pad_to_multiple=pad_to_multiple, precision=precision)
     spec = get_encoder_spec(backbone)
     height, width, channels = _check_input_shape(input_shape, spec)
     check_pretrained_channels(input_shape, weights)
@@ -251,7 +262,16 @@ def build_encoder(
     with dtype_policy(precision):
         inputs = keras.Input(shape=(height, width, channels), name="input_image")
         x, input_names = _input_side(inputs, spec, preprocessing, pad_to_multiple)
-        base = spec.constructor(include_top=False, weights=None, input_tensor=x)
+        # The shape too: EfficientNetV2 and ConvNeXt choose their in-model preprocessing by
+        # `input_shape`'s channels, which Keras otherwise assumes to be 3.
+        with warnings.catch_warnings():
+            # Keras warns for C not in {1, 3} and, for MobileNetV3, about which ImageNet file
+            # suits the input size; vggunet adapts any C and chooses weights files itself.
+            warnings.filterwarnings("ignore", message="This model usually expects")
+            warnings.filterwarnings("ignore", message="`input_shape` is undefined")
+            options = {"include_preprocessing": False} if _replaces_rgb_only(spec, x) else {}
+            base = spec.constructor(include_top=False, weights=None, input_tensor=x,
+                                    input_shape=tuple(x.shape[1:]), **options)
     # The backbone's own numbering: its input (here, ours) at 0, then its layers in order.
     backbone_layers = ["input_image"] + [layer.name for layer in base.layers
                                          if layer.name not in input_names]

@@ -29,11 +29,14 @@ from vggunet.checks import did_you_mean
 from vggunet.errors import ArgumentError
 
 _KERAS_APPLICATIONS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+# keras.applications' IMAGENET_STDDEV_RGB (EfficientNet's extra ImageNet rescaling).
+_IMAGENET_STD = (0.229, 0.224, 0.225)
 # EfficientNet B0-B7 are the one family Keras downloads from outside tensorflow/.
 _EFFICIENTNET_WEIGHTS = "https://storage.googleapis.com/keras-applications/"
 
 LayerRef = Union[str, int]
-"""A backbone layer: its name, or its index in `<Backbone>(include_top=False).layers`."""
+"""A backbone layer: its name, or its index in `<Backbone>(include_top=False).layers` (-1: the
+last layer)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +101,18 @@ class EncoderSpec:
             padding the input to a multiple of the total stride.
         fixed_size: the backbone needs a static input size (NASNet: its cells choose their
             padding from the static shape), so `input_shape` must give H and W.
+        rgb_only_preprocessing: the `BackbonePreprocess` mode for inputs of other than 3
+            channels, where the backbone's in-model preprocessing serves RGB only and Keras
+            drops or replaces it otherwise (ConvNeXt, EfficientNetV2 B0-B3: `"torch"`, the same
+            ImageNet mean/std, cycled; the backbone is then built with
+            `include_preprocessing=False`); empty where the family preprocesses any channel
+            count alike.
+        pretrained_std_rescale: per-RGB-channel standard deviations by which Keras's ImageNet
+            graph divides the in-model `Normalization`'s output once more (EfficientNet B0-B7:
+            a `Rescaling` layer that `keras.applications` adds only for `weights="imagenet"`,
+            see tensorflow/tensorflow#49930). vggunet builds with `weights=None`, so loading
+            pretrained weights multiplies that `Normalization`'s variance by these values
+            instead: the same function.
     """
 
     constructor: Callable[..., Any]
@@ -111,6 +126,8 @@ class EncoderSpec:
     min_input_size: int = 32
     valid_padding: bool = False
     fixed_size: bool = False
+    rgb_only_preprocessing: str = ""
+    pretrained_std_rescale: tuple[float, ...] = ()
 
     @property
     def weights_file(self) -> str:
@@ -189,7 +206,8 @@ def _efficientnet(variant: str, blocks: tuple[int, ...]) -> EncoderSpec:
                   ("block2a_expand_activation", "block3a_expand_activation",
                    "block4a_expand_activation", "block6a_expand_activation"), "top_activation",
                   "none", f"{_EFFICIENTNET_WEIGHTS}efficientnet{variant.lower()}_notop.h5",
-                  (*_stage_ends(blocks, "block1a_project_bn"), "top_activation"))
+                  (*_stage_ends(blocks, "block1a_project_bn"), "top_activation"),
+                  pretrained_std_rescale=_IMAGENET_STD)
 
 
 def _efficientnet_v2(variant: str, blocks: tuple[int, ...]) -> EncoderSpec:
@@ -201,40 +219,45 @@ def _efficientnet_v2(variant: str, blocks: tuple[int, ...]) -> EncoderSpec:
                   (*ends[:2], "block4a_expand_activation", "block6a_expand_activation"),
                   "top_activation", "none",
                   f"{_KERAS_APPLICATIONS}efficientnet_v2/efficientnetv2-{variant.lower()}"
-                  f"_notop.h5", (*ends, "top_activation"))
+                  f"_notop.h5", (*ends, "top_activation"),
+                  # B0-B3 were trained on ImageNet mean/std, which Keras applies to RGB only
+                  # (x / 128 - 1 otherwise); S, M, L use x / 128 - 1 for any channel count.
+                  rgb_only_preprocessing="torch" if variant.startswith("B") else "")
 
 
-def _convnext(variant: str, stage2_blocks: int, final_norm: int) -> EncoderSpec:
+def _convnext(variant: str, stage2_blocks: int) -> EncoderSpec:
     """ConvNeXt: the stem is stride 4 (no stride-2 skip); stages = stem, stage_0 ... stage_3
     (vggunet's stage k+2 is ConvNeXt's stage_k). The bottleneck source is the final
-    LayerNormalization of the no-top model, which Keras names automatically (an index)."""
+    LayerNormalization of the no-top model, which Keras names automatically: the last layer,
+    -1 (its index from the front depends on the channel count, which decides whether Keras
+    adds its RGB normalisation)."""
     prefix = f"convnext_{variant.lower()}"
     skips = (f"{prefix}_stage_0_block_2_identity", f"{prefix}_stage_1_block_2_identity",
              f"{prefix}_stage_2_block_{stage2_blocks - 1}_identity")
-    return _entry(f"ConvNeXt{variant}", "convnext", skips, final_norm, "none",
+    return _entry(f"ConvNeXt{variant}", "convnext", skips, -1, "none",
                   f"{_KERAS_APPLICATIONS}convnext/{prefix}_notop.h5",
-                  (f"{prefix}_stem", *skips, final_norm))
+                  (f"{prefix}_stem", *skips, -1), rgb_only_preprocessing="torch")
 
 
 # ---- Families whose stages are their resolution levels: each stage ends at its skip layer.
 
 
-def _mobilenet_v3(size: str, skips: tuple[int, ...], last: int) -> EncoderSpec:
+def _mobilenet_v3(size: str, skips: tuple[int, ...]) -> EncoderSpec:
     """MobileNetV3: each block's expansion activation before its stride-2 depthwise conv (the
-    stem's activation for Small at stride 2), and the last activation; Keras names them
+    stem's activation for Small at stride 2), and the last activation (-1); Keras names them
     automatically (`re_lu_3`, `activation_13`), so they are indices."""
-    return _entry(f"MobileNetV3{size}", "mobilenet_v3", skips, last, "none",
+    return _entry(f"MobileNetV3{size}", "mobilenet_v3", skips, -1, "none",
                   f"{_KERAS_APPLICATIONS}mobilenet_v3/weights_mobilenet_v3_{size.lower()}"
                   f"_224_1.0_float_no_top_v2.h5")
 
 
-def _nasnet(size: str, cells: int, last: int) -> EncoderSpec:
+def _nasnet(size: str, cells: int) -> EncoderSpec:
     """NASNet-A with `cells` normal cells per resolution: the stem's BatchNorm, the first
     reduction cell, the last normal cell at stride 8 and 16, and the final (automatically
-    named) ReLU. Valid padding, and a static input size (its cells pad by the static shape)."""
+    named) ReLU, the last layer (-1). Valid padding, and a static input size (its cells pad by the static shape)."""
     return _entry(f"NASNet{size}", "nasnet",
                   ("stem_bn1", "reduction_concat_stem_1", f"normal_concat_{cells - 1}",
-                   f"normal_concat_{2 * cells}"), last, "tf",
+                   f"normal_concat_{2 * cells}"), -1, "tf",
                   f"{_KERAS_APPLICATIONS}nasnet/NASNet-{size.lower()}-no-top.h5",
                   valid_padding=True, fixed_size=True)
 
@@ -258,8 +281,8 @@ ENCODERS: dict[str, EncoderSpec] = {spec.name: spec for spec in (
                                            "block_6_expand_relu", "block_13_expand_relu"),
            "out_relu", "tf", f"{_KERAS_APPLICATIONS}mobilenet_v2/mobilenet_v2_weights_tf_dim_"
                              f"ordering_tf_kernels_1.0_224_no_top.h5"),
-    _mobilenet_v3("Small", (4, 19, 37, 111), 156),
-    _mobilenet_v3("Large", (13, 31, 76, 141), 186),
+    _mobilenet_v3("Small", (4, 19, 37, 111)),
+    _mobilenet_v3("Large", (13, 31, 76, 141)),
     _efficientnet("B0", (1, 2, 2, 3, 3, 4, 1)),
     _efficientnet("B1", (2, 3, 3, 4, 4, 5, 2)),
     _efficientnet("B2", (2, 3, 3, 4, 4, 5, 2)),
@@ -275,11 +298,11 @@ ENCODERS: dict[str, EncoderSpec] = {spec.name: spec for spec in (
     _efficientnet_v2("S", (2, 4, 4, 6, 9, 15)),
     _efficientnet_v2("M", (3, 5, 5, 7, 14, 18, 5)),
     _efficientnet_v2("L", (4, 7, 7, 10, 19, 25, 7)),
-    _convnext("Tiny", 9, 132),
-    _convnext("Small", 27, 258),
-    _convnext("Base", 27, 258),
-    _convnext("Large", 27, 258),
-    _convnext("XLarge", 27, 258),
+    _convnext("Tiny", 9),
+    _convnext("Small", 27),
+    _convnext("Base", 27),
+    _convnext("Large", 27),
+    _convnext("XLarge", 27),
     # Valid padding: feature maps are not exact halvings (Xception at 224: 109, 55, 28, 14, 7).
     # Minimum sizes: the smallest H = W at which the U-Net builds and runs, probed once, but
     # at least 32, the size five poolings need (Xception and NASNet run from 7 and 20 px).
@@ -294,8 +317,8 @@ ENCODERS: dict[str, EncoderSpec] = {spec.name: spec for spec in (
     _entry("InceptionResNetV2", "inception_resnet_v2", (9, 16, "block35_10_ac", "block17_20_ac"),
            "conv_7b_ac", "tf", _tf_kernels("inception_resnet_v2", "inception_resnet_v2"),
            min_input_size=75, valid_padding=True),
-    _nasnet("Mobile", 4, 768),
-    _nasnet("Large", 6, 1038),
+    _nasnet("Mobile", 4),
+    _nasnet("Large", 6),
 )}
 
 

@@ -12,8 +12,10 @@ to the input's (`head_fit`).
 
 The builder runs in named steps: check the arguments, build the encoder (`build_encoder`),
 plan which skip feeds which decoder stage (from measured strides, or strides counted in the
-graph for valid-padding backbones; not from the backbone's family), then the bottleneck, the decoder stages and the head; it records every layer's role
-and returns a `SegmentationModel`, then loads backbone weights and applies a freeze spec.
+graph for valid-padding backbones; not from the backbone's family), then the bottleneck, the
+decoder stages and the head; it records every layer's role and returns a `SegmentationModel`,
+then loads backbone weights and applies a freeze spec. A keras-hub backbone
+(`vggunet.models.hub`) replaces the encoder step and brings its own weights.
 
 `skip_batchnorm`: pretrained encoders can emit features whose channel scales differ by 10³
 (HED's VGG16: std 49 at `block1_conv2`, max ~900); a BatchNorm after the decoder's convs does
@@ -32,6 +34,7 @@ from vggunet.checks import check_choice, check_int, check_number
 from vggunet.errors import ArgumentError
 from vggunet.models.blocks import DECODER_BN_MOMENTUM, DECODERS, conv_relu, decoder_stage
 from vggunet.models.encoder import build_encoder, check_pretrained_channels, resolve_skip_layers
+from vggunet.models.hub import backbone_name, hub_unet_encoder, is_hub_backbone
 from vggunet.models.layers import CropOrPadToReference, CropToReference
 from vggunet.models.model import SegmentationModel
 from vggunet.models.precision import dtype_policy
@@ -169,14 +172,16 @@ def _check_arguments(
 def _encoder(
     spec: EncoderSpec, input_shape: Sequence[int | None],
     skip_layers: Sequence[LayerRef] | None, bottleneck_source: LayerRef | None, n_stages: int,
-    precision: str,
+    precision: str, weights: Any,
 ) -> tuple[keras.Model, str | None]:
-    """The encoder, reflect-padded when H or W may be no multiple of the total stride.
+    """The encoder, reflect-padded when H or W may be no multiple of the total stride; its
+    weights are loaded later, into the whole model, once `weights` is known to fit.
 
     Returns:
         `(encoder, how the head restores the input's H×W)`: `"crop"` after padding, `"fit"`
         for valid-padding backbones (never padded), None when nothing changed the size.
     """
+    check_pretrained_channels(input_shape, weights)
     multiple = 2 ** n_stages
     needs_pad = not spec.valid_padding and any(
         d is None or int(d) % multiple for d in input_shape[:2])
@@ -242,8 +247,13 @@ def _recorded_model(encoder: keras.Model, outputs: Any, name: str) -> Segmentati
                              min_input_size=encoder.min_input_size)
 
 
+def _model_stem(backbone: Any, spec: EncoderSpec | None) -> str:
+    """The model's name before `_unet`: the registry key, or `hub_<family>` for keras-hub."""
+    return backbone_name(backbone) if spec is None else spec.name or "custom"
+
+
 def _load_and_freeze(
-    model: keras.Model, spec: EncoderSpec, weights: Any, freeze: Any, train_bn: bool
+    model: keras.Model, spec: EncoderSpec | None, weights: Any, freeze: Any, train_bn: bool
 ) -> None:
     if weights is not None:
         load_backbone_weights(model, spec, weights)
@@ -273,14 +283,10 @@ def build_vgg_unet(
 ) -> SegmentationModel:
     """Builds a U-Net on a pretrained `keras.applications` encoder (graph: module docstring).
 
-    Valid-padding backbones (Xception, Inception, NASNet: feature maps are no exact halvings)
-    are not padded: each decoder stage centre-crops or edge-pads its upsampled map to its
-    skip's H×W and the head to the input's (`CropOrPadToReference`), so the output has the
-    input's H×W for any H, W >= the backbone's `min_input_size`.
-
     Args:
         backbone: a key of `ENCODERS` (`"vgg16"`, `"resnet50"`, `"efficientnetb0"`,
-            `"convnexttiny"`, ...; case, `_` and `-` are ignored) or an `EncoderSpec`.
+            `"convnexttiny"`, ...; case, `_` and `-` are ignored), an `EncoderSpec`, or a
+            keras-hub Backbone/image task with a feature pyramid (`vggunet.models.hub`).
         input_shape: `(H, W, C)`; `(None, None, C)` accepts any H, W >= the backbone's
             `min_input_size` (32 for VGG; NASNet needs fixed H and W).
         num_classes: output channels (classes).
@@ -313,23 +319,27 @@ def build_vgg_unet(
         >>> model.roles["block1_conv1"], model.roles["block1_conv2"], model.roles["head_conv"]
         ('encoder', 'skip', 'head')
     """
-    spec = get_encoder_spec(backbone)
-    check_pretrained_channels(input_shape, weights)
+    hub = is_hub_backbone(backbone)  # a keras-hub backbone brings its taps and its weights
+    spec = None if hub else get_encoder_spec(backbone)
     decoder_filters = _check_arguments(num_classes, bottleneck_filters, bn_momentum, decoder,
                                        activation, decoder_filters)
-    encoder, restore = _encoder(spec, input_shape, skip_layers, bottleneck_source,
-                                len(decoder_filters), precision)
-    skips, pool = _plan_skips(encoder, len(decoder_filters), counted=spec.valid_padding)
+    encoder, restore = (
+        hub_unet_encoder(backbone, input_shape, skip_layers, bottleneck_source,
+                         len(decoder_filters), precision, weights) if hub else
+        _encoder(spec, input_shape, skip_layers, bottleneck_source, len(decoder_filters),
+                 precision, weights))
+    valid_padding = bool(spec and spec.valid_padding)
+    skips, pool = _plan_skips(encoder, len(decoder_filters), counted=valid_padding)
     with dtype_policy(precision):
         if skip_batchnorm:
             skips = _standardise_skips(skips, bn_momentum)
         x = _bottleneck(encoder.outputs[-1], bottleneck_filters, pool, decoder_batchnorm,
                         bn_momentum, input_bn=skip_batchnorm)
         x = _decoder(x, skips, decoder_filters, decoder, decoder_batchnorm, bn_momentum,
-                     fit_to_skip=spec.valid_padding)
+                     fit_to_skip=valid_padding)
         outputs = _head(x, num_classes, activation, encoder.inputs[0], restore)
-    model = _recorded_model(encoder, outputs, name or f"{spec.name or 'custom'}_unet")
-    _load_and_freeze(model, spec, weights, freeze, train_bn)
+    model = _recorded_model(encoder, outputs, name or f"{_model_stem(backbone, spec)}_unet")
+    _load_and_freeze(model, spec, None if hub else weights, freeze, train_bn)
     return model
 
 

@@ -22,6 +22,10 @@ How weights find their layers, for every family:
    kernel is tiled over the channels and scaled by 3 / C (`tile_input_kernel`), and the
    per-channel vectors before it (EfficientNet's in-model `Normalization` mean and variance)
    are cycled (`cycle_channels`), so that channel c is treated like RGB channel c % 3.
+4. **EfficientNet B0-B7's extra ImageNet scale.** Keras's ImageNet graph of these models
+   divides the in-model `Normalization`'s output once more by sqrt(std) in a layer that only
+   `weights="imagenet"` builds have; vggunet builds with `weights=None` and multiplies the
+   loaded variance by the std instead (`EncoderSpec.pretrained_std_rescale`): the same function.
 
 Everything is checked before anything is assigned: a file that does not fit raises
 `WeightsError` naming the file and the first layer that does not fit, rather than a shape error
@@ -328,6 +332,32 @@ def load_backbone_weights(
         (layer, _fit_layer(weights, i, layer, model, i <= zone))
         for i, layer in enumerate(_model_layers(model, weights)) if layer is not None
     ]
+    if spec.pretrained_std_rescale:
+        assignments = [(layer, _rescaled_normalization(layer, arrays, spec))
+                       for layer, arrays in assignments]
     for layer, arrays in assignments:
         layer.set_weights(arrays)
+        if isinstance(layer, keras.layers.Normalization):
+            # Its call reads mean/variance tensors derived from the variables, which only
+            # finalize_state() refreshes (Keras's own loader calls it; set_weights does not).
+            layer.finalize_state()
     return len(assignments)
+
+
+def _rescaled_normalization(layer: keras.layers.Layer, arrays: Arrays,
+                            spec: EncoderSpec) -> Arrays:
+    """A `Normalization` layer's arrays with the variance multiplied by the spec's stds.
+
+    Keras's ImageNet EfficientNet divides the normalised input once more by sqrt(std) in a
+    `Rescaling` layer that only `weights="imagenet"` builds get; (x - mean) / sqrt(var * std)
+    is that same function without the layer. Other layers' arrays are returned unchanged.
+    """
+    if not isinstance(layer, keras.layers.Normalization):
+        return arrays
+    names = [variable.name for variable in layer.weights]
+    variance = arrays[names.index("variance")]
+    std = cycle_channels(np.asarray(spec.pretrained_std_rescale), variance.shape[-1])
+    fitted = list(arrays)
+    fitted[names.index("variance")] = (variance * std.reshape(variance.shape)).astype(
+        variance.dtype)
+    return fitted
