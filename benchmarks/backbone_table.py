@@ -20,7 +20,6 @@ percent of the work. Layers that Keras names automatically are shown as `#i`, th
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -30,43 +29,15 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from throughput import layer_flops  # noqa: E402  (the one FLOP count of the benchmarks)
 
 SIZE = 224
 COLUMNS = ("backbone", "skips (stride 1/2 → 16)", "bottleneck source (stride 32)",
            "preprocessing", "min input", "U-Net params", "GFLOPs / 224² image")
 PREPROCESSING = {"caffe": "caffe (BGR − mean)", "tf": "tf ([−1, 1])",
                  "torch": "torch (ImageNet mean/std)", "none": "in the model (Keras layers)"}
-
-
-def layer_flops(layer: Any) -> float:
-    """Forward FLOPs (2 × multiply-adds) of one convolution or Dense layer, per image.
-
-    Args:
-        layer: a layer of a model with static shapes.
-
-    Returns:
-        The FLOPs; 0 for any other kind of layer.
-    """
-    import keras
-
-    kinds = (keras.layers.Conv2D, keras.layers.Conv2DTranspose, keras.layers.DepthwiseConv2D,
-             keras.layers.SeparableConv2D, keras.layers.Dense)
-    if not isinstance(layer, kinds):
-        return 0.0
-    c_in = int(layer.input.shape[-1])
-    out_pixels = math.prod(int(d) for d in layer.output.shape[1:-1])
-    if isinstance(layer, keras.layers.Dense):
-        return 2.0 * out_pixels * c_in * layer.units
-    window = math.prod(layer.kernel_size)
-    if isinstance(layer, keras.layers.Conv2DTranspose):  # every input pixel feeds a window
-        in_pixels = math.prod(int(d) for d in layer.input.shape[1:-1])
-        return 2.0 * in_pixels * c_in * window * layer.filters
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        return 2.0 * out_pixels * c_in * layer.depth_multiplier * window
-    if isinstance(layer, keras.layers.SeparableConv2D):  # depthwise, then pointwise
-        depthwise = c_in * layer.depth_multiplier
-        return 2.0 * out_pixels * depthwise * (window + layer.filters)
-    return 2.0 * out_pixels * window * c_in // layer.groups * layer.filters
 
 
 def _ref(ref: Any) -> str:

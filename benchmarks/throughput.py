@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import platform
 import resource
@@ -63,28 +64,43 @@ def time_calls(fn: Callable[[], Any], warmup: int, steps: int) -> list[float]:
 
 
 def layer_flops(layer: Any) -> float:
-    """Forward FLOPs per image (2 × multiply-adds) of one Conv2D/Conv2DTranspose/Dense layer.
+    """Forward FLOPs (2 × multiply-adds) of one convolution or Dense layer, per image.
 
-    Shapes are the layer's static ones, so the model must have a fixed input size; other
-    layers count 0.
+    The one FLOP count of the benchmarks (backbone_table.py, backbones.py, profile_step.py).
+    Conv2D (grouped too), Conv2DTranspose, DepthwiseConv2D, SeparableConv2D; a Dense layer on
+    a feature map (as in ConvNeXt) counts once per pixel. Shapes are the layer's static ones,
+    so the model must have a fixed input size.
+
+    Args:
+        layer: a layer of a model with static shapes.
+
+    Returns:
+        The FLOPs; 0 for any other kind of layer.
     """
     import keras
 
-    if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
-        kh, kw = layer.kernel_size
-        c_in = int(layer.input.shape[-1]) // getattr(layer, "groups", 1)
-        if isinstance(layer, keras.layers.Conv2DTranspose):
-            h, w = layer.input.shape[1:3]
-        else:
-            h, w = layer.output.shape[1:3]
-        return 2.0 * int(h) * int(w) * kh * kw * c_in * layer.filters
+    kinds = (keras.layers.Conv2D, keras.layers.Conv2DTranspose, keras.layers.DepthwiseConv2D,
+             keras.layers.SeparableConv2D, keras.layers.Dense)
+    if not isinstance(layer, kinds):
+        return 0.0
+    c_in = int(layer.input.shape[-1])
+    out_pixels = math.prod(int(d) for d in layer.output.shape[1:-1])
     if isinstance(layer, keras.layers.Dense):
-        return 2.0 * int(layer.input.shape[-1]) * layer.units
-    return 0.0
+        return 2.0 * out_pixels * c_in * layer.units
+    window = math.prod(layer.kernel_size)
+    if isinstance(layer, keras.layers.Conv2DTranspose):  # every input pixel feeds a window
+        in_pixels = math.prod(int(d) for d in layer.input.shape[1:-1])
+        return 2.0 * in_pixels * c_in * window * layer.filters
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return 2.0 * out_pixels * c_in * layer.depth_multiplier * window
+    if isinstance(layer, keras.layers.SeparableConv2D):  # depthwise, then pointwise
+        depthwise = c_in * layer.depth_multiplier
+        return 2.0 * out_pixels * depthwise * (window + layer.filters)
+    return 2.0 * out_pixels * window * c_in // layer.groups * layer.filters
 
 
 def forward_flops(model: Any) -> float:
-    """Forward FLOPs per image of the model's Conv2D/Conv2DTranspose/Dense layers.
+    """Forward FLOPs per image of the model's convolution and Dense layers (`layer_flops`).
 
     Nested models (a backbone used as a layer) are counted through their own layers.
     Element-wise layers (BatchNorm, activations, pooling, concat) are left out: they are a few
@@ -302,12 +318,13 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # Orchestration
 # --------------------------------------------------------------------------------------------
-def run_job(job: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Runs `job` in its own Python process; returns its figures or an `error` entry."""
+def run_job(job: dict[str, Any], timeout: float, script: str = __file__) -> dict[str, Any]:
+    """Runs `job` in its own Python process (`script --worker JOB`, which prints `RESULT {...}`);
+    returns its figures or an `error` entry."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
     start = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], env=env,
+        proc = subprocess.run([sys.executable, script, "--worker", json.dumps(job)], env=env,
                               capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"job": job, "error": f"timed out after {timeout:.0f} s"}
@@ -509,14 +526,14 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replaces (or appends) the throughput section of BENCHMARKS.md, leaving the others."""
+def write_section(path: Path, section: str, heading: str = SECTION) -> None:
+    """Replaces (or appends) the `heading` section of BENCHMARKS.md, leaving the others."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find(SECTION)
+    start = text.find(heading)
     if start < 0:
         text = text.rstrip("\n") + "\n\n" + section
     else:
-        nxt = text.find("\n## ", start + len(SECTION))
+        nxt = text.find("\n## ", start + len(heading))
         text = text[:start] + section + ("" if nxt < 0 else "\n" + text[nxt + 1:])
     path.write_text(text)
 
