@@ -88,7 +88,7 @@ def test_cli_train_predict_evaluate_4_channel_npy_tiles(tmp_path):
                       "--mask-format", "binary", "--channels", "4", "--backbone", "resnet50",
                       "--weights", str(weights), "--decoder-filters", "32,16,16,8,8",
                       "--bottleneck-filters", "32", "--precision", "float32",
-                      "--freeze", "encoder", "--epochs", "1", "--batch-size", "2",
+                      "--freeze", "encoder", "--epochs", "1", "--batch-size", "4",
                       "--seed", "0", "--no-tensorboard", "--out", str(run), "--quiet"))
     best = run / "checkpoints" / "best.keras"
     metrics = tmp_path / "metrics.json"
@@ -350,3 +350,13 @@ def test_overlay_of_a_2_channel_image_shows_its_first_channel(tmp_path, rng):
                        palette=[(0, 0, 0), (0, 0, 0)])
     overlay = np.asarray(Image.open(tmp_path / "o.png"))
     np.testing.assert_array_equal(overlay[..., 1], np.round(image[..., 0] * 0.5))
+
+
+def test_plots_show_2_and_5_channel_images(tmp_path, rng):
+    from vggunet.plots import display
+
+    mask = rng.integers(0, 2, (6, 7))
+    for channels in (2, 5):
+        image = rng.integers(0, 256, (6, 7, channels)).astype(np.float32)
+        display([image, mask], path=tmp_path / f"c{channels}.png", dpi=20)
+        assert Image.open(tmp_path / f"c{channels}.png").size[0] > 0
