@@ -478,7 +478,7 @@ def test_ignore_index_inside_the_class_range_is_not_counted(tmp_path):
      "scale must be one of ('raw', 'unit'), got 'units'. Did you mean 'unit'?"),
     (dict(sample_weights="border_weights"), "Did you mean 'border'?"),
     (dict(mask_format="pallete"), "Did you mean 'palette'?"),
-    (dict(channels=2), "channels must be one of (1, 3), got 2."),
+    (dict(channels=0), "channels must be a positive integer, got 0."),
     (dict(pad_to=0), "pad_to must be a positive integer or None, got 0."),
     (dict(pad_to=16.0), "pad_to must be a positive integer or None, got 16.0."),
     (dict(crop=(64, 0)), "crop must be (H, W) with positive ints, got (64, 0)"),

@@ -53,9 +53,13 @@ def _to_numpy(x: Any) -> np.ndarray:
 
 
 def _image_for_display(image: Any) -> tuple[np.ndarray, str | None]:
-    """(H, W) grey or (H, W, 3) RGB in [0, 1] from a raw [0, 255] (or [0, 1]) image."""
+    """(H, W) grey or (H, W, 3) RGB in [0, 1] from a raw [0, 255] (or [0, 1]) image.
+
+    Other channel counts show as overlays do: 2 channels their first (grey), more than 3 their
+    first three.
+    """
     array = _to_numpy(image).astype(np.float32)
-    if array.ndim == 3 and array.shape[-1] == 1:
+    if array.ndim == 3 and array.shape[-1] in (1, 2):
         array = array[..., 0]
     if array.ndim == 3 and array.shape[-1] > 3:
         array = array[..., :3]

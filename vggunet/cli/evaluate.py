@@ -52,7 +52,8 @@ def _add_evaluate(sub: Any) -> None:
     p.add_argument("--num-classes", type=positive_int, default=None,
                    help="default: the model's output channels")
     p.add_argument("--channels", type=positive_int, default=None,
-                   help="default: the model's input channels")
+                   help="default: the model's input channels (counts other than 1 and 3 need "
+                        "files with that many: .npy (H, W, C) arrays, LA = 2, RGBA = 4)")
     p.add_argument("--class-names", default=None, help="comma-separated, one per class")
     p.add_argument("--out", default=None, metavar="metrics.json", help="write the scores here")
     p.add_argument("--quiet", action="store_true",

@@ -20,8 +20,6 @@ def _check_predict_args(args: argparse.Namespace) -> tuple[Path, Path]:
         raise CliError("--overlap needs --tile")
     if args.tile is not None and args.overlap is not None and args.overlap >= args.tile:
         raise CliError(f"--overlap {args.overlap} must be smaller than --tile {args.tile}")
-    if args.channels not in (1, 3):
-        raise CliError(f"--channels must be 1 or 3, got {args.channels}")
     if source.is_file() and out.resolve() == source.parent.resolve():
         raise CliError("--out must not be the folder of the input image (it would be "
                        "overwritten)")
@@ -66,7 +64,9 @@ def _add_predict(sub: Any) -> None:
                         "(the U-Net paper's border handling; default 0)")
     p.add_argument("--no-overlay", action="store_true", help="masks only, no overlay PNGs")
     p.add_argument("--channels", type=positive_int, default=3,
-                   help="channels the model expects (default 3)")
+                   help="channels the model expects (default 3): grey and RGB files convert "
+                        "to 1 or 3; other counts need files with that many channels "
+                        "(.npy (H, W, C) arrays, LA = 2, RGBA = 4)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar (the written files are still listed)")
     p.set_defaults(func=_cmd_predict)

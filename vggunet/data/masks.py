@@ -9,6 +9,10 @@ EXIF orientation, one error naming the file) and then read in one of :data:`MASK
 * ``"palette"``: RGB colours mapped to classes by a palette.
 * ``"channel"``: the class is one channel of a colour file (``mask_channel``).
 
+A ``.npy`` mask (read by :func:`~vggunet.data.images.read_npy`, without pickle) is an (H, W)
+array of integers (or bools) read as ``"index"`` or ``"binary"``; it has no colours, so the
+palette and channel encodings refuse it.
+
 Every problem is a :class:`~vggunet.errors.DataError` naming the file and, for a wrong value or
 colour, where it is; a bad argument is an :class:`~vggunet.errors.ArgumentError`.
 """
@@ -24,7 +28,7 @@ from PIL import Image
 
 from vggunet import choices
 from vggunet.checks import check_choice, check_int
-from vggunet.data.images import open_image, reading
+from vggunet.data.images import NPY_SUFFIX, open_image, read_npy, reading
 from vggunet.data.pairs import _short_list
 from vggunet.errors import ArgumentError, DataError
 
@@ -132,6 +136,28 @@ def _channel(img: Image.Image, path: Path, mask_channel: int) -> np.ndarray:
     return arr[..., mask_channel].astype(np.int32)
 
 
+def _npy_mask(path: Path, mask_format: str) -> np.ndarray:
+    """int32 (H, W) class indices of an ``.npy`` mask (index or binary)."""
+    if mask_format not in ("index", "binary"):
+        raise DataError(f"mask {path} is a .npy array of class indices; mask_format="
+                        f"{mask_format!r} needs colours: use mask_format='index' or 'binary'")
+    arr = read_npy(path, what="mask")
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 2 or 0 in arr.shape:
+        raise DataError(f"mask {path} is an array of shape {arr.shape}; an array mask must be "
+                        "(H, W) class indices")
+    if not (arr.dtype == bool or np.issubdtype(arr.dtype, np.integer)):
+        raise DataError(f"mask {path} holds {arr.dtype} values; class indices must be "
+                        "integers: save it with .astype(np.int32)")
+    info = np.iinfo(np.int32)
+    if arr.size and (arr.min() < info.min or arr.max() > info.max):
+        raise DataError(f"mask {path} has values outside the int32 range ({arr.min()} to "
+                        f"{arr.max()}); class indices must fit int32")
+    arr = arr.astype(np.int32)
+    return _binary(arr) if mask_format == "binary" else arr
+
+
 def _mask_array(img: Image.Image, path: Path, mask_format: str, lut: Palette | None,
                 mask_channel: int) -> np.ndarray:
     if mask_format == "palette":
@@ -172,6 +198,8 @@ def mask_decoder(mask_format: str = "index", palette=None, mask_channel: int = 0
 
     def decode(path: str | os.PathLike) -> np.ndarray:
         path = Path(path)
+        if path.suffix.lower() == NPY_SUFFIX:
+            return _npy_mask(path, mask_format)
         img = open_image(path, what="mask")
         with reading(path, what="mask"):
             return _mask_array(img, path, mask_format, lut, mask_channel)
@@ -214,7 +242,7 @@ def load_mask(path: str | os.PathLike, mask_format: str = "index", *,
     """Read one mask as class indices.
 
     Args:
-        path: mask file.
+        path: mask file (an image, or a ``.npy`` (H, W) integer array: index or binary).
         mask_format: ``"index"``, ``"binary"``, ``"palette"`` or ``"channel"``.
         num_classes: when given, values must be < num_classes (or ignore_index).
         palette: for ``"palette"``: dict {class: (r, g, b)} or list of (r, g, b).

@@ -103,7 +103,7 @@ def find_pairs(image_dir: str | Path, mask_dir: str | Path,
                mask_suffix: str | None = None) -> list[Pair]:
     """Pair images and masks by file stem.
 
-    Extensions png/jpg/jpeg/bmp/tif/tiff are recognised case-insensitively;
+    Extensions png/jpg/jpeg/bmp/tif/tiff/npy are recognised case-insensitively;
     hidden files and other files are ignored. A mask stem may carry a suffix
     (``a.png`` <-> ``a_mask.png``).
 

@@ -5,7 +5,9 @@ Conventions shared with the rest of vggunet:
 * Images leave the pipeline as float32 (B, H, W, C) in the RAW pixel range
   [0, 255] (``scale="unit"`` divides by 255). Grey images are repeated to 3
   channels when ``channels=3``; RGB is converted to grey with ITU-R 601
-  luminance when ``channels=1``; alpha is dropped.
+  luminance when ``channels=1``; alpha is dropped. Any other ``channels`` C reads
+  files with exactly C channels (``.npy`` arrays (H, W, C), values as stored;
+  LA images for 2, RGBA/RGBX for 4) and refuses the others, naming them.
 * 16-bit greyscale images are accepted and scaled to the 8-bit range
   (value / 257, so 65535 -> 255.0, kept as float); 16-bit masks are read as
   integer class indices unchanged.
@@ -153,7 +155,7 @@ def _check_data(pairs: list[Pair], plan: _Plan, validate: bool, batch_size: int
     if not validate and plan.sample_weights is None:
         return None
     info = validate_pairs(pairs, plan.num_classes, plan.mask_format, plan.palette,
-                          plan.mask_channel, plan.ignore_index)
+                          plan.mask_channel, plan.ignore_index, channels=plan.channels)
     if (len(info.image_sizes) > 1 and plan.size is None and plan.crop is None
             and batch_size > 1):
         (s1, p1), (s2, p2) = list(info.size_examples.items())[:2]
@@ -170,11 +172,10 @@ def _check_data(pairs: list[Pair], plan: _Plan, validate: bool, batch_size: int
 
 def _decoder(tf, plan: _Plan, pairs: list[Pair]) -> Callable:
     """index -> (image, mask, index): PIL decoding in numpy_function, then the resize."""
-    native = 1 if plan.channels == 1 else None  # grey stays 1 channel until the end: cheaper
-
     def decode(i):
         image_path, mask_path = pairs[int(i)]
-        image = decode_image(image_path, native)
+        # keep_grey: grey stays 1 channel until the end (repeated there): cheaper.
+        image = decode_image(image_path, plan.channels, keep_grey=True)
         mask = plan.read_mask(mask_path)
         check_same_size(image, image_path, mask, mask_path)
         return image, mask
@@ -296,7 +297,8 @@ def make_dataset(image_dir: str | Path | None = None, mask_dir: str | Path | Non
         num_classes: number of classes.
         mask_format, palette, mask_channel, ignore_index: see :func:`load_mask`.
         mask_suffix: see :func:`find_pairs`.
-        channels: 1 or 3 output channels.
+        channels: output channels: 1 (grey) or 3 (RGB), converted into each other, or
+            any other count the files have (``.npy`` (H, W, C) arrays, LA = 2, RGBA = 4).
         scale: ``"raw"`` ([0, 255]) or ``"unit"`` ([0, 1]).
         size: (H, W) resize (bilinear image, nearest mask).
         crop: (H, W) random crop, identical for image and mask; smaller inputs

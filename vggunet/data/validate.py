@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from vggunet.checks import check_choice, check_int
-from vggunet.data.images import decode_image
+from vggunet.data.images import check_channels, convert_channels, decode_image
 from vggunet.data.masks import check_mask_values, mask_decoder
 from vggunet.data.pairs import Pair
 from vggunet.errors import ArgumentError, DataError
@@ -38,7 +38,8 @@ class DatasetInfo:
         mask_format: the mask encoding used.
         image_sizes: (H, W) -> number of images of that size.
         size_examples: (H, W) -> one image of that size (for messages).
-        image_channels: native channel count (1 or 3) -> number of images.
+        image_channels: channel count of the files -> number of images (PIL files: 1 or 3,
+            or with their alpha band when `channels` asked for it; ``.npy``: their own).
         class_pixel_counts: int64 (num_classes,) pixels per class.
         class_image_pixels: int64 (num_classes,) labelled pixels of the images
             in which each class occurs (the denominator of median-frequency weights).
@@ -150,8 +151,8 @@ def _add(info: DatasetInfo, image_path: Path, image: np.ndarray, mask: np.ndarra
 
 
 def validate_pairs(pairs: Sequence[Pair], num_classes: int, mask_format: str = "index",
-                   palette=None, mask_channel: int = 0, ignore_index: int | None = None
-                   ) -> DatasetInfo:
+                   palette=None, mask_channel: int = 0, ignore_index: int | None = None, *,
+                   channels: int | None = None) -> DatasetInfo:
     """Check every pair up front, one file at a time, and gather statistics.
 
     Each image and mask is fully decoded (truncation is caught), sizes are
@@ -161,22 +162,31 @@ def validate_pairs(pairs: Sequence[Pair], num_classes: int, mask_format: str = "
         pairs: (image_path, mask_path) pairs.
         num_classes: number of classes.
         mask_format, palette, mask_channel, ignore_index: as in :func:`load_mask`.
+        channels: when given, each image must give this many channels (as in
+            :func:`load_image`: grey and RGB convert into each other, other counts must match).
 
     Returns:
         :class:`DatasetInfo` with counts, sizes and per-class pixel counts.
 
     Raises:
         DataError: the first problem found, naming the file.
-        ArgumentError: a bad `num_classes` or mask encoding.
+        ArgumentError: a bad `num_classes`, mask encoding or `channels`.
     """
     num_classes = check_at_least_one(num_classes, "num_classes")
+    if channels is not None:
+        channels = check_channels(channels)
+    # Files are read as stored (1 or 3 channels for PIL files, alpha kept where a count other
+    # than 1 or 3 asks for it) so `image_channels` counts what the files hold.
+    native = None if channels in (None, 1, 3) else channels
     read_mask = mask_decoder(mask_format, palette, mask_channel)
     if not pairs:
         raise DataError("no (image, mask) pairs to validate: the data set is empty")
     info = _new_info(len(pairs), num_classes, mask_format)
     for image_path, mask_path in pairs:
         image_path, mask_path = Path(image_path), Path(mask_path)
-        image = decode_image(image_path)
+        image = decode_image(image_path, native)
+        if channels is not None:  # an .npy array of another count than 1 or 3 fails here
+            convert_channels(image[:1, :1], channels, image_path)
         mask = read_mask(mask_path)
         check_same_size(image, image_path, mask, mask_path)
         check_mask_values(mask, mask_path, num_classes, ignore_index)

@@ -6,13 +6,12 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from vggunet.checks import check_choice
 from vggunet.console import Progress
-from vggunet.data.images import IMAGE_SUFFIXES, read_image
+from vggunet.data.images import IMAGE_SUFFIXES, check_channels, read_image
 from vggunet.errors import PredictionError
 from vggunet.inference.labels import scores_to_labels
 from vggunet.inference.outputs import _make_output_folder, save_mask_png, save_overlay
-from vggunet.inference.predict import _check_mirror_pad, predict_proba
+from vggunet.inference.predict import _check_mirror_pad, _model_input, predict_proba
 from vggunet.inference.tiling import _pair, default_overlap, predict_tiled
 
 
@@ -21,6 +20,28 @@ def _inside(folder: Path, name: str) -> Path:
     if target.parent != folder:
         raise PredictionError(f"output name {name!r} would be written outside '{folder}'.")
     return target
+
+
+def _checked_channels(model: Any, image: Any, source: Path | str | os.PathLike,
+                      channels: int) -> None:
+    """Refuses an image whose channel count the model cannot take, naming its file."""
+    expected = _model_input(model)[2]
+    got = 1 if image.ndim == 2 else int(image.shape[-1])
+    if got not in (1, expected):  # grey is repeated to any count by predict_proba
+        raise PredictionError(
+            f"{source} was read with {got} channels (channels={channels}) but the model expects "
+            f"{expected}; read it with channels={expected} (CLI: --channels {expected}), from "
+            f"files with {expected} channels (or grey/RGB files for a 1- or 3-channel model)."
+        )
+
+
+def _displayed(image: Any) -> Any:
+    """What an overlay shows of a C-channel image: C = 2 its first channel, C > 4 the first 3."""
+    if image.ndim == 3 and image.shape[-1] == 2:
+        return image[..., 0]
+    if image.ndim == 3 and image.shape[-1] > 4:
+        return image[..., :3]
+    return image  # grey, RGB, and RGBA-like 4 channels (the first three) as save_overlay does
 
 
 def predict_image_file(model: Any, source: str | os.PathLike, mask_path: str | os.PathLike,
@@ -41,15 +62,18 @@ def predict_image_file(model: Any, source: str | os.PathLike, mask_path: str | o
         overlap: tile overlap in pixels (default `default_overlap(tile)`); needs `tile`.
         tta: average over the 8 flips/rotations.
         mirror_pad: pixels of mirrored context added on each side (see `predict_proba`).
-        channels: read the image as 1 (grey) or 3 (RGB) channels.
+        channels: read the image as 1 (grey), 3 (RGB) or another count its file has (an
+            (H, W, C) .npy array; LA = 2, RGBA = 4), see `read_image`.
         from_logits: the model outputs logits.
-        palette: RGB colours per class for the overlay.
+        palette: RGB colours per class for the overlay (drawn over the image's first channel
+            when it has 2, its first three when it has more).
         verbose: with `tile`, show a progress bar over the tile batches of a large image.
 
     Returns:
         The written paths: the mask, then the overlay if any.
     """
     image = read_image(source, channels)
+    _checked_channels(model, image, source, channels)
     if tile is None:
         proba = predict_proba(model, image, tta=tta, from_logits=from_logits,
                               mirror_pad=mirror_pad)
@@ -61,7 +85,7 @@ def predict_image_file(model: Any, source: str | os.PathLike, mask_path: str | o
     mask = scores_to_labels(proba)
     written = [save_mask_png(mask, mask_path)]
     if overlay_path is not None:
-        written.append(save_overlay(image, mask, overlay_path, palette=palette))
+        written.append(save_overlay(_displayed(image), mask, overlay_path, palette=palette))
     return written
 
 
@@ -96,8 +120,8 @@ def predict_folder(model: Any, input_dir: str | os.PathLike, output_dir: str | o
                    overlap: int | None = None, verbose: bool = True) -> list[Path]:
     """Predicts every image in a folder and writes `<stem>.png` masks (and overlays).
 
-    Reads the .png/.jpg/.jpeg/.bmp/.tif/.tiff files directly in `input_dir` (sorted by name,
-    not recursive) and predicts each with `predict_image_file`: `predict_proba`, or
+    Reads the .png/.jpg/.jpeg/.bmp/.tif/.tiff/.npy files directly in `input_dir` (sorted by
+    name, not recursive) and predicts each with `predict_image_file`: `predict_proba`, or
     `predict_tiled` when `tile` is given. It writes into `output_dir` the mask `<stem>.png`
     and, with `overlay`, `<stem>_overlay.png`. Before predicting anything it refuses output
     names that collide (`a.png` and `a.jpg`), would overwrite an input file, or would land
@@ -111,7 +135,7 @@ def predict_folder(model: Any, input_dir: str | os.PathLike, output_dir: str | o
         tta: average over the 8 flips/rotations.
         mirror_pad: pixels of mirrored context added on each side (see `predict_proba`).
         overlay: also write `<stem>_overlay.png`.
-        channels: read images as 1 (grey) or 3 (RGB) channels.
+        channels: read images as 1 (grey), 3 (RGB) or another count their files have.
         from_logits: the model outputs logits.
         palette: RGB colours per class for the overlays.
         overlap: tile overlap in pixels (default `min(64, tile // 4)`); needs `tile`.
@@ -123,7 +147,7 @@ def predict_folder(model: Any, input_dir: str | os.PathLike, output_dir: str | o
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise PredictionError(f"input folder '{input_dir}' does not exist or is not a folder.")
-    check_choice(channels, (1, 3), "channels", error=PredictionError)
+    channels = check_channels(channels, PredictionError)
     if overlap is not None and tile is None:
         raise PredictionError("overlap needs tile: pass tile= to predict in tiles.")
     options = dict(tile=None if tile is None else _pair(tile, "tile"), overlap=overlap, tta=tta,
