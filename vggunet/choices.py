@@ -22,7 +22,7 @@ MASK_FORMATS = ("index", "binary", "palette", "channel")
 SAMPLE_WEIGHTS = ("median_frequency", "inverse_frequency", "border")
 """Per-pixel loss weights of `make_dataset(sample_weights=...)`, `--sample-weights`."""
 
-LOSS_NAMES = ("ce", "crossentropy", "dice", "jaccard", "focal", "ce+dice")
+LOSS_NAMES = ("ce", "crossentropy", "dice", "jaccard", "focal", "ce+dice", "lovasz", "ohem")
 """Loss names of `get_loss` (`vggunet.losses.factory`), `--loss`."""
 
 METRIC_NAMES = ("miou", "iou", "dice", "accuracy")

@@ -1,8 +1,9 @@
 """Segmentation losses (registered under the `vggunet` package for `.keras` files).
 
 One module per concern: `base` (conventions, argument checks, tensor helpers, the shared base
-class), `crossentropy` (per-pixel losses), `overlap` (Dice, Jaccard), `combined` (a weighted
-sum of two), `factory` (`get_loss` by name). Importing this package registers every loss class.
+class), `crossentropy` (per-pixel losses: CE, focal, OHEM), `overlap` (Dice, Jaccard), `lovasz`
+(Lovász-softmax), `combined` (a weighted sum of two), `factory` (`get_loss` by name).
+Importing this package registers every loss class.
 """
 
 from vggunet.losses.base import (  # noqa: F401  (public helpers of the old flat module)
@@ -16,8 +17,13 @@ from vggunet.losses.base import (  # noqa: F401  (public helpers of the old flat
     validate_num_classes,
 )
 from vggunet.losses.combined import CombinedLoss
-from vggunet.losses.crossentropy import FocalLoss, SparseCategoricalCrossentropy
+from vggunet.losses.crossentropy import (
+    FocalLoss,
+    OhemCrossEntropyLoss,
+    SparseCategoricalCrossentropy,
+)
 from vggunet.losses.factory import LOSS_NAMES, get_loss
+from vggunet.losses.lovasz import LovaszSoftmaxLoss
 from vggunet.losses.overlap import DiceLoss, JaccardLoss
 
 __all__ = [
@@ -26,6 +32,8 @@ __all__ = [
     "JaccardLoss",
     "FocalLoss",
     "CombinedLoss",
+    "LovaszSoftmaxLoss",
+    "OhemCrossEntropyLoss",
     "get_loss",
     "LOSS_NAMES",
 ]

@@ -1,7 +1,8 @@
-"""Per-pixel losses: sparse categorical cross-entropy and focal loss.
+"""Per-pixel losses: sparse categorical cross-entropy, focal loss and OHEM cross-entropy.
 
-Both average independent per-pixel terms over the pixels that are not ignored
-(conventions for labels, predictions and ``ignore_index``: :mod:`vggunet.losses.base`).
+Each averages independent per-pixel terms over the pixels that are not ignored (OHEM: over the
+hard pixels it keeps); conventions for labels, predictions and ``ignore_index``:
+:mod:`vggunet.losses.base`.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import keras
 from keras import ops
 
 from vggunet._serializables import PACKAGE
-from vggunet.checks import check_number
+from vggunet.checks import check_int, check_number
 from vggunet.losses.base import SegmentationLoss, pixel_weights, scale_for_replicas
 
-__all__ = ["FocalLoss", "SparseCategoricalCrossentropy"]
+__all__ = ["FocalLoss", "OhemCrossEntropyLoss", "SparseCategoricalCrossentropy"]
 
 
 class _PixelwiseLoss(SegmentationLoss):
@@ -35,8 +36,13 @@ class _PixelwiseLoss(SegmentationLoss):
         """Unweighted per-pixel loss ``(B, *spatial)`` from one-hot inputs (subclasses define it)."""
         raise NotImplementedError(f"{type(self).__name__} must define _pixel_losses")
 
+    def _selected(self, onehot: Any, probs: Any, valid: Any) -> Any:
+        """The ``(B, *spatial)`` mask of pixels that count: all non-ignored ones here."""
+        return valid
+
     def _weighted_map(self, y_true: Any, y_pred: Any, sample_weight: Any | None):
         onehot, probs, log_probs, valid = self._prepared(y_true, y_pred)
+        valid = self._selected(onehot, probs, valid)
         losses = self._pixel_losses(onehot, probs, log_probs)
         if self.class_weights is not None:
             # Weighting via the one-hot row (not a gather) keeps stray
@@ -149,3 +155,57 @@ class FocalLoss(_PixelwiseLoss):
         is_foreground = onehot[..., 1]
         alpha_t = self.alpha * is_foreground + (1.0 - self.alpha) * (1.0 - is_foreground)
         return losses * alpha_t
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class OhemCrossEntropyLoss(SparseCategoricalCrossentropy):
+    """Cross-entropy over the hard pixels only: online hard-example mining (OHEM).
+
+    As in PSPNet/OCNet-style semantic segmentation: over the whole batch, a non-ignored pixel is
+    kept when the predicted probability of its true class is below ``threshold``, and the
+    ``min_kept`` pixels with the lowest such probability (ties included) are always kept, so
+    that a well-fitted batch still yields a gradient. The loss is the cross-entropy (with
+    ``class_weights``, ``sample_weight``) of the kept pixels, averaged over the kept pixels;
+    the others count as ignored. ``threshold=1`` with a large ``min_kept`` keeps every pixel
+    whose true-class probability is below 1, i.e. gives cross-entropy wherever it is not 0.
+
+    Args:
+        threshold: Probability in ``(0, 1]``; pixels predicted at least this well are easy.
+        min_kept: Hardest pixels kept per batch whatever their probability, ``>= 0``.
+        from_logits, ignore_index, class_weights, name, reduction, dtype: As for
+            :class:`SparseCategoricalCrossentropy`; the default name is ``"ohem_loss"``.
+
+    Example:
+        >>> import numpy as np
+        >>> y_true = np.array([[[0, 1], [1, 1]]])                    # p_true: .8 .6 .9 .3
+        >>> y_pred = np.array([[[[0.8, 0.2], [0.4, 0.6]],
+        ...                     [[0.1, 0.9], [0.7, 0.3]]]], "float32")
+        >>> loss = OhemCrossEntropyLoss(threshold=0.7, min_kept=1)   # keeps .6 and .3
+        >>> round(float(loss(y_true, y_pred)), 4)                   # -(ln .6 + ln .3) / 2
+        0.8574
+    """
+
+    default_name = "ohem_loss"
+    config_keys = (*SparseCategoricalCrossentropy.config_keys, "threshold", "min_kept")
+
+    # The arguments are spelt out (not **kwargs): get_loss routes keywords by signature.
+    def __init__(self, threshold: float = 0.7, min_kept: int = 100_000, from_logits: bool = False,
+                 ignore_index: int | None = None, class_weights: Sequence[float] | None = None,
+                 name: str | None = None, reduction: str | None = "sum_over_batch_size",
+                 dtype: Any = None) -> None:
+        super().__init__(from_logits, ignore_index, class_weights, name, reduction, dtype)
+        self.threshold = check_number(threshold, "threshold", low=0, high=1, low_open=True)
+        self.min_kept = check_int(min_kept, "min_kept", minimum=0)
+
+    def _selected(self, onehot: Any, probs: Any, valid: Any) -> Any:
+        # The mask is a selection, not a function to differentiate.
+        p_true = ops.stop_gradient(ops.sum(onehot * probs, axis=-1))
+        keep = ops.less(p_true, self.threshold)
+        if self.min_kept > 0:
+            # Ignored pixels sort last (2 > any probability); when fewer than min_kept pixels
+            # are valid, the cut-off is 2 and every valid pixel is kept.
+            flat = ops.reshape(ops.where(valid > 0, p_true, 2.0), (-1,))
+            last = ops.minimum(ops.shape(flat)[0], self.min_kept) - 1
+            cutoff = ops.take(ops.sort(flat), last)
+            keep = ops.logical_or(keep, ops.less_equal(p_true, cutoff))
+        return valid * ops.cast(keep, "float32")

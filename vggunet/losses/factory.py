@@ -17,7 +17,12 @@ from vggunet import choices
 from vggunet.checks import did_you_mean
 from vggunet.errors import ArgumentError, UnexpectedArgumentError
 from vggunet.losses.combined import CombinedLoss
-from vggunet.losses.crossentropy import FocalLoss, SparseCategoricalCrossentropy
+from vggunet.losses.crossentropy import (
+    FocalLoss,
+    OhemCrossEntropyLoss,
+    SparseCategoricalCrossentropy,
+)
+from vggunet.losses.lovasz import LovaszSoftmaxLoss
 from vggunet.losses.overlap import DiceLoss, JaccardLoss
 
 __all__ = ["LOSS_NAMES", "UnexpectedArgumentError", "get_loss"]
@@ -29,6 +34,8 @@ _LOSS_CLASSES: dict[str, type[keras.losses.Loss]] = {
     "dice": DiceLoss,
     "jaccard": JaccardLoss,
     "focal": FocalLoss,
+    "lovasz": LovaszSoftmaxLoss,
+    "ohem": OhemCrossEntropyLoss,
 }
 # A combination: its children, built from the same keyword arguments, and its name.
 _COMBINATIONS: dict[str, tuple[tuple[type[keras.losses.Loss], ...], str]] = {
@@ -100,10 +107,12 @@ def get_loss(name: str | keras.losses.Loss, **kwargs: Any) -> keras.losses.Loss:
         0.299
         >>> round(float(get_loss("dice", num_classes=2)(y_true, y_pred)), 4)
         0.2122
+        >>> type(get_loss("lovasz", num_classes=2, per_image=True)).__name__
+        'LovaszSoftmaxLoss'
         >>> get_loss("jacard")
         Traceback (most recent call last):
         ...
-        vggunet.errors.ArgumentError: Unknown loss 'jacard'; valid names are: ce, crossentropy, dice, jaccard, focal, ce+dice. Did you mean 'jaccard'?
+        vggunet.errors.ArgumentError: Unknown loss 'jacard'; valid names are: ce, crossentropy, dice, jaccard, focal, ce+dice, lovasz, ohem. Did you mean 'jaccard'?
     """
     if isinstance(name, keras.losses.Loss):
         if kwargs:
