@@ -19,7 +19,7 @@ EXPORT_FORMATS = ("keras", "savedmodel", "tflite", "onnx")
 MASK_FORMATS = ("index", "binary", "palette", "channel")
 """How masks encode classes (`vggunet.data.masks`), `--mask-format`."""
 
-SAMPLE_WEIGHTS = ("median_frequency", "inverse_frequency", "border")
+SAMPLE_WEIGHTS = ("median_frequency", "inverse_frequency", "inverse_sqrt_frequency", "border")
 """Per-pixel loss weights of `make_dataset(sample_weights=...)`, `--sample-weights`."""
 
 LOSS_NAMES = ("ce", "crossentropy", "dice", "jaccard", "focal", "ce+dice", "lovasz", "ohem")

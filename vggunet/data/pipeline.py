@@ -165,8 +165,7 @@ def _check_data(pairs: list[Pair], plan: _Plan, validate: bool, batch_size: int
     if plan.sample_weights is None:
         return None
     # Border weights use median-frequency class weights as their w_c term.
-    method = "inverse_frequency" if plan.sample_weights == "inverse_frequency" \
-        else "median_frequency"
+    method = "median_frequency" if plan.sample_weights == "border" else plan.sample_weights
     return class_weights(info, plan.num_classes, method)
 
 
@@ -313,7 +312,8 @@ def make_dataset(image_dir: str | Path | None = None, mask_dir: str | Path | Non
         repeat: repeat forever.
         cache: keep decoded (and resized) samples in memory after the first epoch.
         validate: run :func:`validate_pairs` first (recommended).
-        sample_weights: None, ``"median_frequency"``, ``"inverse_frequency"``
+        sample_weights: None, ``"median_frequency"``, ``"inverse_frequency"``,
+            ``"inverse_sqrt_frequency"``
             (per-pixel class weights) or ``"border"`` (U-Net separation weights
             with median-frequency ``w_c``); adds float32 (B, H, W) weights.
         border_w0, border_sigma: parameters of the border weights.

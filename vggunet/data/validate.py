@@ -19,12 +19,13 @@ from vggunet.checks import check_choice, check_int
 from vggunet.data.images import check_channels, convert_channels, decode_image
 from vggunet.data.masks import check_mask_values, mask_decoder
 from vggunet.data.pairs import Pair
+from vggunet.data.weightmaps import FREQUENCY_WEIGHTS, frequency_weights
 from vggunet.errors import ArgumentError, DataError
 
 __all__ = ["DatasetInfo", "WEIGHT_METHODS", "check_at_least_one", "check_same_size",
            "class_weights", "validate_pairs"]
 
-WEIGHT_METHODS = ("median_frequency", "inverse_frequency")
+WEIGHT_METHODS = FREQUENCY_WEIGHTS
 
 
 
@@ -208,22 +209,25 @@ def _info_from_masks(masks: Sequence[np.ndarray], num_classes: int,
 
 def class_weights(info_or_pairs, num_classes: int, method: str = "median_frequency",
                   ignore_index: int | None = None, *, mask_format: str = "index",
-                  palette=None, mask_channel: int = 0) -> np.ndarray:
-    """Per-class loss weights from class pixel frequencies.
+                  palette=None, mask_channel: int = 0,
+                  max_weight: float | None = None) -> np.ndarray:
+    """Per-class loss weights from class pixel frequencies (formulas: ``frequency_weights``).
 
     ``median_frequency`` (Eigen & Fergus 2015, SegNet): ``w_c = median(f) / f_c``
     with ``f_c`` = pixels of class c / labelled pixels of the images containing c.
     ``inverse_frequency``: ``w_c = N / (K * n_c)`` (N labelled pixels, K classes
-    present, n_c pixels of c), so a balanced data set gets weight 1. Classes that
+    present, n_c pixels of c), so a balanced data set gets weight 1;
+    ``inverse_sqrt_frequency``: its square root. Classes that
     never occur get weight 0 and are left out of the median.
 
     Args:
         info_or_pairs: a :class:`DatasetInfo`, a list of (image, mask) path pairs,
             a mask array (H, W) / (N, H, W), or a list of mask arrays.
         num_classes: number of classes.
-        method: ``"median_frequency"`` or ``"inverse_frequency"``.
+        method: one of ``WEIGHT_METHODS``.
         ignore_index: label excluded from the counts (when arrays or pairs are given).
         mask_format, palette, mask_channel: how to read masks when pairs are given.
+        max_weight: clip every weight to at most this (> 0), or None.
 
     Returns:
         float32 (num_classes,) weights.
@@ -237,17 +241,6 @@ def class_weights(info_or_pairs, num_classes: int, method: str = "median_frequen
         src = _info_from_masks(src, num_classes, ignore_index)
     elif not isinstance(src, DatasetInfo):
         src = validate_pairs(src, num_classes, mask_format, palette, mask_channel, ignore_index)
-    counts, image_pixels = src.class_pixel_counts, src.class_image_pixels
-    counts = np.asarray(counts, np.float64)[:num_classes]
-    present = counts > 0
-    weights = np.zeros(num_classes, np.float64)
-    if not present.any():
-        return weights.astype(np.float32)
-    if method == "median_frequency":
-        freq = counts[present] / np.asarray(image_pixels, np.float64)[:num_classes][present]
-        weights[present] = np.median(freq) / freq
-    else:
-        weights[present] = counts.sum() / (present.sum() * counts[present])
-    return weights.astype(np.float32)
-
-
+    return frequency_weights(np.asarray(src.class_pixel_counts)[:num_classes],
+                             np.asarray(src.class_image_pixels)[:num_classes], method,
+                             max_weight)

@@ -1,6 +1,8 @@
-"""U-Net border weights: pixels in the narrow gaps between touching objects weigh more.
+"""Loss weights from masks: per-class frequency weights, and U-Net border weights.
 
-Objects are the 4-connected components of a mask's foreground; the distances to the nearest and
+Class weights (:func:`frequency_weights`, the formulas behind ``sample_weights=`` /
+``--sample-weights``) turn per-class pixel counts into one weight per class. Border weights:
+pixels in the narrow gaps between touching objects weigh more. Objects are the 4-connected components of a mask's foreground; the distances to the nearest and
 second-nearest object give the separation term of Ronneberger et al. (2015, eq. 2). scipy's
 ``ndimage`` does the labelling and distance transforms when installed; exact numpy fallbacks
 (same results) are used without it.
@@ -12,12 +14,68 @@ import math
 
 import numpy as np
 
+from vggunet.checks import check_choice, check_number
+
 try:  # scipy is optional: exact numpy fallbacks below are used without it.
     from scipy import ndimage as _ndimage
 except ImportError:  # pragma: no cover - depends on the environment
     _ndimage = None
 
-__all__ = ["border_weight_map"]
+__all__ = ["FREQUENCY_WEIGHTS", "border_weight_map", "frequency_weights"]
+
+FREQUENCY_WEIGHTS = ("median_frequency", "inverse_frequency", "inverse_sqrt_frequency")
+"""The class weightings of :func:`frequency_weights` (the non-border ``SAMPLE_WEIGHTS``)."""
+
+
+def frequency_weights(counts, image_pixels, method: str = "median_frequency",
+                      max_weight: float | None = None) -> np.ndarray:
+    """Per-class loss weights from per-class pixel counts.
+
+    ``median_frequency`` (Eigen & Fergus 2015, SegNet): ``w_c = median(f) / f_c`` with
+    ``f_c = n_c / I_c`` (``I_c``: labelled pixels of the images containing c).
+    ``inverse_frequency``: ``w_c = N / (K * n_c)`` (N labelled pixels, K classes present), so a
+    balanced data set gets weight 1. ``inverse_sqrt_frequency``: the square root of that,
+    ``sqrt(N / (K * n_c))``: rare classes still weigh more, but a class 100 times rarer weighs
+    10 times more, not 100 (over-weighted rare classes are over-predicted). Classes that never
+    occur get weight 0 and are left out of the median. ``max_weight`` then clips every weight
+    (any method), so no class can weigh more than that.
+
+    Args:
+        counts: (K,) pixels of each class.
+        image_pixels: (K,) labelled pixels of the images containing each class (read by
+            ``median_frequency`` only).
+        method: one of ``FREQUENCY_WEIGHTS``.
+        max_weight: upper bound of the weights (> 0), or None for no bound.
+
+    Returns:
+        float32 (K,) weights.
+
+    Example:
+        >>> w = frequency_weights([900, 100], [1000, 1000], "inverse_sqrt_frequency")
+        >>> [round(x, 4) for x in w.tolist()]  # sqrt(1000 / (2 * 900)), sqrt(1000 / (2 * 100))
+        [0.7454, 2.2361]
+        >>> w = frequency_weights([900, 100, 0], [1000, 1000, 0], "inverse_frequency",
+        ...                       max_weight=2)
+        >>> [round(x, 4) for x in w.tolist()]
+        [0.5556, 2.0, 0.0]
+    """
+    method = check_choice(method, FREQUENCY_WEIGHTS, "method")
+    max_weight = check_number(max_weight, "max_weight", low=0, low_open=True, allow_none=True)
+    counts = np.asarray(counts, np.float64)
+    present = counts > 0
+    weights = np.zeros(counts.shape, np.float64)
+    if not present.any():
+        return weights.astype(np.float32)
+    if method == "median_frequency":
+        freq = counts[present] / np.asarray(image_pixels, np.float64)[present]
+        weights[present] = np.median(freq) / freq
+    else:
+        weights[present] = counts.sum() / (present.sum() * counts[present])
+        if method == "inverse_sqrt_frequency":
+            weights = np.sqrt(weights)
+    if max_weight is not None:
+        weights = np.minimum(weights, max_weight)
+    return weights.astype(np.float32)
 
 
 def _label_components(fg: np.ndarray) -> tuple[np.ndarray, int]:
