@@ -19,6 +19,7 @@ from vggunet.losses.combined import CombinedLoss
 from vggunet.losses.crossentropy import FocalLoss, SparseCategoricalCrossentropy
 from vggunet.losses.factory import LOSS_NAMES, get_loss
 from vggunet.losses.overlap import DiceLoss, JaccardLoss
+from vggunet.losses.volumetric import SoftDiceLoss
 
 __all__ = [
     "SparseCategoricalCrossentropy",
@@ -26,6 +27,7 @@ __all__ = [
     "JaccardLoss",
     "FocalLoss",
     "CombinedLoss",
+    "SoftDiceLoss",
     "get_loss",
     "LOSS_NAMES",
 ]
