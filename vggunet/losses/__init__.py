@@ -25,6 +25,7 @@ from vggunet.losses.crossentropy import (
 from vggunet.losses.factory import LOSS_NAMES, get_loss
 from vggunet.losses.lovasz import LovaszSoftmaxLoss
 from vggunet.losses.overlap import DiceLoss, JaccardLoss
+from vggunet.losses.volumetric import SoftDiceLoss
 
 __all__ = [
     "SparseCategoricalCrossentropy",
@@ -34,6 +35,7 @@ __all__ = [
     "CombinedLoss",
     "LovaszSoftmaxLoss",
     "OhemCrossEntropyLoss",
+    "SoftDiceLoss",
     "get_loss",
     "LOSS_NAMES",
 ]
