@@ -390,10 +390,23 @@ def test_finetune_cosine_decays_phase2_per_epoch_and_survives_resume(isbi_crops,
     assert [p["lr_schedule"] for p in phases] == ["constant", "cosine"]
 
 
+def test_train_poly_schedule_sets_poly_lr_per_epoch(isbi_crops, tmp_path):
+    from vggunet.training import poly_lr
+
+    images, masks = isbi_crops
+    train(tiny_unet(), dataset(images, masks).repeat(), out_dir=tmp_path, epochs=3,
+          learning_rate=2e-3, lr_schedule="poly", steps_per_epoch=STEPS, jit_compile=False,
+          verbose=0, metrics=("accuracy",), tensorboard=False)
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    logged = [float(r["learning_rate"]) for r in rows]
+    assert logged == pytest.approx([poly_lr(e, 3, 2e-3) for e in range(3)], rel=1e-5)
+    assert logged[0] == pytest.approx(2e-3) and logged[0] > logged[1] > logged[2] > 0
+
+
 def test_unknown_lr_schedule_is_refused_before_training(isbi_crops, tmp_path):
     images, masks = isbi_crops
-    with pytest.raises(ValueError, match=r"lr_schedule must be one of \('constant', 'cosine'\), "
-                                         r"got 'linear'"):
+    with pytest.raises(ValueError, match=r"lr_schedule must be one of \('constant', 'cosine', "
+                                         r"'poly'\), got 'linear'"):
         train(tiny_unet(), dataset(images, masks), out_dir=tmp_path, epochs=1,
               lr_schedule="linear", verbose=0)
     assert not (tmp_path / "log.csv").exists()

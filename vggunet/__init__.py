@@ -34,8 +34,8 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("make_dataset",), "vggunet.data"),
     **dict.fromkeys(
         ("BatchNormRecalibration", "CompileSettings", "CosineDecayEpochs", "DataSettings",
-         "PhaseSettings", "RunSettings", "TrainResult", "compile_model",
-         "cosine_lr", "finetune", "recalibrate_batchnorm", "train"),
+         "PhaseSettings", "PolyDecayEpochs", "RunSettings", "TrainResult", "compile_model",
+         "cosine_lr", "finetune", "poly_lr", "recalibrate_batchnorm", "train"),
         "vggunet.training"),
     **dict.fromkeys(
         ("create_mask", "predict_folder", "predict_image_file", "predict_mask", "predict_proba",

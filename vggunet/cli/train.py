@@ -55,8 +55,8 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                    help="re-estimate the decoder's BatchNorm statistics on N training batches "
                         "before each validation and checkpoint (default off; 0 = off)")
     g.add_argument("--lr-schedule", default=TRAIN_PHASE.lr_schedule, choices=LR_SCHEDULES,
-                   help="learning rate over the (last) phase: constant, or cosine from the "
-                        f"phase's rate towards 0, set per epoch (default "
+                   help="learning rate over the (last) phase: constant, cosine or poly (power "
+                        "0.9) from the phase's rate towards 0, set per epoch (default "
                         f"{TRAIN_PHASE.lr_schedule})")
     g.add_argument("--quiet", action="store_true",
                    help="no per-epoch progress and no progress lines of vggunet's")

@@ -13,7 +13,8 @@ from vggunet._lazy import lazy_namespace
 _EXPORTS = {
     **dict.fromkeys(("AtomicCheckpoint", "BatchNormRecalibration", "NaNGuard"),
                     "vggunet.training.callbacks"),
-    **dict.fromkeys(("CosineDecayEpochs", "cosine_lr"), "vggunet.training.schedules"),
+    **dict.fromkeys(("CosineDecayEpochs", "cosine_lr", "PolyDecayEpochs", "poly_lr"),
+                    "vggunet.training.schedules"),
     **dict.fromkeys(("CompileSettings", "DataSettings", "FINETUNE_PHASE1", "FINETUNE_PHASE2",
                      "LR_SCHEDULES", "PhaseSettings", "RunSettings", "TRAIN_PHASE"),
                     "vggunet.training.settings"),

@@ -44,7 +44,7 @@ from vggunet.training.distribute import (
 )
 from vggunet.training.lock import RunLock
 from vggunet.training.resume import check_resume, settings_record
-from vggunet.training.schedules import CosineDecayEpochs
+from vggunet.training.schedules import CosineDecayEpochs, PolyDecayEpochs
 from vggunet.training.settings import CompileSettings, DataSettings, PhaseSettings, RunSettings
 from vggunet.training.state import (
     RunPaths, history_from_log, new_state, read_state, remove_leftovers, truncate_log,
@@ -301,8 +301,10 @@ class _Session:
         self.append_log = True
         if self.recalibration is not None:
             cbs.insert(0, self.recalibration)
-        if phase.settings.lr_schedule == "cosine":
-            cbs.insert(0, CosineDecayEpochs(phase.settings.learning_rate, start, end))
+        schedule = {"cosine": CosineDecayEpochs, "poly": PolyDecayEpochs}.get(
+            phase.settings.lr_schedule)
+        if schedule is not None:
+            cbs.insert(0, schedule(phase.settings.learning_rate, start, end))
         if run.early_stopping is not None:
             cbs.append(keras.callbacks.EarlyStopping(monitor=self.monitor, mode=self.mode,
                                                      patience=run.early_stopping,

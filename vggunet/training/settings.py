@@ -55,7 +55,7 @@ __all__ = [
     "TRAIN_PHASE",
 ]
 
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "poly")
 """Learning-rate schedules of a phase (`lr_schedule=`, `--lr-schedule`)."""
 
 MONITOR_MODES = ("auto", "min", "max")
@@ -129,8 +129,10 @@ class PhaseSettings:
     Attributes:
         epochs: epochs of the phase (0 skips it).
         learning_rate: the phase's learning rate (> 0).
-        lr_schedule: "constant", or "cosine" (half a cosine from `learning_rate` towards 0 over
-            the phase, set per epoch; see `cosine_lr`).
+        lr_schedule: "constant", "cosine" (half a cosine from `learning_rate` towards 0 over
+            the phase, set per epoch; see `cosine_lr`) or "poly" (polynomial decay, power 0.9,
+            from `learning_rate` to 0 over the phase, set per epoch; see `poly_lr`; a warm-up
+            needs a `PolyDecayEpochs` callback of your own with the "constant" schedule).
         unfreeze: what the phase unfreezes (fine-tuning's phase 2: "topN", "encoder" or any
             `vggunet.freeze` spec); None: nothing.
         train_bn: let encoder BatchNorm layers train when unfreezing.
