@@ -56,7 +56,8 @@ def compile_model(
     Args:
         model: a model with `(B, H, W, K)` output.
         num_classes: classes (default: the output channels; 1 channel = binary sigmoid).
-        loss: a `get_loss` name ("ce", "dice", "jaccard", "focal", "ce+dice") or a Loss.
+        loss: a `get_loss` name (`vggunet.choices.LOSS_NAMES`: "ce", "dice", "lovasz", "ohem",
+            ...) or a Loss.
         learning_rate: learning rate for an optimizer given by name.
         metrics: `get_metrics` names and/or Metric instances.
         ignore_index: mask value not counted by loss and metrics.

@@ -240,7 +240,8 @@ class DataSettings:
         crop: random training crops of (H, W), or None.
         augment: augmentation spec, e.g. "flip,rot90,elastic", or None.
         cache: keep decoded images in memory after the first epoch.
-        sample_weights: "median_frequency", "inverse_frequency", "border" or None.
+        sample_weights: one of `vggunet.choices.SAMPLE_WEIGHTS` ("median_frequency",
+            "inverse_frequency", "inverse_sqrt_frequency", "border") or None.
         border_w0: weight of the separation term of "border" weights.
         border_sigma: its width in pixels.
         seed: seed of data order, augmentation and the validation split.
