@@ -221,3 +221,26 @@ def check_number(
             wanted = "a finite number"
         raise error(f"{argument} must be {wanted}, got {value!r}.")
     return number
+
+
+def check_min_side(input_shape: Sequence[Any], min_size: float, why: str) -> None:
+    """Checks that the known height and width of `input_shape` are at least `min_size`.
+
+    Args:
+        input_shape: `(H, W, C)`; None for H or W is not checked.
+        min_size: the smallest height and width.
+        why: the reason, completing "input height 20 is too small: {why} at least N px".
+
+    Returns:
+        None; raises `ArgumentError` naming the side, its value and the minimum.
+
+    Example:
+        >>> check_min_side((20, None, 3), 32, "the network pools 5 times and needs")
+        Traceback (most recent call last):
+        ...
+        vggunet.errors.ArgumentError: input height 20 is too small: the network pools 5 times and needs at least 32 px (got input_shape=(20, None, 3)).
+    """
+    for label, dim in (("height", input_shape[0]), ("width", input_shape[1])):
+        if dim is not None and int(dim) < min_size:
+            raise ArgumentError(f"input {label} {dim} is too small: {why} at least {min_size:g} "
+                                f"px (got input_shape={tuple(input_shape)!r}).")

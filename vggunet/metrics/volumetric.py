@@ -130,18 +130,6 @@ class _VolumeCountsMetric(_SegmentationMetric):
             2.0 * intersection + self.epsilon, pred_sum + true_sum + self.epsilon
         )
 
-    def _per_class(self) -> Any:
-        """The ``(num_classes,)`` scores from the accumulated sums (subclasses define it)."""
-        raise NotImplementedError(f"{type(self).__name__} must define _per_class")
-
-    def result(self) -> Any:
-        """Return the score of every class.
-
-        Returns:
-            float32 tensor of shape ``(num_classes,)``.
-        """
-        return self._per_class()
-
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class DiceCoefficient(_VolumeCountsMetric):
@@ -181,7 +169,8 @@ class PerClassDice(_VolumeCountsMetric):
 
     default_name = "per_class_dice"
 
-    def _per_class(self) -> Any:
+    def result(self) -> Any:
+        """Returns the ``(num_classes,)`` float32 scores from the accumulated sums."""
         return self._dice()
 
 
@@ -195,7 +184,8 @@ class PerClassSensitivity(_VolumeCountsMetric):
 
     default_name = "per_class_sensitivity"
 
-    def _per_class(self) -> Any:
+    def result(self) -> Any:
+        """Returns the ``(num_classes,)`` float32 scores from the accumulated sums."""
         intersection, _, true_sum = self._sums()
         return ops.divide_no_nan(intersection, true_sum)
 
@@ -211,7 +201,8 @@ class PerClassSpecificity(_VolumeCountsMetric):
 
     default_name = "per_class_specificity"
 
-    def _per_class(self) -> Any:
+    def result(self) -> Any:
+        """Returns the ``(num_classes,)`` float32 scores from the accumulated sums."""
         intersection, pred_sum, true_sum = self._sums()
         negatives = ops.convert_to_tensor(self.voxels) - true_sum
         return ops.divide_no_nan(negatives - pred_sum + intersection, negatives)

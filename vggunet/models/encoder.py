@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import keras
 from keras import layers
 
+from vggunet.checks import check_min_side
 from vggunet.errors import ArgumentError
 from vggunet.models.hub import build_hub_encoder, is_hub_backbone
 from vggunet.models.layers import BackbonePreprocess, PadToMultiple
@@ -36,12 +37,7 @@ def _check_input_shape(input_shape: Sequence[int | None], spec: EncoderSpec) -> 
     # need more than 32 px for that (Inception: 75).
     why = ("the network pools 5 times and needs" if min_size == 32
            else f"backbone {spec.name!r} (valid-padding convolutions) needs")
-    for label, dim in (("height", height), ("width", width)):
-        if dim is not None and int(dim) < min_size:
-            raise ArgumentError(
-                f"input {label} {dim} is too small: {why} at least {min_size} px "
-                f"(got input_shape={tuple(input_shape)!r})."
-            )
+    check_min_side(input_shape, min_size, why)
     return tuple(input_shape)
 
 

@@ -51,7 +51,7 @@ from typing import Any, Sequence
 
 import keras
 
-from vggunet.checks import did_you_mean
+from vggunet.checks import check_min_side, did_you_mean
 from vggunet.errors import ArgumentError, MissingFileError, WeightsError
 from vggunet.models.layers import PREPROCESSING_MODES, BackbonePreprocess, PadToMultiple
 from vggunet.models.model import Encoder
@@ -208,12 +208,8 @@ def _check_input_shape(input_shape: Sequence[int | None], channels: int, min_siz
             f"input_shape must be (height, width, channels) with {channels} channels (the "
             f"keras-hub backbone's) or 1 (repeated), got {shape!r}. For other channel counts "
             f"build the backbone with image_shape=(None, None, C).")
-    for label, dim in zip(("height", "width"), shape[:2]):
-        if dim is not None and int(dim) < min_size:
-            raise ArgumentError(
-                f"input {label} {dim} is too small: the backbone's deepest pyramid level has "
-                f"stride {min_size:g}, so it needs at least {min_size:g} px "
-                f"(got input_shape={shape!r}).")
+    check_min_side(shape, min_size, f"the backbone's deepest pyramid level has stride "
+                                    f"{min_size:g}, so it needs")
     return shape
 
 
