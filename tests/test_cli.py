@@ -419,7 +419,7 @@ def test_cli_option_lists_are_the_api_ones():
     from vggunet.data.pipeline import SAMPLE_WEIGHTS
     from vggunet.export import FORMATS
     from vggunet.losses.factory import _COMBINATIONS, _LOSS_CLASSES, LOSS_NAMES
-    from vggunet.metrics.factory import _METRIC_CLASSES, METRIC_NAMES
+    from vggunet.metrics.factory import _METRIC_CLASSES, _VOLUME_METRIC_CLASSES, METRIC_NAMES
     from vggunet.models.blocks import DECODERS
     from vggunet.models.precision import PRECISIONS
 
@@ -428,7 +428,7 @@ def test_cli_option_lists_are_the_api_ones():
     assert SAMPLE_WEIGHTS is choices.SAMPLE_WEIGHTS
     # The factories' tables implement exactly the listed names.
     assert set(LOSS_NAMES) == set(_LOSS_CLASSES) | set(_COMBINATIONS)
-    assert set(METRIC_NAMES) == set(_METRIC_CLASSES)
+    assert set(METRIC_NAMES) == set(_METRIC_CLASSES) | set(_VOLUME_METRIC_CLASSES)
     flags = {}
     from vggunet.cli import build_parser
 

@@ -22,8 +22,31 @@ MASK_FORMATS = ("index", "binary", "palette", "channel")
 SAMPLE_WEIGHTS = ("median_frequency", "inverse_frequency", "inverse_sqrt_frequency", "border")
 """Per-pixel loss weights of `make_dataset(sample_weights=...)`, `--sample-weights`."""
 
-LOSS_NAMES = ("ce", "crossentropy", "dice", "jaccard", "focal", "ce+dice", "lovasz", "ohem")
+LOSS_NAMES = ("ce", "crossentropy", "dice", "jaccard", "focal", "ce+dice", "lovasz", "ohem",
+              "soft_dice")
 """Loss names of `get_loss` (`vggunet.losses.factory`), `--loss`."""
 
-METRIC_NAMES = ("miou", "iou", "dice", "accuracy")
-"""Metric names of `get_metrics` (`vggunet.metrics.factory`), `--metrics`."""
+METRIC_NAMES = ("miou", "iou", "dice", "accuracy", "dice_coefficient", "class_dice", "sensitivity",
+                "specificity")
+"""Metric names of `get_metrics` (`vggunet.metrics.factory`), `--metrics`. The last four are
+the brain-tumour lab's, for sigmoid multi-label outputs (one-hot targets, no class index)."""
+
+VOLUME_LAYOUTS = ("auto", "decathlon", "brats", "folders", "h5")
+"""Folder layouts of volume data (`find_volume_cases(layout=...)`), `--layout`."""
+
+BRATS_MODALITIES = ("flair", "t1", "t1ce", "t2")
+"""The BraTS per-case file suffixes, in channel order (`modalities=`, `--modalities`)."""
+
+STANDARDIZE_METHODS = ("lab", "zscore", "none")
+"""Intensity standardisation of volumes (`standardize_volume`): the lab's per channel and
+z-slice, per channel over the volume, or none (`--standardize`)."""
+
+LABEL_MODES = ("multilabel", "index")
+"""How volume labels reach the loss: one-hot sigmoid channels (the lab's) or class indices
+(softmax), `label_mode=`, `--label-mode`."""
+
+BLEND_MODES = ("gaussian", "linear", "constant")
+"""How `predict_volume` weights overlapping patches (`blend=`, `--blend`)."""
+
+DATA_FORMATS = ("channels_first", "channels_last")
+"""Where a volume model keeps its channels (`data_format=`, `--data-format`)."""

@@ -20,7 +20,8 @@ from vggunet.fileio import write_json_atomic  # was defined here; others import 
 from vggunet.inference.labels import scores_to_labels
 from vggunet.metrics import confusion_matrix, scores_from_confusion
 
-__all__ = ["evaluate", "format_scores", "output_is_logits", "predict_labels", "write_json_atomic"]
+__all__ = ["evaluate", "format_scores", "output_data_format", "output_is_logits", "predict_labels",
+           "write_json_atomic"]
 
 _EVAL_BATCH = 8
 """Images per forward pass when `evaluate` gets numpy arrays."""
@@ -42,6 +43,25 @@ def output_is_logits(model: keras.Model) -> bool:
     activation = getattr(last, "activation", None)
     name = getattr(activation, "__name__", str(activation)) if activation is not None else ""
     return name not in ("softmax", "sigmoid")
+
+
+def output_data_format(model: keras.Model) -> str:
+    """Where the model's output keeps its classes: `"channels_first"` or `"channels_last"`.
+
+    Read from the last layer that has a `data_format` (the head convolution of the lab's 3D
+    U-Net built with `data_format="channels_first"`); models without one are channels last.
+
+    Args:
+        model: a Keras model.
+
+    Returns:
+        The data format of the output's class axis.
+    """
+    for layer in reversed(model.layers):
+        data_format = getattr(layer, "data_format", None)
+        if data_format in ("channels_first", "channels_last"):
+            return data_format
+    return "channels_last"
 
 
 def predict_labels(probs: Any, *, from_logits: bool = False, threshold: float = 0.5) -> np.ndarray:

@@ -24,6 +24,7 @@ from vggunet.losses.crossentropy import (
 )
 from vggunet.losses.lovasz import LovaszSoftmaxLoss
 from vggunet.losses.overlap import DiceLoss, JaccardLoss
+from vggunet.losses.volumetric import SoftDiceLoss
 
 __all__ = ["LOSS_NAMES", "UnexpectedArgumentError", "get_loss"]
 
@@ -36,6 +37,7 @@ _LOSS_CLASSES: dict[str, type[keras.losses.Loss]] = {
     "focal": FocalLoss,
     "lovasz": LovaszSoftmaxLoss,
     "ohem": OhemCrossEntropyLoss,
+    "soft_dice": SoftDiceLoss,
 }
 # A combination: its children, built from the same keyword arguments, and its name.
 _COMBINATIONS: dict[str, tuple[tuple[type[keras.losses.Loss], ...], str]] = {
@@ -46,8 +48,10 @@ _COMBINATIONS: dict[str, tuple[tuple[type[keras.losses.Loss], ...], str]] = {
 LOSS_NAMES: tuple[str, ...] = choices.LOSS_NAMES
 
 # Accepted for every name so a CLI can pass them unconditionally; dropped by
-# the losses that have no use for them (e.g. num_classes for "ce").
-_COMMON_KWARGS = frozenset({"num_classes", "from_logits", "ignore_index", "class_weights"})
+# the losses that have no use for them (e.g. num_classes for "ce", data_format for all but
+# the volume loss "soft_dice", whose one-hot targets sit on the model's channel axis).
+_COMMON_KWARGS = frozenset({"num_classes", "from_logits", "ignore_index", "class_weights",
+                            "data_format"})
 # Keyword arguments of a combination that go to CombinedLoss, not to its children.
 _COMBINED_KWARGS = frozenset({"weights", "reduction", "dtype"})
 
@@ -112,7 +116,7 @@ def get_loss(name: str | keras.losses.Loss, **kwargs: Any) -> keras.losses.Loss:
         >>> get_loss("jacard")
         Traceback (most recent call last):
         ...
-        vggunet.errors.ArgumentError: Unknown loss 'jacard'; valid names are: ce, crossentropy, dice, jaccard, focal, ce+dice, lovasz, ohem. Did you mean 'jaccard'?
+        vggunet.errors.ArgumentError: Unknown loss 'jacard'; valid names are: ce, crossentropy, dice, jaccard, focal, ce+dice, lovasz, ohem, soft_dice. Did you mean 'jaccard'?
     """
     if isinstance(name, keras.losses.Loss):
         if kwargs:

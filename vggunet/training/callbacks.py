@@ -29,6 +29,7 @@ __all__ = [
     "NaNGuard",
     "PhaseTag",
     "is_finite",
+    "split_class_vectors",
     "resolve_mode",
     "resolve_monitor",
     "tensorboard_callback",
@@ -134,9 +135,32 @@ class BatchNormRecalibration(keras.callbacks.Callback):
         self._recalibrate()
 
 
+def split_class_vectors(logs: dict[str, Any]) -> None:
+    """Replaces each per-class vector in `logs` by one scalar entry per class, in place.
+
+    Per-class metrics (`"iou"`, `"class_dice"`, `"sensitivity"`, ...) log a vector;
+    TensorBoard takes scalars only and a CSV cell would hold the vector's repr, so
+    `per_class_dice = [a, b]` becomes `per_class_dice_0 = a`, `per_class_dice_1 = b`.
+
+    Args:
+        logs: epoch logs (changed in place).
+
+    Example:
+        >>> logs = {"loss": 0.5, "val_per_class_dice": np.array([0.25, 0.75])}
+        >>> split_class_vectors(logs); logs
+        {'loss': 0.5, 'val_per_class_dice_0': 0.25, 'val_per_class_dice_1': 0.75}
+    """
+    for name in list(logs):
+        value = np.asarray(logs[name]) if not isinstance(logs[name], str) else None
+        if value is not None and value.ndim == 1 and value.dtype.kind == "f":
+            del logs[name]
+            logs.update({f"{name}_{i}": float(v) for i, v in enumerate(value)})
+
+
 class PhaseTag(keras.callbacks.Callback):
     """Adds `phase` and `learning_rate` entries to the epoch logs (before CSVLogger writes them),
-    so every row of `log.csv` says which phase and rate trained it.
+    so every row of `log.csv` says which phase and rate trained it, and splits per-class
+    vectors into scalars (`split_class_vectors`) for `log.csv` and TensorBoard.
 
     Args:
         phase: the phase number.
@@ -148,6 +172,7 @@ class PhaseTag(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
+            split_class_vectors(logs)
             logs["phase"] = self.phase
             logs["learning_rate"] = current_lr(self.model)
 
@@ -290,4 +315,26 @@ def tensorboard_callback(folder: Path, validation: bool, say: Say) -> Any:
     # TensorFlow would create the writers' folders 0755 whatever the umask: made here first.
     for sub in ("train", "validation") if validation else ("train",):
         (Path(folder) / sub).mkdir(parents=True, exist_ok=True)
-    return keras.callbacks.TensorBoard(log_dir=str(folder), write_graph=False, profile_batch=0)
+    return _ScalarTensorBoard(log_dir=str(folder), write_graph=False, profile_batch=0)
+
+
+def _scalars(logs: Any) -> Any:
+    if not isinstance(logs, dict):
+        return logs
+    logs = dict(logs)
+    split_class_vectors(logs)
+    return logs
+
+
+class _ScalarTensorBoard(keras.callbacks.TensorBoard):
+    """Keras's TensorBoard, with per-class vectors split into scalars wherever it writes logs
+    (it asserts scalars, and also writes batch and evaluation logs that PhaseTag never sees)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, _scalars(logs))
+
+    def on_test_end(self, logs=None):
+        super().on_test_end(_scalars(logs))
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, _scalars(logs))

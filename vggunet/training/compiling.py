@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import keras
 
 from vggunet.errors import ArgumentError
-from vggunet.evaluate import output_is_logits
+from vggunet.evaluate import output_data_format, output_is_logits
 from vggunet.losses import get_loss
 from vggunet.metrics import get_metrics
 from vggunet.training.settings import TRAIN_PHASE, CompileSettings
@@ -27,11 +27,11 @@ def _make_optimizer(optimizer: Any, learning_rate: float) -> keras.optimizers.Op
 
 
 def _loss(loss: Any, num_classes: int, from_logits: bool, ignore_index: int | None,
-          class_weights: Sequence[float] | None) -> Any:
+          class_weights: Sequence[float] | None, data_format: str) -> Any:
     if not isinstance(loss, str):
         return loss
     kwargs: dict[str, Any] = {"num_classes": num_classes, "from_logits": from_logits,
-                              "ignore_index": ignore_index}
+                              "ignore_index": ignore_index, "data_format": data_format}
     if class_weights is not None:
         kwargs["class_weights"] = class_weights
     return get_loss(loss, **kwargs)
@@ -54,7 +54,8 @@ def compile_model(
     Defaults: `CompileSettings` (and `TRAIN_PHASE`'s learning rate).
 
     Args:
-        model: a model with `(B, H, W, K)` output.
+        model: a model with `(B, H, W, K)` output, or a volume model (`(B, H, W, D, K)`, or
+            `(B, K, H, W, D)` channels first: the volume loss and metrics get the format).
         num_classes: classes (default: the output channels; 1 channel = binary sigmoid).
         loss: a `get_loss` name (`vggunet.choices.LOSS_NAMES`: "ce", "dice", "lovasz", "ohem",
             ...) or a Loss.
@@ -69,8 +70,9 @@ def compile_model(
     Returns:
         The same model, compiled.
     """
+    data_format = output_data_format(model)
     if num_classes is None:
-        num_classes = int(model.output_shape[-1])
+        num_classes = int(model.output_shape[1 if data_format == "channels_first" else -1])
     if from_logits == "auto":
         from_logits = output_is_logits(model)
     if isinstance(metrics, str):
@@ -78,12 +80,13 @@ def compile_model(
     metric_objs: list[Any] = []
     for m in metrics or ():
         if isinstance(m, str):
-            metric_objs.extend(get_metrics([m], num_classes, ignore_index, from_logits))
+            metric_objs.extend(get_metrics([m], num_classes, ignore_index, from_logits,
+                                           data_format=data_format))
         else:
             metric_objs.append(m)
     model.compile(
         optimizer=_make_optimizer(optimizer, learning_rate),
-        loss=_loss(loss, num_classes, from_logits, ignore_index, class_weights),
+        loss=_loss(loss, num_classes, from_logits, ignore_index, class_weights, data_format),
         metrics=metric_objs,
         jit_compile=jit_compile,
     )

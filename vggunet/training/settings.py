@@ -4,7 +4,7 @@ the `vggunet train`/`finetune` flags and `state.json`.
 Four frozen dataclasses describe a run, and their field defaults are the defaults everywhere:
 `CompileSettings` (how the model is compiled), `PhaseSettings` (one phase: epochs, learning rate,
 schedule, what is unfrozen), `RunSettings` (monitoring, early stopping, steps, logs) and
-`DataSettings` (the CLI's pipeline flags). The phases of the two entry points:
+`DataSettings` (the CLI's pipeline flags; `VolumeDataSettings` for volumes). The phases of the two entry points:
 
 * `TRAIN_PHASE`: `train` and `vggunet train` (10 epochs at 1e-3; the API requires `epochs`);
 * `FINETUNE_PHASE1`: 5 epochs at 1e-3 with the encoder frozen;
@@ -40,7 +40,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from vggunet import choices
 from vggunet.checks import check_bool, check_choice, check_int, check_number
+from vggunet.errors import ArgumentError
 
 __all__ = [
     "CompileSettings",
@@ -53,6 +55,9 @@ __all__ = [
     "RunSettings",
     "STRATEGIES",
     "TRAIN_PHASE",
+    "VOLUME_COMPILE",
+    "VOLUME_MONITOR",
+    "VolumeDataSettings",
 ]
 
 LR_SCHEDULES = ("constant", "cosine", "poly")
@@ -267,3 +272,78 @@ class DataSettings:
         _set(self, batch_size=check_int(self.batch_size, "batch_size"),
              size=None if self.size is None else tuple(self.size),
              crop=None if self.crop is None else tuple(self.crop))
+
+
+def _patch(value: Any) -> tuple[int, int, int]:
+    patch = tuple(value)
+    if len(patch) != 3:
+        raise ArgumentError(f"patch must have 3 sizes (H, W, D), got {value!r}.")
+    return tuple(check_int(size, "patch size") for size in patch)  # type: ignore[return-value]
+
+
+@dataclasses.dataclass(frozen=True)
+class VolumeDataSettings:
+    """The volume pipeline (`make_volume_dataset`), recorded in `state.json` like `DataSettings`.
+
+    Defaults are the brain-tumour lab's: 160×160×16 patches with at most 95 % background,
+    per-slice standardisation, three sigmoid tumour classes without the background channel,
+    channels first.
+
+    Attributes:
+        patch: training patch size (H, W, D).
+        batch_size: patches per (global) batch.
+        layout: folder layout of the data, one of `vggunet.choices.VOLUME_LAYOUTS`.
+        modalities: the BraTS layout's per-case file suffixes, in channel order.
+        label_suffix: the BraTS layout's label file suffix.
+        label_mode: "multilabel" (one-hot sigmoid targets) or "index" (class indices, softmax).
+        include_background: multilabel targets keep the background channel.
+        data_format: the model's data format ("channels_first" or "channels_last").
+        standardize: "lab" (per channel and z-slice), "zscore" (per channel) or "none".
+        augment: random flips of every axis and axial 90° rotations.
+        background_fraction: a patch is accepted when less than this fraction is background.
+        patches_per_volume: patches drawn from each volume per epoch.
+        seed: seed of order, patches, augmentation and the validation split.
+        val_split: fraction of the cases held out for validation, or None.
+    """
+
+    patch: tuple[int, int, int] = (160, 160, 16)
+    batch_size: int = 2
+    layout: str = "auto"
+    modalities: tuple[str, ...] = choices.BRATS_MODALITIES
+    label_suffix: str = "seg"
+    label_mode: str = "multilabel"
+    include_background: bool = False
+    data_format: str = "channels_first"
+    standardize: str = "lab"
+    augment: bool = True
+    background_fraction: float = 0.95
+    patches_per_volume: int = 1
+    seed: int | None = None
+    val_split: float | None = None
+
+    def __post_init__(self) -> None:
+        _set(self, patch=_patch(self.patch),
+             batch_size=check_int(self.batch_size, "batch_size"),
+             layout=check_choice(self.layout, choices.VOLUME_LAYOUTS, "layout"),
+             modalities=tuple(str(m) for m in self.modalities),
+             label_mode=check_choice(self.label_mode, choices.LABEL_MODES, "label_mode"),
+             include_background=check_bool(self.include_background, "include_background"),
+             data_format=check_choice(self.data_format, choices.DATA_FORMATS, "data_format"),
+             standardize=check_choice(self.standardize, choices.STANDARDIZE_METHODS,
+                                      "standardize"),
+             augment=check_bool(self.augment, "augment"),
+             background_fraction=check_number(self.background_fraction, "background_fraction",
+                                              low=0, high=1, low_open=True),
+             patches_per_volume=check_int(self.patches_per_volume, "patches_per_volume"),
+             seed=check_int(self.seed, "seed", minimum=None, allow_none=True),
+             val_split=check_number(self.val_split, "val_split", low=0, high=1, low_open=True,
+                                    high_open=True, allow_none=True))
+
+
+VOLUME_COMPILE = CompileSettings(loss="soft_dice", metrics=("dice_coefficient", "class_dice"))
+"""Compile settings of the lab's sigmoid multi-label volumes (`label_mode="multilabel"`): the
+soft Dice loss and the thresholded Dice coefficient. Class-index volumes (softmax) use the
+`CompileSettings` defaults."""
+
+VOLUME_MONITOR = "val_dice_coefficient"
+"""The quantity that picks `best.keras` for multilabel volume runs."""
