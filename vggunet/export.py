@@ -330,6 +330,8 @@ def export_model(
         from vggunet.saving import load_model
 
         model = load_model(model_or_path, compile=fmt == "keras" and keep_optimizer)
+    if len(model.input_shape) == 5:
+        _check_volume_export(model, fmt, input_size)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "keras":
@@ -343,6 +345,24 @@ def export_model(
     if _uses_reduced_precision(model) and not keep_precision:
         model = float32_copy(model)
     return _convert(model, out, fmt, shape, opset)
+
+
+def _check_volume_export(model: keras.Model, fmt: str, input_size: Any) -> None:
+    """Refuses the exports of a volume model that cannot work, before any converter runs."""
+    from vggunet.evaluate import output_data_format
+
+    if input_size is not None:
+        raise ExportError("input_size is (H, W) of 2D models; a volume model is exported with "
+                          f"its own input shape {tuple(model.input_shape[1:])}")
+    if fmt == "tflite":
+        raise ExportError("tflite cannot run volume models: its runtime has no 3D pooling "
+                          "kernel (MaxPool3D needs TF Select ops); export savedmodel or onnx")
+    if fmt == "onnx" and output_data_format(model) == "channels_first":
+        raise ExportError(
+            "onnx export of a channels_first volume model fails in tf2onnx (TensorFlow runs "
+            "its 3D convolutions on the CPU through nested functions); rebuild it with "
+            "build_unet_3d(..., data_format='channels_last'), copy the weights with "
+            "set_weights(model.get_weights()) (the kernels are the same) and export that")
 
 
 def _check_request(out: str | os.PathLike, format: str | None,

@@ -118,8 +118,6 @@ def resolve_pairs(args: argparse.Namespace) -> tuple[list, list | None]:
     Returns:
         `(train_pairs, val_pairs_or_None)`.
     """
-    import random
-
     split = "all"
     if args.data and _has_split(args.data, "train"):
         split = "train"
@@ -140,16 +138,36 @@ def resolve_pairs(args: argparse.Namespace) -> tuple[list, list | None]:
         if val is not None:
             raise CliError("--val-split cannot be combined with separate validation data "
                            "(--val-* flags, or the val/ split of --data)")
-        order = list(range(len(train)))
-        random.Random(args.seed if args.seed is not None else 0).shuffle(order)
-        n_val = max(1, round(len(train) * args.val_split))
-        if n_val >= len(train):
-            raise CliError(f"--val-split {args.val_split} leaves no training data "
-                           f"({len(train)} pairs)")
-        held = set(order[:n_val])
-        val = [p for i, p in enumerate(train) if i in held]
-        train = [p for i, p in enumerate(train) if i not in held]
+        train, val = hold_out(train, args.val_split, args.seed, "pairs")
     return train, val
+
+
+def hold_out(items: list, fraction: float, seed: int | None, what: str) -> tuple[list, list]:
+    """Splits `items` into (kept, held out): a seeded random `fraction` (at least one) held out.
+
+    Args:
+        items: training pairs or volume cases.
+        fraction: `--val-split`.
+        seed: `--seed` (None: 0, so the split is the same every time).
+        what: the items' name for the error message.
+
+    Returns:
+        `(train, val)`, each in the original order.
+
+    Example:
+        >>> hold_out(list("abcdefghij"), 0.2, 0, "pairs")[1]
+        ['h', 'i']
+    """
+    import random
+
+    order = list(range(len(items)))
+    random.Random(seed if seed is not None else 0).shuffle(order)
+    n_val = max(1, round(len(items) * fraction))
+    if n_val >= len(items):
+        raise CliError(f"--val-split {fraction} leaves no training data ({len(items)} {what})")
+    held = set(order[:n_val])
+    return ([x for i, x in enumerate(items) if i not in held],
+            [x for i, x in enumerate(items) if i in held])
 
 
 def _dataset_kwargs(args: argparse.Namespace) -> dict[str, Any]:

@@ -7,6 +7,10 @@ from typing import Any
 
 from vggunet.cli.args import positive_int
 from vggunet.cli.data_args import _dataset_kwargs, _pairs_of, add_data_args
+from vggunet.cli.volume_args import add_volume_data_args, add_window_args
+from vggunet.cli.volume_commands import (
+    add_volume_output_args, evaluate_volumes_command, is_volume_model,
+)
 from vggunet.console import resolve_say
 from vggunet.errors import CliError
 
@@ -16,6 +20,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from vggunet.evaluate import evaluate
     from vggunet.saving import load_model
 
+    model = load_model(args.model, compile=False)
+    if is_volume_model(model):
+        return evaluate_volumes_command(args, model)
+    if args.tta or args.slices:
+        raise CliError("--tta and --slices of evaluate are for volume models")
     split = args.split
     if split == "auto" and args.data and not (args.images or args.masks or args.pairs):
         from vggunet.data import discover_layout
@@ -25,7 +34,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     pairs = _pairs_of(args.data, args.images, args.masks, split, pairs=args.pairs)
     if pairs is None:
         raise CliError("no data: give --data DIR, --images DIR --masks DIR or --pairs FILE")
-    model = load_model(args.model, compile=False)
     if args.num_classes is None:
         args.num_classes = max(2, int(model.output_shape[-1]))
     if args.channels is None:
@@ -58,4 +66,7 @@ def _add_evaluate(sub: Any) -> None:
     p.add_argument("--out", default=None, metavar="metrics.json", help="write the scores here")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar (the scores table is still printed)")
+    add_window_args(p)
+    add_volume_data_args(p, training=False)
+    add_volume_output_args(p, evaluate=True)
     p.set_defaults(func=_cmd_evaluate)

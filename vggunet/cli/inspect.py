@@ -7,6 +7,7 @@ from typing import Any
 
 from vggunet.cli.args import FREEZE_SPEC_HELP, parse_spec
 from vggunet.cli.model_args import add_model_args, build_model_from_args
+from vggunet.cli.volume_args import add_volume_model_args, build_volume_model, is_volume_run
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -18,7 +19,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
         model = load_model(args.model, compile=False)
     else:
-        model = build_model_from_args(args)
+        model = build_volume_model(args) if is_volume_run(args) else build_model_from_args(args)
     if args.freeze is not None or args.up_to is not None:
         print(freeze(model, parse_spec(args.freeze), up_to=args.up_to))
     if args.unfreeze is not None:
@@ -33,6 +34,7 @@ def _add_inspect(sub: Any) -> None:
                        description="Build (or load) a model and print index, name, class, "
                                    "trainable, output shape, params and role of every layer.")
     add_model_args(p)
+    add_volume_model_args(p)
     p.add_argument("--model", help="inspect a saved .keras model instead of building one")
     p.add_argument("--freeze", default=None,
                    help=f"freeze spec: {FREEZE_SPEC_HELP}")

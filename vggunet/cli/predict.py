@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from vggunet.cli.args import non_negative_int, positive_int
+from vggunet.cli.volume_args import add_volume_data_args, add_window_args
+from vggunet.cli.volume_commands import add_volume_output_args, is_volume_model, predict_volumes
 from vggunet.console import resolve_say
 from vggunet.errors import CliError, MissingFileError
 
@@ -32,6 +34,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     source, out = _check_predict_args(args)
     model = load_model(args.model, compile=False)
+    if is_volume_model(model):
+        if args.tile is not None:
+            raise CliError("--tile is for 2D images; volume models predict in --patch windows")
+        return predict_volumes(args, model, source, out)
     options: dict[str, Any] = dict(tile=args.tile, overlap=args.overlap, tta=args.tta,
                                    channels=args.channels, mirror_pad=args.mirror_pad)
     if source.is_dir():
@@ -50,7 +56,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _add_predict(sub: Any) -> None:
     p = sub.add_parser("predict", help="segment images with a saved model",
-                       description="Write a class-index mask PNG (and an overlay) per image.")
+                       description="Write a class-index mask PNG (and an overlay) per image; "
+                                   "for volume models a NAME.nii.gz label map per volume "
+                                   "(.nii/.nii.gz/.npy/.h5 files, a folder or a data root).")
     p.add_argument("--model", required=True, help="a saved .keras model")
     p.add_argument("--input", required=True, metavar="DIR_OR_FILE", help="an image or a folder")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
@@ -69,4 +77,7 @@ def _add_predict(sub: Any) -> None:
                         "(.npy (H, W, C) arrays, LA = 2, RGBA = 4)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar (the written files are still listed)")
+    add_window_args(p)
+    add_volume_data_args(p, training=False)
+    add_volume_output_args(p, evaluate=False)
     p.set_defaults(func=_cmd_predict)

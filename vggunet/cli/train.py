@@ -17,6 +17,10 @@ from vggunet.cli.args import (
 )
 from vggunet.cli.data_args import add_data_args, data_settings, make_datasets
 from vggunet.cli.model_args import add_model_args, build_model_from_args
+from vggunet.cli.volume_args import (
+    add_volume_data_args, add_volume_model_args, build_volume_model, check_volume_flags,
+    is_volume_run, make_volume_datasets, volume_settings, volume_training_defaults,
+)
 from vggunet.console import resolve_say
 from vggunet.training.settings import (
     FINETUNE_PHASE1, FINETUNE_PHASE2, LR_SCHEDULES, STRATEGIES, TRAIN_PHASE, CompileSettings,
@@ -75,8 +79,12 @@ def training_settings(args: argparse.Namespace) -> dict[str, Any]:
     Returns:
         `compile_settings`, `run_settings`, `data_settings`, `resume` and `out_dir`.
     """
+    volumes = is_volume_run(args)
+    if volumes:
+        volume_training_defaults(args)
     return dict(
-        out_dir=args.out, resume=args.resume, data_settings=data_settings(args),
+        out_dir=args.out, resume=args.resume,
+        data_settings=volume_settings(args) if volumes else data_settings(args),
         compile_settings=CompileSettings(loss=args.loss, metrics=args.metrics,
                                          ignore_index=args.ignore_index),
         run_settings=RunSettings(
@@ -103,8 +111,13 @@ def _start(args: argparse.Namespace) -> tuple[Any, Any, Any]:
         role = "" if is_chief(strategy) else "; not the chief: writes nothing to --out"
         print(f"strategy: {strategy_name(strategy)}, {replicas} replica(s); global batch "
               f"{args.batch_size} ({args.batch_size / replicas:g} per replica){role}")
-    train_ds, val_ds, n_train, n_val = make_datasets(args)
-    print(f"data: {n_train} training pairs, {n_val} validation pairs")
+    if is_volume_run(args):
+        check_volume_flags(args)
+        train_ds, val_ds, n_train, n_val = make_volume_datasets(args)
+        print(f"data: {n_train} training volumes, {n_val} validation volumes")
+    else:
+        train_ds, val_ds, n_train, n_val = make_datasets(args)
+        print(f"data: {n_train} training pairs, {n_val} validation pairs")
     return strategy, train_ds, val_ds
 
 
@@ -127,7 +140,7 @@ def _build_for_training(args: argparse.Namespace) -> Any:
 
     if getattr(args, "model", None):
         return load_model(args.model, compile=False)
-    return build_model_from_args(args)
+    return build_volume_model(args) if is_volume_run(args) else build_model_from_args(args)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -154,7 +167,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _add_model_and_data(p: argparse.ArgumentParser) -> None:
     add_model_args(p, weights_default="imagenet")
+    add_volume_model_args(p)
     add_data_args(p)
+    add_volume_data_args(p, training=True)
     _add_training_args(p)
     p.add_argument("--model", default=None, help="start from this saved .keras model instead")
 

@@ -1,0 +1,141 @@
+"""The `vggunet` command on volumes, run as a subprocess: train → resume → predict → evaluate →
+export on three of the shared BraTS patches (tiny 3D U-Net, 32×32×16 patches), an index-label
+run on Decathlon hippocampus NIfTI files, `inspect` of the lab's presets, and one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import nibabel
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.test_cli import assert_ok, assert_usage_error, run_cli
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+BRATS = SHARED / "brats3d" / "train"
+HIPPOCAMPUS = SHARED / "hippocampus"
+TINY_3D = ["--model-type", "unet3d", "--depth", "2", "--base-filters", "4",
+           "--patch", "32x32x16", "--channels", "4", "--num-classes", "4", "--precision",
+           "float32"]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def brats_run(tmp_path_factory):
+    """Three shared patches; a 2-epoch run holding one of them out."""
+    root = tmp_path_factory.mktemp("volumes")
+    data = root / "h5"
+    data.mkdir()
+    for path in sorted(BRATS.glob("*.h5"))[:3]:
+        shutil.copy(path, data / path.name)
+    out = root / "run"
+    proc = run_cli("train", *TINY_3D, "--data", str(data), "--val-split", "0.34", "--seed", "0",
+                   "--epochs", "2", "--batch-size", "2", "--out", str(out), "--quiet")
+    assert_ok(proc)
+    return root, data, out, proc
+
+
+def _log_rows(out: Path) -> list[dict]:
+    with open(out / "log.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_volumes_writes_the_lab_defaults_and_resumes(brats_run):
+    root, data, out, proc = brats_run
+    assert "data: 2 training volumes, 1 validation volumes" in proc.stdout
+    assert "best val_dice_coefficient" in proc.stdout
+    rows = _log_rows(out)
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert {"val_dice_coefficient", "per_class_dice_0", "per_class_dice_2"} <= set(rows[0])
+    state = json.loads((out / "state.json").read_text())
+    data_settings = state["settings"]["data"]
+    assert data_settings["patch"] == [32, 32, 16] and data_settings["standardize"] == "lab"
+    assert state["settings"]["compile"]["loss"] == "soft_dice"
+    resumed = run_cli("train", *TINY_3D, "--data", str(data), "--val-split", "0.34", "--seed",
+                      "0", "--epochs", "3", "--batch-size", "2", "--out", str(out), "--quiet",
+                      "--resume")
+    assert_ok(resumed)
+    assert [r["epoch"] for r in _log_rows(out)] == ["0", "1", "2"]
+
+
+def test_predict_and_evaluate_volumes(brats_run):
+    root, data, out, _ = brats_run
+    model = out / "checkpoints" / "last.keras"
+    one = sorted(data.glob("*.h5"))[0]
+    pred = root / "pred"
+    proc = run_cli("predict", "--model", str(model), "--input", str(one), "--out", str(pred),
+                   "--slices", "--quiet")
+    assert_ok(proc)
+    name = one.name[: -len(".h5")]
+    labels = nibabel.load(pred / f"{name}.nii.gz")
+    assert labels.shape == (160, 160, 16)
+    assert set(np.unique(np.asarray(labels.dataobj))) <= {0, 1, 2, 3}
+    assert Image.open(pred / f"{name}_slices.png").size[0] > 200
+    report = root / "scores.json"
+    slices = root / "slices.png"
+    proc = run_cli("evaluate", "--model", str(model), "--data", str(data), "--out", str(report),
+                   "--slices", str(slices), "--quiet")
+    assert_ok(proc)
+    scores = json.loads(report.read_text())
+    assert "dice" in json.dumps(scores).lower() and "specificity" in json.dumps(scores).lower()
+    assert "sensitivity" in proc.stdout.lower()
+    assert slices.stat().st_size > 1000
+
+
+def test_export_a_volume_model(brats_run):
+    root, _, out, _ = brats_run
+    model = out / "checkpoints" / "last.keras"
+    proc = run_cli("export", "--model", str(model), "--out", str(root / "serving"),
+                   "--format", "savedmodel")
+    assert_ok(proc)
+    assert (root / "serving" / "saved_model.pb").is_file()
+    refused = run_cli("export", "--model", str(model), "--out", str(root / "m.tflite"))
+    assert_usage_error(refused, "tflite cannot run volume models")
+
+
+def test_decathlon_index_labels_channels_last(tmp_path):
+    """Hippocampus NIfTI files, softmax over 3 classes: train two epochs, evaluate."""
+    for sub in ("imagesTr", "labelsTr"):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+        for path in sorted((HIPPOCAMPUS / sub).glob("*.nii.gz"))[:3]:
+            shutil.copy(path, tmp_path / "data" / sub / path.name)
+    out = tmp_path / "run"
+    proc = run_cli("train", "--model-type", "unet3d", "--depth", "2", "--base-filters", "4",
+                   "--patch", "32x32x32", "--channels", "1", "--num-classes", "3",
+                   "--label-mode", "index", "--data-format", "channels_last",
+                   "--standardize", "zscore", "--data", str(tmp_path / "data"), "--epochs", "1",
+                   "--batch-size", "2", "--seed", "1", "--out", str(out), "--quiet")
+    assert_ok(proc)
+    assert "data: 3 training volumes" in proc.stdout
+    rows = _log_rows(out)
+    assert "mean_iou" in rows[0]
+    proc = run_cli("evaluate", "--model", str(out / "checkpoints" / "last.keras"), "--data",
+                   str(tmp_path / "data"), "--standardize", "zscore", "--quiet")
+    assert_ok(proc)
+    assert "dice" in proc.stdout.lower()
+
+
+def test_inspect_the_lab_presets():
+    proc = run_cli("inspect", "--model-type", "unet3d", "--preset", "assignment", "--channels",
+                   "4", "--num-classes", "4", "--patch", "160x160x16", "--roles", "head")
+    assert_ok(proc)
+    assert "16,318,307" in proc.stdout
+
+
+def test_volume_cli_errors(tmp_path):
+    labels_out_of_range = run_cli("train", *TINY_3D[:-4], "--num-classes", "3", "--channels",
+                                  "4", "--precision", "float32", "--data", str(BRATS),
+                                  "--epochs", "1", "--out", str(tmp_path / "r1"))
+    assert_usage_error(labels_out_of_range, ".h5")
+    crop = run_cli("train", *TINY_3D, "--data", str(BRATS), "--crop", "32x32", "--epochs", "1",
+                   "--out", str(tmp_path / "r2"))
+    assert_usage_error(crop, "--crop is for 2D images")
+    bad_patch = run_cli("train", "--model-type", "unet3d", "--patch", "32x32", "--data",
+                        str(BRATS), "--out", str(tmp_path / "r3"))
+    assert_usage_error(bad_patch, "patch must be three positive integers")
