@@ -49,7 +49,8 @@ VOLUME_SUFFIXES = NIFTI_SUFFIXES + (NPY_SUFFIX,)
 H5_SUFFIXES = (".h5", ".hdf5")
 """The lab's patch files: image and label in one HDF5 file."""
 
-# nibabel reports a damaged file through its own ImageFileError (a ValueError), gzip/zlib errors,
+# nibabel reports a damaged file through its own ImageFileError (caught where nibabel is
+# imported), gzip/zlib errors,
 # a short read (EOFError, struct.error) or OSError; all mean "this file cannot be read".
 _READ_FAILURES = (ValueError, OSError, EOFError, struct.error, zlib.error, gzip.BadGzipFile,
                   MemoryError, KeyError, TypeError)
@@ -105,7 +106,7 @@ def read_nifti(path: str | os.PathLike, *, what: str = "image") -> np.ndarray:
         raise DataError(f"cannot read {what}: {path} does not exist or is not a file")
     try:
         return np.asanyarray(nibabel.load(path).dataobj)
-    except _READ_FAILURES as exc:
+    except (*_READ_FAILURES, nibabel.filebasedimages.ImageFileError) as exc:
         raise DataError(f"cannot read {what}: {path} is not a readable NIfTI file "
                         f"({type(exc).__name__}: {exc})") from exc
 
