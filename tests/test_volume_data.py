@@ -45,8 +45,10 @@ def test_h5_reader_moves_channels_and_argmaxes(brats_patch):
     for cls in range(4):
         np.testing.assert_array_equal(label == cls, y[..., cls] == 1)
     assert set(np.unique(label)) == {0, 1, 2, 3}
-    case = find_volume_cases(BRATS)[0]
-    assert case.images == (case.label,) and case.label.suffix == ".h5"
+    cases = find_volume_cases(BRATS)
+    assert len(cases) == 20 and cases[0].name == "BRATS_009_patch1_x73_y11_z63"
+    assert cases[0].images == (cases[0].label,) and cases[0].label.suffix == ".h5"
+    assert find_volume_cases(images=BRATS, layout="h5") == cases
 
 
 def test_h5_keys_configurable_and_missing_key_named(tmp_path, brats_patch):
@@ -98,6 +100,10 @@ def test_brats_layout_stacks_modalities_in_configured_order(tmp_path, brats_patc
     image, _ = load_case(find_volume_cases(tmp_path, layout="brats", modalities=order)[1])
     for channel, modality in enumerate(order):
         np.testing.assert_allclose(image[..., channel], x[BRATS_MODALITIES.index(modality)])
+    (tmp_path / "BraTS_001" / "BraTS_001_seg.nii.gz").unlink()
+    with pytest.raises(DataError, match=r"1 case folder\(s\) in .* have no CASE_seg label "
+                                        r"file: BraTS_001"):
+        find_volume_cases(tmp_path)
     (tmp_path / "BraTS_002" / "BraTS_002_t1ce.nii.gz").unlink()
     with pytest.raises(DataError, match=r"BraTS_002 has no file for modality 't1ce'"):
         find_volume_cases(tmp_path)
@@ -134,6 +140,8 @@ def test_unpaired_files_listed(tmp_path):
         find_volume_cases(tmp_path, layout="decathlon")
     with pytest.raises(ArgumentError, match="layout must be one of"):
         find_volume_cases(tmp_path, layout="nnunet")
+    with pytest.raises(ArgumentError, match="layout 'brats' needs a root folder"):
+        find_volume_cases(images=tmp_path / "imagesTr", layout="brats")
     (tmp_path / "other").mkdir()
     with pytest.raises(DataError, match=r"no known volume layout under .*other"):
         find_volume_cases(tmp_path / "other")

@@ -226,3 +226,18 @@ def test_dataset_is_deterministic_per_seed_and_epoch(rng):
     other = make_volume_dataset(pairs, patch=(6, 6, 4), num_classes=3, seed=8, batch_size=3,
                                 patches_per_volume=2)
     assert not np.array_equal(other[0][0], first[0][0])
+
+
+def test_dataset_feeds_keras_fit_and_advances_epochs(rng):
+    import keras
+
+    from vggunet.data.volume_pipeline import make_volume_dataset
+
+    ds = make_volume_dataset(_pairs(rng, 2), patch=(4, 4, 4), num_classes=3, seed=1,
+                             data_format="channels_last")
+    model = keras.Sequential([keras.Input((4, 4, 4, 2)),
+                              keras.layers.Conv3D(2, 1, activation="sigmoid")])
+    model.compile(optimizer="sgd", loss="binary_crossentropy")
+    history = model.fit(ds, epochs=2, verbose=0)
+    # Keras also calls on_epoch_end when fit starts, so the count may run ahead of the epochs.
+    assert len(history.history["loss"]) == 2 and ds.epoch >= 2

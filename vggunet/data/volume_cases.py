@@ -28,7 +28,7 @@ from vggunet.checks import check_choice, check_int
 from vggunet.data.pairs import TWO_FOLDER_NAMES, _natural_key, _short_list
 from vggunet.data.volume_io import (H5_SUFFIXES, VOLUME_SUFFIXES, image_volume, label_volume,
                                     read_h5_patch, read_volume, volume_stem, volume_suffix)
-from vggunet.errors import DataError
+from vggunet.errors import ArgumentError, DataError
 
 __all__ = [
     "BRATS_MODALITIES",
@@ -213,6 +213,7 @@ def find_volume_cases(root: str | os.PathLike | None = None, *,
 
     Raises:
         DataError: no known layout, missing folders or files, unpaired files (listed).
+        ArgumentError: an unknown layout, or neither `root` nor `images`.
 
     Example:
         >>> import tempfile
@@ -227,12 +228,13 @@ def find_volume_cases(root: str | os.PathLike | None = None, *,
     check_choice(layout, VOLUME_LAYOUTS, "layout")
     if root is None:
         if images is None:
-            raise DataError("find_volume_cases needs a root folder or an images folder")
+            raise ArgumentError("find_volume_cases needs a root folder or an images folder")
         if layout not in ("auto", "folders", "h5"):
-            raise DataError(f"layout {layout!r} needs a root folder, not images=/labels=")
-        suffixes = H5_SUFFIXES if layout == "h5" else VOLUME_SUFFIXES
-        return _pair_folders(Path(images), None if labels is None else Path(labels),
-                             label_suffix, suffixes)
+            raise ArgumentError(f"layout {layout!r} needs a root folder, not images=/labels=")
+        if layout != "h5":
+            return _pair_folders(Path(images), None if labels is None else Path(labels),
+                                 label_suffix)
+        root = images  # .h5 patches hold their labels: the folder is the data set
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data root {root} does not exist or is not a directory")

@@ -35,7 +35,9 @@ class VolumePatchDataset(keras.utils.PyDataset):
     """Batches (images, labels) of random volume patches; built by :func:`make_volume_dataset`.
 
     Attributes:
-        epoch: the current epoch (advanced by ``on_epoch_end``; settable).
+        epoch: the number of ``on_epoch_end`` calls so far (settable, e.g. on resume). Keras's
+            ``fit`` also calls ``on_epoch_end`` once before the first epoch, so the count
+            need not equal the training epoch; batches depend only on its value.
         seed: the seed every random draw derives from.
     """
 
@@ -141,7 +143,7 @@ def make_volume_dataset(cases: Sequence[Case], *, patch: Sequence[int], num_clas
                         standardize: str = "lab", augment: bool = True,
                         background_fraction: float = 0.95, patches_per_volume: int = 1,
                         seed: int | None = None, shuffle: bool = True, cache: bool = True,
-                        validate: bool = True) -> VolumePatchDataset:
+                        validate: bool = True, workers: int = 1) -> VolumePatchDataset:
     """A Keras ``PyDataset`` of (images, labels) batches of random patches.
 
     Args:
@@ -163,6 +165,8 @@ def make_volume_dataset(cases: Sequence[Case], *, patch: Sequence[int], num_clas
         shuffle: shuffle the items of each epoch.
         cache: keep loaded volumes in memory.
         validate: read and check every case first (label range, shapes, channels).
+        workers: threads Keras uses to build batches (``PyDataset(workers=...)``); batches
+            do not depend on it.
 
     Returns:
         The :class:`VolumePatchDataset`.
@@ -191,7 +195,7 @@ def make_volume_dataset(cases: Sequence[Case], *, patch: Sequence[int], num_clas
     }
     check_int(seed, "seed", minimum=0, allow_none=True)
     seed = int(np.random.SeedSequence().entropy % 2**32) if seed is None else int(seed)
-    dataset = VolumePatchDataset(cases, settings, seed)
+    dataset = VolumePatchDataset(cases, settings, seed, workers=check_int(workers, "workers"))
     if check_bool(validate, "validate"):
         _prepare(dataset, cases, settings["num_classes"], settings["cache"])
     return dataset
