@@ -100,7 +100,8 @@ def _overlap_voxels(overlap: Any, patch: Sequence[int]) -> tuple[int, int, int]:
         voxels = tuple(check_int(v, "overlap", minimum=0) for v in overlap)
     else:
         fraction = check_number(overlap, "overlap", low=0, high=1, high_open=True)
-        voxels = tuple(int(round(fraction * p)) for p in patch)
+        # Rounding may reach the patch (0.9 of 4 voxels): keep windows advancing.
+        return tuple(min(int(round(fraction * p)), p - 1) for p in patch)  # type: ignore
     for v, p in zip(voxels, patch):
         if v >= p:
             raise ArgumentError(
@@ -341,13 +342,16 @@ def predict_volume(model: Any, volume: Any, *, patch: Any = None, overlap: Any =
     shape = image.shape[:3]
     corners = list(itertools.product(
         *(window_starts(n, p, v) for n, p, v in zip(shape, size, voxels))))
+    batch_size = min(batch_size, len(corners))
     acc: np.ndarray | None = None
     total = np.zeros(shape, dtype=np.float32)
     with Progress(len(corners), unit="patch", verbose=verbose) as progress:
         for chunk in _batches(corners, batch_size):
-            batch = np.stack([standardize_fn(_cut(image, c, size)) for c in chunk])
-            out = _run_tta(model, batch.astype(np.float32, copy=False), data_format,
-                           from_logits, tta)
+            # A short last batch is filled with zeros: one batch shape, one traced function.
+            batch = np.zeros((batch_size, *size, channels), dtype=np.float32)
+            for i, corner in enumerate(chunk):
+                batch[i] = standardize_fn(_cut(image, corner, size))
+            out = _run_tta(model, batch, data_format, from_logits, tta)
             if acc is None:
                 acc = np.zeros((*shape, out.shape[-1]), dtype=np.float32)
             for corner, probs in zip(chunk, out):
