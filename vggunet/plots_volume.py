@@ -2,7 +2,7 @@
 
 Built like :mod:`vggunet.plots` (object-oriented matplotlib on its own Agg canvas, PNGs written
 atomically, the same class colours). Rows are views, columns the MRI channel, the true labels
-over it and the predicted labels over it. Volumes are ``(H, W, D[, C])`` with D the axial (z)
+over it and the predicted labels over it; class colours are `mask_colormap`'s, less its white. Volumes are ``(H, W, D[, C])`` with D the axial (z)
 axis: the axial view shows ``image[:, :, z]``, the coronal ``image[:, y, :]`` and the sagittal
 ``image[x, :, :]``.
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
@@ -63,6 +64,12 @@ def _slice_index(view: str, index: Any, shape: tuple[int, ...], label: Any,
         raise ArgumentError(f"index {wanted} is out of range for the {view} view: axis {axis} "
                             f"has {shape[axis]} slices (0..{shape[axis] - 1}).")
     return wanted
+
+
+def _overlay_colormap(n_classes: int) -> ListedColormap:
+    """`mask_colormap`'s colours without its white (class 1 there), invisible on bright MRI."""
+    colors = mask_colormap(n_classes + 1).colors
+    return ListedColormap([colors[0], *colors[2:]], name=f"vggunet_overlay_{n_classes}")
 
 
 def _grey(channel: np.ndarray) -> tuple[float, float]:
@@ -127,19 +134,20 @@ def plot_volume_slices(
     columns = [("MRI channel", None)] + [(t, v) for t, v in (("true", true), ("predicted", pred))
                                          if v is not None]
     fig = _figure((3.2 * len(columns), 3.2 * len(views) + 0.6))
-    cmap, (low, high) = mask_colormap(n_classes), _grey(volume[..., channel])
+    cmap, (low, high) = _overlay_colormap(n_classes), _grey(volume[..., channel])
     for row, (view, i) in enumerate(zip(views, indices)):
         axis = _VIEW_AXIS[view]
         mri = np.take(volume[..., channel], i, axis=axis)
         for col, (title, labels) in enumerate(columns):
             ax = fig.add_subplot(len(views), len(columns), row * len(columns) + col + 1)
-            # Transposed, origin low: the first array axis runs left to right.
-            ax.imshow(mri.T, cmap="gray", vmin=low, vmax=high, origin="lower")
+            # Transposed, origin low: the first array axis runs left to right. Square panels
+            # (aspect auto): a 160x160x16 patch's side views would be thin strips.
+            ax.imshow(mri.T, cmap="gray", vmin=low, vmax=high, origin="lower", aspect="auto")
             if labels is not None:
                 overlay = np.take(labels, i, axis=axis).T
                 ax.imshow(np.ma.masked_equal(overlay, 0), cmap=cmap, vmin=0,
                           vmax=n_classes - 1, alpha=_OVERLAY_ALPHA, origin="lower",
-                          interpolation="nearest")
+                          interpolation="nearest", aspect="auto")
             ax.set_title(f"{view} {_AXIS_NAMES[axis]} = {i}: "
                          f"{title}{f' {channel}' if labels is None else ''}", fontsize=9)
             ax.axis("off")
