@@ -56,7 +56,8 @@ def test_multilabel_scores_by_hand(tmp_path):
     saved = json.loads((tmp_path / "s.json").read_text())
     assert saved["cases"][1]["scores"]["tumour"]["sensitivity"] is None
     assert saved["overall"]["edema"]["dice"] == pytest.approx(0.4)
-    assert [c["name"] for c in saved["cases"]] == ["a", "b"] and saved["cases"][0]["shape"] == [2, 2, 2]
+    assert [c["name"] for c in saved["cases"]] == ["a", "b"]
+    assert saved["cases"][0]["shape"] == [2, 2, 2]
     text = format_volume_scores(saved)
     assert "overall   edema       0.4000       0.3333       0.9231" in text
     assert "b         tumour      1.0000          nan       1.0000" in text
@@ -129,8 +130,11 @@ def test_plot_volume_slices_png(tmp_path):
                               class_names=("bg", "edema", "tumour"), channel=1)
     width, height = _png_size(path.read_bytes())
     assert path.stat().st_size > 5000 and 300 < width < 3000 and 300 < height < 3000
-    fig = plot_volume_slices(image, label, views=("axial",))
+    fig = plot_volume_slices(image, label, views=("axial",), class_names=("bg", "a", "b"))
     assert len(fig.axes) == 2
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ["a", "b"]
+    assert tuple(legend.get_patches()[0].get_facecolor()[:3]) == (0.89, 0.10, 0.11)  # not white
     # The default slice: the most foreground in the label.
     assert "z = 8" in fig.axes[0].get_title()
 

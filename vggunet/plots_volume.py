@@ -1,9 +1,10 @@
 """Slice views of volumes: an MRI channel with the true and predicted labels as colour overlays.
 
 Built like :mod:`vggunet.plots` (object-oriented matplotlib on its own Agg canvas, PNGs written
-atomically, the same class colours). Rows are views, columns the MRI channel, the true labels
-over it and the predicted labels over it; class colours are `mask_colormap`'s, less its white. Volumes are ``(H, W, D[, C])`` with D the axial (z)
-axis: the axial view shows ``image[:, :, z]``, the coronal ``image[:, y, :]`` and the sagittal
+atomically). Rows are views, columns the MRI channel, the true labels over it and the predicted
+labels over it; class colours are `mask_colormap`'s without its white (class 1 there), which
+would not show on bright MRI. Volumes are ``(H, W, D[, C])`` with D the axial (z) axis: the
+axial view shows ``image[:, :, z]``, the coronal ``image[:, y, :]`` and the sagittal
 ``image[x, :, :]``.
 """
 
@@ -125,7 +126,7 @@ def plot_volume_slices(
     true, pred = _labels(label, shape, "label"), _labels(prediction, shape, "prediction")
     views = [check_choice(v, VOLUME_VIEWS, "views") for v in views]
     if not views:
-        raise ArgumentError("views is empty: give at least one of " f"{VOLUME_VIEWS}.")
+        raise ArgumentError(f"views is empty: give at least one of {VOLUME_VIEWS}.")
     indices = [_slice_index(v, index, shape, true, pred) for v in views]
     present = [v for v in (true, pred) if v is not None]
     n_classes = len(class_names) if class_names is not None else \
