@@ -264,10 +264,28 @@ def volume_scores(
     names = [str(c) for c in range(len(true))] if class_names is None else list(class_names)
     if len(names) != len(true):
         raise ArgumentError(f"class_names has {len(names)} names for {len(true)} classes.")
+    return _scores_from_counts(_class_counts(true, pred), names, epsilon)
+
+
+def _class_counts(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Per-class ``(TP, predicted, true, voxels)`` as a ``(K, 4)`` float64 array.
+
+    ``true`` and ``pred`` hold the class axis first (0/1 floats or booleans); counts of
+    several volumes add up, which is how a set is scored over all its voxels.
+    """
+    counts = np.zeros((len(true), 4), dtype=np.float64)
+    for k, (g, p) in enumerate(zip(true, pred)):
+        counts[k] = (np.sum(p * g, dtype=np.float64), np.sum(p, dtype=np.float64),
+                     np.sum(g, dtype=np.float64), g.size)
+    return counts
+
+
+def _scores_from_counts(counts: np.ndarray, names: Sequence[str],
+                        epsilon: float) -> dict[str, dict[str, float]]:
+    """The per-class table of :func:`volume_scores` from :func:`_class_counts`."""
     table = {}
-    for name, g, p in zip(names, true, pred):
-        tp, pred_sum, true_sum = float(np.sum(p * g)), float(np.sum(p)), float(np.sum(g))
-        negatives = g.size - true_sum
+    for name, (tp, pred_sum, true_sum, voxels) in zip(names, counts):
+        negatives = voxels - true_sum
         dice = 1.0 if pred_sum + true_sum + epsilon == 0 else _ratio(
             2 * tp + epsilon, pred_sum + true_sum + epsilon)
         table[name] = {
