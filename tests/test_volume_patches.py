@@ -226,6 +226,13 @@ def test_dataset_is_deterministic_per_seed_and_epoch(rng):
     other = make_volume_dataset(pairs, patch=(6, 6, 4), num_classes=3, seed=8, batch_size=3,
                                 patches_per_volume=2)
     assert not np.array_equal(other[0][0], first[0][0])
+    fixed = make_volume_dataset(pairs, patch=(6, 6, 4), num_classes=3, seed=7, batch_size=3,
+                                patches_per_volume=2, resample=False)
+    fixed.on_epoch_end()
+    # Without resampling the second epoch repeats the first epoch's batches.
+    for (xa, ya), (xb, yb) in zip(first, batches(fixed)):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
 
 
 def test_dataset_feeds_keras_fit_and_advances_epochs(rng):

@@ -26,6 +26,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from vggunet import choices
 from vggunet.checks import check_choice, check_number
 from vggunet.console import resolve_say
 from vggunet.errors import ArgumentError, DataError
@@ -35,13 +36,23 @@ from vggunet.metrics.volumetric import _class_counts, _scores_from_counts
 
 __all__ = ["VOLUME_LABEL_MODES", "evaluate_volumes", "format_volume_scores"]
 
-VOLUME_LABEL_MODES = ("multilabel", "index")
+VOLUME_LABEL_MODES = choices.LABEL_MODES
 _SCORES = ("dice", "sensitivity", "specificity")
 
 
 def _iter_cases(cases: Iterable[Any]) -> Iterator[tuple[str, Any, Any]]:
-    """(name, image, label) from (name, image, label) or (image, label) tuples."""
+    """(name, image, label) from `VolumeCase`s (read one at a time), (name, image, label) or
+    (image, label) tuples."""
+    from vggunet.data.volume_cases import VolumeCase, load_case
+
     for i, case in enumerate(cases):
+        if isinstance(case, VolumeCase):
+            image, label = load_case(case)
+            if label is None:
+                raise ArgumentError(f"case {case.name} ({case.images[0]}) has no label file "
+                                    f"to score against")
+            yield case.name, image, label
+            continue
         if not isinstance(case, (tuple, list)) or len(case) not in (2, 3):
             raise ArgumentError(
                 f"cases must hold (name, image, label) or (image, label) tuples; item {i} is "
@@ -114,7 +125,8 @@ def evaluate_volumes(model: Any, cases: Iterable[Any], *, patch: Any = None,
 
     Args:
         model: a Keras 3D model (e.g. ``build_unet_3d``), sigmoid or softmax outputs.
-        cases: (name, image, label) or (image, label) tuples, or any iterable yielding them;
+        cases: `VolumeCase`s (from `find_volume_cases`; read one at a time), (name, image,
+            label) or (image, label) tuples, or any iterable yielding them;
             image ``(H, W, D, C)`` / ``(H, W, D)`` raw intensities, label ``(H, W, D)`` ints.
         patch, overlap, batch_size, standardize, tta, blend: as in ``predict_volume``.
         label_mode: one of ``VOLUME_LABEL_MODES``.

@@ -316,7 +316,7 @@ def make_volume_datasets(args: argparse.Namespace) -> tuple[Any, Any, int, int]:
                                      patches_per_volume=settings.patches_per_volume,
                                      shuffle=True, **common)
     # Validation patches are drawn once with a fixed seed: every epoch scores the same ones.
-    val_data = (make_volume_dataset(val, augment=False, shuffle=False,
+    val_data = (make_volume_dataset(val, augment=False, shuffle=False, resample=False,
                                     seed=settings.seed if settings.seed is not None else 0,
                                     **common) if val else None)
     return train_data, val_data, len(train), len(val or [])

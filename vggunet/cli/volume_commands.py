@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from vggunet.cli.volume_args import volume_cases
 from vggunet.console import resolve_say
@@ -108,14 +108,6 @@ def predict_volumes(args: argparse.Namespace, model: Any, source: Path, out: Pat
     return 0
 
 
-def _labelled(cases: list) -> Iterator[tuple[str, Any, Any]]:
-    from vggunet.data.volume_cases import load_case
-
-    for case in cases:
-        image, label = load_case(case)
-        yield case.name, image, label
-
-
 def evaluate_volumes_command(args: argparse.Namespace, model: Any) -> int:
     """Scores a volume model on labelled volumes: the lab's per-class table, JSON, slice PNG.
 
@@ -135,7 +127,7 @@ def evaluate_volumes_command(args: argparse.Namespace, model: Any) -> int:
     names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
     say = resolve_say(not args.quiet)
     say(f"evaluating {model.name} on {len(cases)} volume(s)")
-    result = evaluate_volumes(model, _labelled(cases), label_mode=label_mode_of(model),
+    result = evaluate_volumes(model, cases, label_mode=label_mode_of(model),
                               class_names=names, out_json=args.out, verbose=not args.quiet,
                               **_window_options(args))
     resolve_say()(format_volume_scores(result))

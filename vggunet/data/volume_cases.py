@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vggunet import choices
 from vggunet.checks import check_choice, check_int
 from vggunet.data.pairs import TWO_FOLDER_NAMES, _natural_key, _short_list
 from vggunet.data.volume_io import (H5_SUFFIXES, VOLUME_SUFFIXES, image_volume, label_volume,
@@ -41,11 +42,10 @@ __all__ = [
     "validate_volume_cases",
 ]
 
-VOLUME_LAYOUTS = ("auto", "decathlon", "brats", "folders", "h5")
-"""`layout=` of :func:`find_volume_cases`."""
-
-BRATS_MODALITIES = ("flair", "t1", "t1ce", "t2")
-"""The BraTS modality file suffixes, in channel order (the Decathlon's FLAIR, T1w, T1gd, T2w)."""
+# Option lists from vggunet.choices (shared with the CLI): layouts, and the BraTS modality
+# file suffixes in channel order (the Decathlon's FLAIR, T1w, T1gd, T2w).
+VOLUME_LAYOUTS = choices.VOLUME_LAYOUTS
+BRATS_MODALITIES = choices.BRATS_MODALITIES
 
 _LABEL_FOLDERS = ("labelsTr", "labels", "label", "masks", "mask", "seg")
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vggunet import choices
 from vggunet.checks import check_choice, check_int, check_number
 from vggunet.errors import ArgumentError
 
@@ -32,14 +33,10 @@ __all__ = [
     "standardize_volume",
 ]
 
-STANDARDIZE_METHODS = ("lab", "zscore", "none")
-"""`standardize=` of the volume pipeline and prediction."""
-
-VOLUME_LABEL_MODES = ("multilabel", "index")
-"""`label_mode=`: one-hot float32 class channels (sigmoid outputs), or int32 class indices."""
-
-VOLUME_DATA_FORMATS = ("channels_first", "channels_last")
-"""`data_format=` of volume batches (the model's data format)."""
+# The option lists live in vggunet.choices (shared with the CLI); these names stay importable.
+STANDARDIZE_METHODS = choices.STANDARDIZE_METHODS
+VOLUME_LABEL_MODES = choices.LABEL_MODES
+VOLUME_DATA_FORMATS = choices.DATA_FORMATS
 
 
 def standardize_volume(image: np.ndarray, method: str = "lab") -> np.ndarray:

@@ -88,16 +88,21 @@ class VolumePatchDataset(keras.utils.PyDataset):
             self._cache[index] = pair
         return pair
 
+    @property
+    def _draw(self) -> int:
+        # Without resampling every epoch draws as the first one did.
+        return self.epoch if self._settings["resample"] else 0
+
     def _order(self) -> np.ndarray:
         items = np.arange(self._items)
         if self._settings["shuffle"]:
-            return np.random.default_rng([self.seed, self.epoch]).permutation(items)
+            return np.random.default_rng([self.seed, self._draw]).permutation(items)
         return items
 
     def _item(self, item: int, position: int) -> tuple[np.ndarray, np.ndarray]:
         s = self._settings
         image, label = self.load(item // s["patches_per_volume"])
-        rng = np.random.default_rng([self.seed, self.epoch, position])
+        rng = np.random.default_rng([self.seed, self._draw, position])
         x, y = sample_patch(image, label, s["patch"], rng,
                             background_fraction=s["background_fraction"])
         if s["augment"]:
@@ -143,7 +148,8 @@ def make_volume_dataset(cases: Sequence[Case], *, patch: Sequence[int], num_clas
                         standardize: str = "lab", augment: bool = True,
                         background_fraction: float = 0.95, patches_per_volume: int = 1,
                         seed: int | None = None, shuffle: bool = True, cache: bool = True,
-                        validate: bool = True, workers: int = 1) -> VolumePatchDataset:
+                        validate: bool = True, resample: bool = True,
+                        workers: int = 1) -> VolumePatchDataset:
     """A Keras ``PyDataset`` of (images, labels) batches of random patches.
 
     Args:
@@ -165,6 +171,8 @@ def make_volume_dataset(cases: Sequence[Case], *, patch: Sequence[int], num_clas
         shuffle: shuffle the items of each epoch.
         cache: keep loaded volumes in memory.
         validate: read and check every case first (label range, shapes, channels).
+        resample: draw a new order, new patches and new flips every epoch; False: every
+            epoch gives the same batches (validation patches, scored alike each epoch).
         workers: threads Keras uses to build batches (``PyDataset(workers=...)``); batches
             do not depend on it.
 
@@ -192,6 +200,7 @@ def make_volume_dataset(cases: Sequence[Case], *, patch: Sequence[int], num_clas
                                             high=1, low_open=True),
         "patches_per_volume": check_int(patches_per_volume, "patches_per_volume"),
         "shuffle": check_bool(shuffle, "shuffle"), "cache": check_bool(cache, "cache"),
+        "resample": check_bool(resample, "resample"),
     }
     check_int(seed, "seed", minimum=0, allow_none=True)
     seed = int(np.random.SeedSequence().entropy % 2**32) if seed is None else int(seed)

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from vggunet import choices
 from vggunet.checks import check_bool, check_choice, check_int, check_number
 from vggunet.console import Progress
 from vggunet.errors import ArgumentError, PredictionError
@@ -30,7 +31,7 @@ from vggunet.inference.tiling import _window_1d
 __all__ = ["BLEND_MODES", "LABEL_MODES", "GAUSSIAN_FLOOR", "predict_volume", "volume_labels",
            "blend_window"]
 
-BLEND_MODES = ("gaussian", "linear", "constant")
+BLEND_MODES = choices.BLEND_MODES
 LABEL_MODES = ("auto", "argmax", "threshold")
 GAUSSIAN_FLOOR = 1e-3
 """The smallest Gaussian weight: the corners of a patch would otherwise weigh ~1e-11."""
