@@ -7,6 +7,8 @@ parser (`vggunet --help` stays instant).
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 """`precision=` of the builders (`vggunet.models.precision`), `--precision`."""
 
@@ -50,3 +52,11 @@ BLEND_MODES = ("gaussian", "linear", "constant")
 
 DATA_FORMATS = ("channels_first", "channels_last")
 """Where a volume model keeps its channels (`data_format=`, `--data-format`)."""
+
+UNET3D_PRESETS = MappingProxyType({
+    "lecture": MappingProxyType({"depth": 2, "base_filters": 32}),
+    "assignment": MappingProxyType({"depth": 4, "base_filters": 32}),
+})
+"""`preset=` of `build_unet_3d` (read-only): the AI-for-Medicine lab's two 3D U-Nets. "lecture"
+(depth 2) is the course's walk-through model and the builder's default; "assignment" (depth 4)
+is `unet_model_3d` as the brain-tumour assignment builds it. Both use 32 base filters."""

@@ -1,17 +1,28 @@
-"""The 3D U-Net of the AI-for-Medicine brain-tumour lab, with a `depth` argument."""
+"""The 3D U-Net of the AI-for-Medicine brain-tumour lab, with a `depth` argument and presets."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Sequence
 
 import keras
 from keras import layers
 
+from vggunet import choices
 from vggunet.checks import check_choice, check_int
 from vggunet.errors import ArgumentError
 from vggunet.models.model import SegmentationModel
+from vggunet.models.precision import dtype_policy
 
-DATA_FORMATS = ("channels_first", "channels_last")
+DATA_FORMATS = choices.DATA_FORMATS
+
+UNET3D_PRESETS = choices.UNET3D_PRESETS
+"""The lab's two models, name -> `{"depth", "base_filters"}` (defined in `vggunet.choices`).
+With the default input (4, 160, 160, 16) and 3 classes, "lecture" (depth 2) has 833,507
+parameters and "assignment" (depth 4) 16,318,307."""
+
+DEFAULT_UNET3D_PRESET = "lecture"
+"""The preset whose depth and base filters `build_unet_3d` uses when given neither."""
 
 
 def _conv3d_relu(
@@ -49,15 +60,39 @@ def _check_arguments(
             )
 
 
+def _resolve_preset(
+    preset: str | None, depth: int | None, base_filters: int | None
+) -> tuple[int, int]:
+    """`(depth, base_filters)`: a preset's values; explicit values must agree with it.
+
+    Without a preset, the unset ones come from `DEFAULT_UNET3D_PRESET`.
+    """
+    if preset is None:
+        values = UNET3D_PRESETS[DEFAULT_UNET3D_PRESET]
+        return (values["depth"] if depth is None else depth,
+                values["base_filters"] if base_filters is None else base_filters)
+    explicit = {"depth": depth, "base_filters": base_filters}
+    values = UNET3D_PRESETS[check_choice(preset, tuple(UNET3D_PRESETS), "preset")]
+    for key, value in explicit.items():
+        if value is not None and value != values[key]:
+            raise ArgumentError(
+                f"{key}={value!r} conflicts with preset={preset!r}, which sets {key}="
+                f"{values[key]}; pass one or the other (or the preset's value).")
+    return values["depth"], values["base_filters"]
+
+
 def build_unet_3d(
     input_shape: Sequence[int | None] = (4, 160, 160, 16),
-    depth: int = 2,
-    base_filters: int = 32,
+    depth: int | None = None,
+    base_filters: int | None = None,
     n_classes: int = 3,
     data_format: str = "channels_first",
     final_activation: str | None = "sigmoid",
     batchnorm: bool = False,
     pool_size: int = 2,
+    *,
+    preset: str | None = None,
+    precision: str | None = None,
 ) -> keras.Model:
     """Builds the lab's 3D U-Net (`unet_model_3d`) for volumes.
 
@@ -70,13 +105,18 @@ def build_unet_3d(
     Args:
         input_shape: `(C, D1, D2, D3)` for channels_first, `(D1, D2, D3, C)` for channels_last;
             spatial sizes must be divisible by `pool_size**(depth-1)`.
-        depth: number of levels (>= 1); depth 2 pools once.
-        base_filters: filters of the first convolution.
+        depth: number of levels (>= 1); depth 2 pools once. Default: the preset's, else 2.
+        base_filters: filters of the first convolution. Default: the preset's, else 32.
         n_classes: output channels.
         data_format: `"channels_first"` (the lab's) or `"channels_last"`.
         final_activation: activation of the head (`"sigmoid"`, `"softmax"`, or None for logits).
         batchnorm: BatchNorm after each convolution.
         pool_size: pooling/upsampling factor per level.
+        preset: a key of `UNET3D_PRESETS` (`"lecture"`: depth 2, `"assignment"`: depth 4; both
+            32 base filters); an explicit `depth`/`base_filters` must then equal the preset's.
+        precision: None (build under the global Keras dtype policy, as before presets), or as
+            `build_vgg_unet`'s: `"auto"`, `"float32"`, `"mixed_bfloat16"`, `"mixed_float16"`
+            (`vggunet.models.precision`). The head's activation always outputs float32.
 
     Returns:
         The uncompiled `SegmentationModel` (a Functional `keras.Model` recording its layer
@@ -88,8 +128,24 @@ def build_unet_3d(
         833507
         >>> [name for name, role in model.roles.items() if role == "skip"]
         ['encoder_level0_conv2_relu']
+        >>> dict(UNET3D_PRESETS["assignment"])
+        {'depth': 4, 'base_filters': 32}
     """
+    depth, base_filters = _resolve_preset(preset, depth, base_filters)
     _check_arguments(input_shape, depth, base_filters, n_classes, data_format, pool_size)
+    # dtype_policy checks `precision` against choices.PRECISIONS.
+    policy = contextlib.nullcontext() if precision is None else dtype_policy(precision)
+    with policy:
+        inputs, outputs, skips = _graph(input_shape, depth, base_filters, n_classes,
+                                        data_format, final_activation, batchnorm, pool_size)
+    return SegmentationModel(inputs, outputs, name="unet_3d", skips=skips)
+
+
+def _graph(
+    input_shape: Sequence[int | None], depth: int, base_filters: int, n_classes: int,
+    data_format: str, final_activation: str | None, batchnorm: bool, pool_size: int,
+) -> tuple[Any, Any, list[Any]]:
+    """The layers of `build_unet_3d`: `(inputs, outputs, skip tensors)`."""
     channel_axis = 1 if data_format == "channels_first" else -1
 
     inputs = keras.Input(tuple(input_shape), name="input_volume")
@@ -112,5 +168,7 @@ def build_unet_3d(
         x = _conv3d_relu(x, skip_channels, f"{prefix}_conv1", data_format, batchnorm)
         x = _conv3d_relu(x, skip_channels, f"{prefix}_conv2", data_format, batchnorm)
     x = layers.Conv3D(n_classes, (1, 1, 1), data_format=data_format, name="head_conv")(x)
-    outputs = layers.Activation(final_activation or "linear", name="head_activation")(x)
-    return SegmentationModel(inputs, outputs, name="unet_3d", skips=skips)
+    # float32 output under mixed precision, so losses and probabilities are float32 (as 2D).
+    outputs = layers.Activation(final_activation or "linear", dtype="float32",
+                                name="head_activation")(x)
+    return inputs, outputs, skips
