@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_cli import assert_ok, assert_usage_error, run_cli
+from tests.test_cli import assert_ok, run_cli
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 BRATS = SHARED / "brats3d" / "train"
@@ -26,10 +26,8 @@ TINY_3D = ["--model-type", "unet3d", "--depth", "2", "--base-filters", "4",
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def brats_run(tmp_path_factory):
+def _brats_run(root: Path):
     """Three shared patches; a 2-epoch run holding one of them out."""
-    root = tmp_path_factory.mktemp("volumes")
     data = root / "h5"
     data.mkdir()
     for path in sorted(BRATS.glob("*.h5"))[:3]:
@@ -46,8 +44,9 @@ def _log_rows(out: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_train_volumes_writes_the_lab_defaults_and_resumes(brats_run):
-    root, data, out, proc = brats_run
+def test_volume_workflow_train_resume_predict_evaluate(tmp_path):
+    """One chain (so the training runs once, whichever worker runs it)."""
+    root, data, out, proc = _brats_run(tmp_path)
     assert "data: 2 training volumes, 1 validation volumes" in proc.stdout
     assert "best val_dice_coefficient" in proc.stdout
     rows = _log_rows(out)
@@ -62,10 +61,10 @@ def test_train_volumes_writes_the_lab_defaults_and_resumes(brats_run):
                       "--resume")
     assert_ok(resumed)
     assert [r["epoch"] for r in _log_rows(out)] == ["0", "1", "2"]
+    _predict_and_evaluate(root, data, out)
 
 
-def test_predict_and_evaluate_volumes(brats_run):
-    root, data, out, _ = brats_run
+def _predict_and_evaluate(root: Path, data: Path, out: Path) -> None:
     model = out / "checkpoints" / "last.keras"
     one = sorted(data.glob("*.h5"))[0]
     pred = root / "pred"
@@ -88,54 +87,75 @@ def test_predict_and_evaluate_volumes(brats_run):
     assert slices.stat().st_size > 1000
 
 
-def test_export_a_volume_model(brats_run):
-    root, _, out, _ = brats_run
-    model = out / "checkpoints" / "last.keras"
-    proc = run_cli("export", "--model", str(model), "--out", str(root / "serving"),
-                   "--format", "savedmodel")
-    assert_ok(proc)
+def _main(capsys, *argv: str) -> tuple[int, str, str]:
+    """The command run in this process (no interpreter start-up): exit code, stdout, stderr."""
+    from vggunet.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_export_a_volume_model(tmp_path, capsys):
+    from vggunet.models.unet3d import build_unet_3d
+
+    root = tmp_path
+    model = root / "unet3d.keras"
+    build_unet_3d((16, 16, 8, 2), depth=2, base_filters=2, data_format="channels_last").save(
+        model)
+    code, _, err = _main(capsys, "export", "--model", str(model), "--out",
+                         str(root / "serving"), "--format", "savedmodel")
+    assert code == 0, err
     assert (root / "serving" / "saved_model.pb").is_file()
-    refused = run_cli("export", "--model", str(model), "--out", str(root / "m.tflite"))
-    assert_usage_error(refused, "tflite cannot run volume models")
+    code, _, err = _main(capsys, "export", "--model", str(model), "--out", str(root / "m.tflite"))
+    assert code == 2 and "tflite cannot run volume models" in err
 
 
-def test_decathlon_index_labels_channels_last(tmp_path):
-    """Hippocampus NIfTI files, softmax over 3 classes: train two epochs, evaluate."""
+def test_decathlon_index_labels_channels_last(tmp_path, capsys):
+    """Hippocampus NIfTI files, softmax over 3 classes: train one epoch, evaluate."""
     for sub in ("imagesTr", "labelsTr"):
         (tmp_path / "data" / sub).mkdir(parents=True)
         for path in sorted((HIPPOCAMPUS / sub).glob("*.nii.gz"))[:3]:
             shutil.copy(path, tmp_path / "data" / sub / path.name)
     out = tmp_path / "run"
-    proc = run_cli("train", "--model-type", "unet3d", "--depth", "2", "--base-filters", "4",
-                   "--patch", "32x32x32", "--channels", "1", "--num-classes", "3",
-                   "--label-mode", "index", "--data-format", "channels_last",
-                   "--standardize", "zscore", "--data", str(tmp_path / "data"), "--epochs", "1",
-                   "--batch-size", "2", "--seed", "1", "--out", str(out), "--quiet")
-    assert_ok(proc)
-    assert "data: 3 training volumes" in proc.stdout
-    rows = _log_rows(out)
-    assert "mean_iou" in rows[0]
-    proc = run_cli("evaluate", "--model", str(out / "checkpoints" / "last.keras"), "--data",
-                   str(tmp_path / "data"), "--standardize", "zscore", "--quiet")
-    assert_ok(proc)
-    assert "dice" in proc.stdout.lower()
+    code, stdout, err = _main(
+        capsys, "train", "--model-type", "unet3d", "--depth", "2", "--base-filters", "4",
+        "--patch", "32x32x32", "--channels", "1", "--num-classes", "3", "--label-mode", "index",
+        "--data-format", "channels_last", "--standardize", "zscore", "--data",
+        str(tmp_path / "data"), "--epochs", "1", "--batch-size", "2", "--seed", "1", "--out",
+        str(out), "--quiet", "--no-tensorboard")
+    assert code == 0, err
+    assert "data: 3 training volumes" in stdout
+    assert "mean_iou" in _log_rows(out)[0]
+    report = tmp_path / "scores.json"
+    code, stdout, err = _main(capsys, "evaluate", "--model",
+                              str(out / "checkpoints" / "last.keras"), "--data",
+                              str(tmp_path / "data"), "--standardize", "zscore", "--out",
+                              str(report), "--quiet")
+    assert code == 0, err
+    scores = json.loads(report.read_text())
+    assert scores["label_mode"] == "index" and len(scores["cases"]) == 3
+    assert "dice" in stdout.lower()
 
 
-def test_inspect_the_lab_presets():
-    proc = run_cli("inspect", "--model-type", "unet3d", "--preset", "assignment", "--channels",
-                   "4", "--num-classes", "4", "--patch", "160x160x16", "--roles", "head")
-    assert_ok(proc)
-    assert "16,318,307" in proc.stdout
+def test_inspect_the_lab_presets(capsys):
+    code, stdout, err = _main(capsys, "inspect", "--model-type", "unet3d", "--preset",
+                              "assignment", "--channels", "4", "--num-classes", "4", "--patch",
+                              "160x160x16", "--roles", "head")
+    assert code == 0, err
+    assert "16,318,307" in stdout
 
 
-def test_volume_cli_errors(tmp_path):
-    labels_out_of_range = run_cli("train", *TINY_3D[:-4], "--num-classes", "3", "--channels",
-                                  "4", "--precision", "float32", "--data", str(BRATS),
-                                  "--epochs", "1", "--out", str(tmp_path / "r1"))
-    assert_usage_error(labels_out_of_range, ".h5")
-    crop = run_cli("train", *TINY_3D, "--data", str(BRATS), "--crop", "32x32", "--epochs", "1",
-                   "--out", str(tmp_path / "r2"))
-    assert_usage_error(crop, "--crop is for 2D images")
-    bad_patch = run_cli("train", "--model-type", "unet3d", "--patch", "32x32", "--data",
-                        str(BRATS), "--out", str(tmp_path / "r3"))
-    assert_usage_error(bad_patch, "patch must be three positive integers")
+def test_volume_cli_errors(tmp_path, capsys):
+    code, _, err = _main(capsys, "train", *TINY_3D[:-4], "--num-classes", "3", "--channels", "4",
+                         "--data", str(BRATS), "--epochs", "1", "--out", str(tmp_path / "r1"))
+    # The lab's labels hold 4 values (0..3): the first file with a 3 is named.
+    assert code == 2 and ".h5" in err and "3" in err
+    code, _, err = _main(capsys, "train", *TINY_3D, "--data", str(BRATS), "--crop", "32x32",
+                         "--epochs", "1", "--out", str(tmp_path / "r2"))
+    assert code == 2 and "--crop is for 2D images" in err
+    with pytest.raises(SystemExit) as exit_info:
+        _main(capsys, "train", "--model-type", "unet3d", "--patch", "32x32", "--data",
+              str(BRATS), "--out", str(tmp_path / "r3"))
+    assert exit_info.value.code == 2
+    assert "patch must be three positive integers" in capsys.readouterr().err

@@ -65,6 +65,9 @@ def test_volume_data_settings_checks_and_defaults():
     settings = VolumeDataSettings()
     assert settings.patch == (160, 160, 16) and settings.background_fraction == 0.95
     assert settings.label_mode == "multilabel" and settings.standardize == "lab"
+    # "auto" is stored resolved, so state.json names the format the run used.
+    assert settings.data_format == "channels_last"
+    assert VolumeDataSettings(data_format="channels_first").data_format == "channels_first"
     with pytest.raises(ArgumentError, match="patch must have 3 sizes"):
         VolumeDataSettings(patch=(64, 64))
     with pytest.raises(ArgumentError, match="standardize"):

@@ -51,7 +51,11 @@ BLEND_MODES = ("gaussian", "linear", "constant")
 """How `predict_volume` weights overlapping patches (`blend=`, `--blend`)."""
 
 DATA_FORMATS = ("channels_first", "channels_last")
-"""Where a volume model keeps its channels (`data_format=`, `--data-format`)."""
+"""Where a volume model keeps its channels (`data_format=` of `build_unet_3d`)."""
+
+DATA_FORMAT_OPTIONS = ("auto", *DATA_FORMATS)
+"""`VolumeDataSettings.data_format` and `--data-format`: "auto" is the faster one (see
+`training.settings.resolve_volume_data_format`)."""
 
 UNET3D_PRESETS = MappingProxyType({
     "lecture": MappingProxyType({"depth": 2, "base_filters": 32}),

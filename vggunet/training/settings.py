@@ -58,6 +58,7 @@ __all__ = [
     "VOLUME_COMPILE",
     "VOLUME_MONITOR",
     "VolumeDataSettings",
+    "resolve_volume_data_format",
 ]
 
 LR_SCHEDULES = ("constant", "cosine", "poly")
@@ -274,6 +275,28 @@ class DataSettings:
              crop=None if self.crop is None else tuple(self.crop))
 
 
+def resolve_volume_data_format(data_format: str) -> str:
+    """The data format a volume run uses: "auto" is "channels_last".
+
+    Measured on this project's 2-core CPU (BENCHMARKS.md, "Volumes"): TensorFlow runs
+    channels-first 3D convolutions on the CPU through transposes, about 10x slower for the
+    lab's models; on GPUs channels-last is also the layout that tensor cores want under mixed
+    precision. "channels_first" stays available for the lab's exact layout.
+
+    Args:
+        data_format: one of `vggunet.choices.DATA_FORMAT_OPTIONS`.
+
+    Returns:
+        "channels_first" or "channels_last".
+
+    Example:
+        >>> resolve_volume_data_format("auto"), resolve_volume_data_format("channels_first")
+        ('channels_last', 'channels_first')
+    """
+    data_format = check_choice(data_format, choices.DATA_FORMAT_OPTIONS, "data_format")
+    return "channels_last" if data_format == "auto" else data_format
+
+
 def _patch(value: Any) -> tuple[int, int, int]:
     patch = tuple(value)
     if len(patch) != 3:
@@ -286,8 +309,8 @@ class VolumeDataSettings:
     """The volume pipeline (`make_volume_dataset`), recorded in `state.json` like `DataSettings`.
 
     Defaults are the brain-tumour lab's: 160×160×16 patches with at most 95 % background,
-    per-slice standardisation, three sigmoid tumour classes without the background channel,
-    channels first.
+    per-slice standardisation, three sigmoid tumour classes without the background channel;
+    the data format is the faster one ("auto": channels last; the lab's is channels first).
 
     Attributes:
         patch: training patch size (H, W, D).
@@ -297,7 +320,8 @@ class VolumeDataSettings:
         label_suffix: the BraTS layout's label file suffix.
         label_mode: "multilabel" (one-hot sigmoid targets) or "index" (class indices, softmax).
         include_background: multilabel targets keep the background channel.
-        data_format: the model's data format ("channels_first" or "channels_last").
+        data_format: the model's data format: "auto" (stored resolved, see
+            `resolve_volume_data_format`), "channels_first" or "channels_last".
         standardize: "lab" (per channel and z-slice), "zscore" (per channel) or "none".
         augment: random flips of every axis and axial 90° rotations.
         background_fraction: a patch is accepted when less than this fraction is background.
@@ -313,7 +337,7 @@ class VolumeDataSettings:
     label_suffix: str = "seg"
     label_mode: str = "multilabel"
     include_background: bool = False
-    data_format: str = "channels_first"
+    data_format: str = "auto"
     standardize: str = "lab"
     augment: bool = True
     background_fraction: float = 0.95
@@ -328,7 +352,7 @@ class VolumeDataSettings:
              modalities=tuple(str(m) for m in self.modalities),
              label_mode=check_choice(self.label_mode, choices.LABEL_MODES, "label_mode"),
              include_background=check_bool(self.include_background, "include_background"),
-             data_format=check_choice(self.data_format, choices.DATA_FORMATS, "data_format"),
+             data_format=resolve_volume_data_format(self.data_format),
              standardize=check_choice(self.standardize, choices.STANDARDIZE_METHODS,
                                       "standardize"),
              augment=check_bool(self.augment, "augment"),
