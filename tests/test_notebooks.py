@@ -19,6 +19,7 @@ nbclient = pytest.importorskip("nbclient")
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 ISBI = REPO.parent / "shared" / "data" / "isbi2012"
+BRATS = REPO.parent / "shared" / "data" / "brats3d" / "train"
 
 
 def run_notebook(name: str, tmp_path: Path, timeout: int = 600) -> str:
@@ -31,6 +32,8 @@ def run_notebook(name: str, tmp_path: Path, timeout: int = 600) -> str:
     os.environ.update(TF_CPP_MIN_LOG_LEVEL="3", MPLBACKEND="module://matplotlib_inline.backend_inline")
     if (ISBI / "image").is_dir():
         os.environ["VGGUNET_ISBI_DIR"] = str(ISBI)  # the relative path does not reach it from tmp
+    if BRATS.is_dir():
+        os.environ["VGGUNET_BRATS_DIR"] = str(BRATS)
     try:
         client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
                                          resources={"metadata": {"path": str(work)}})
@@ -77,4 +80,19 @@ def test_02_finetune_isbi_quick(tmp_path):
     run = tmp_path / "notebooks" / "runs" / "02_finetune_isbi"
     for name in ("training_curve.png", "predictions.png", "metrics.json",
                  "checkpoints/best.keras"):
+        assert (run / name).is_file(), name
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not BRATS.is_dir(), reason="needs ../shared/data/brats3d")
+def test_03_brain_tumour_3d_quick(tmp_path):
+    text = run_notebook("03_brain_tumour_3d.ipynb", tmp_path)
+    assert "lecture model: 833,507 parameters" in text
+    assert "assignment model: 16,318,307 parameters" in text
+    assert "one batch: images (2, 64, 64, 16, 4), labels (2, 64, 64, 16, 3)" in text
+    assert "epochs completed: 3" in text
+    assert "probabilities (160, 160, 16, 3), labels (160, 160, 16)" in text
+    assert "sensitivity" in text and "specificity" in text and "edema" in text
+    run = tmp_path / "notebooks" / "runs" / "03_brain_tumour_3d"
+    for name in ("slices.png", "scores.json", "checkpoints/best.keras", "log.csv"):
         assert (run / name).is_file(), name

@@ -31,27 +31,31 @@ _EXPORTS: dict[str, str] = {
         ("FreezeReport", "LayerRow", "encoder_blocks", "format_layers", "freeze", "layer_roles",
          "layer_table", "print_layers", "recompile", "select_layers", "top_blocks", "unfreeze"),
         "vggunet.transfer"),
-    **dict.fromkeys(("make_dataset",), "vggunet.data"),
+    **dict.fromkeys(("find_volume_cases", "load_case", "make_dataset", "make_volume_dataset"),
+                    "vggunet.data"),
     **dict.fromkeys(
         ("BatchNormRecalibration", "CompileSettings", "CosineDecayEpochs", "DataSettings",
          "PhaseSettings", "PolyDecayEpochs", "RunSettings", "TrainResult", "compile_model",
-         "cosine_lr", "finetune", "poly_lr", "recalibrate_batchnorm", "train"),
+         "cosine_lr", "finetune", "poly_lr", "recalibrate_batchnorm", "train",
+         "VolumeDataSettings"),
         "vggunet.training"),
     **dict.fromkeys(
         ("create_mask", "predict_folder", "predict_image_file", "predict_mask", "predict_proba",
-         "predict_tiled", "scores_to_labels"),
+         "predict_tiled", "predict_volume", "scores_to_labels", "volume_labels"),
         "vggunet.inference"),
     **dict.fromkeys(("evaluate",), "vggunet.evaluate"),
+    **dict.fromkeys(("evaluate_volumes", "format_volume_scores"), "vggunet.evaluate_volumes"),
     **dict.fromkeys(("export_model",), "vggunet.export"),
     **dict.fromkeys(("load_model", "save_model"), "vggunet.saving"),
     **dict.fromkeys(("display", "plot_history", "plot_predictions"), "vggunet.plots"),
+    "plot_volume_slices": "vggunet.plots_volume",
 }
 
 # Modules reachable as attributes (`vggunet.losses.DiceLoss`) without an explicit import.
 _SUBMODULES = frozenset({
     "augment", "blocks", "checks", "cli", "data", "demo", "distribute", "encoders", "errors",
-    "evaluate", "export", "fileio", "freezing", "inference", "inspect", "layers", "losses",
-    "metrics", "models", "plots", "precision", "predict", "saving", "training", "transfer",
+    "evaluate", "evaluate_volumes", "export", "fileio", "freezing", "inference", "inspect", "layers", "losses",
+    "metrics", "models", "plots", "plots_volume", "precision", "predict", "saving", "training", "transfer",
     "unet", "unet3d", "weights",
 })
 

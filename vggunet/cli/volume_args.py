@@ -143,7 +143,14 @@ def add_window_args(parser: argparse.ArgumentParser) -> None:
 
 
 def is_volume_run(args: argparse.Namespace) -> bool:
-    """Whether the flags ask for a 3D U-Net run."""
+    """Whether the flags ask for a 3D U-Net run.
+
+    Args:
+        args: parsed flags.
+
+    Returns:
+        True for `--model-type unet3d`.
+    """
     return getattr(args, "model_type", MODEL_TYPES[0]) == "unet3d"
 
 

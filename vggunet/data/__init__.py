@@ -11,6 +11,10 @@ TensorFlow nor Keras; only `make_dataset` and the augmentations need TensorFlow)
 * `vggunet.data.weightmaps`: U-Net border weights.
 * `vggunet.data.pipeline`: `make_dataset`, the tf.data pipeline.
 * `vggunet.data.augment`: augmentations as stateless TensorFlow ops.
+* Volumes (3D): `volume_io` (NIfTI, `.npy`, the lab's `.h5`), `volume_cases` (layouts,
+  `find_volume_cases`, `load_case`, validation), `volume_patches` (standardisation, padding,
+  the lab's patch sampler), `volume_augment`, `volume_pipeline` (`make_volume_dataset`, a
+  Keras `PyDataset`, the one volume module that imports Keras).
 """
 
 from vggunet._lazy import lazy_namespace
@@ -26,9 +30,18 @@ _EXPORTS = {
     "make_dataset": "vggunet.data.pipeline",
     **dict.fromkeys(("Augment", "elastic_deform", "random_brightness_contrast", "random_flip",
                      "random_rot90", "random_rotate", "reflect_index"), "vggunet.data.augment"),
+    **dict.fromkeys(("VolumeCase", "VolumeSetInfo", "find_volume_cases", "load_case",
+                     "validate_volume_cases"), "vggunet.data.volume_cases"),
+    **dict.fromkeys(("read_h5_patch", "read_volume"), "vggunet.data.volume_io"),
+    **dict.fromkeys(("one_hot_volume", "pad_to_shape", "sample_patch", "standardize_volume"),
+                    "vggunet.data.volume_patches"),
+    "augment_volume": "vggunet.data.volume_augment",
+    **dict.fromkeys(("VolumePatchDataset", "make_volume_dataset"),
+                    "vggunet.data.volume_pipeline"),
 }
 
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_namespace(
     __name__, _EXPORTS,
-    ("augment", "images", "masks", "pairs", "pipeline", "validate", "weightmaps"))
+    ("augment", "images", "masks", "pairs", "pipeline", "validate", "weightmaps",
+     "volume_augment", "volume_cases", "volume_io", "volume_patches", "volume_pipeline"))

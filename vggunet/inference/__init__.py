@@ -2,7 +2,8 @@
 
 Modules: `predict` (probabilities and masks, TTA, mirror padding), `tiling` (large images in
 blended tiles), `labels` (scores → class labels), `outputs` (mask PNGs, colours, overlays),
-`folder` (image files and folders). Names load on first use, so the numpy-only
+`folder` (image files and folders), `volume` (whole-scan 3D prediction by sliding window),
+`volume_outputs` (label volumes as NIfTI or `.npy`). Names load on first use, so the numpy-only
 `vggunet.inference.labels` (used by plots and the demo) is importable without TensorFlow.
 """
 
@@ -17,6 +18,9 @@ _EXPORTS = {
                      "save_overlay"), "vggunet.inference.outputs"),
     **dict.fromkeys(("MIN_SIZE", "predict_mask", "predict_proba"), "vggunet.inference.predict"),
     **dict.fromkeys(("default_overlap", "predict_tiled"), "vggunet.inference.tiling"),
+    **dict.fromkeys(("BLEND_MODES", "blend_window", "predict_volume", "volume_labels"),
+                    "vggunet.inference.volume"),
+    **dict.fromkeys(("reference_affine", "save_volume"), "vggunet.inference.volume_outputs"),
 }
 
 __all__ = sorted(_EXPORTS)
