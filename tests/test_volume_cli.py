@@ -159,3 +159,31 @@ def test_volume_cli_errors(tmp_path, capsys):
               str(BRATS), "--out", str(tmp_path / "r3"))
     assert exit_info.value.code == 2
     assert "patch must be three positive integers" in capsys.readouterr().err
+
+
+def test_finetune_a_volume_model_in_two_phases(tmp_path, capsys):
+    data = tmp_path / "h5"
+    data.mkdir()
+    for path in sorted(BRATS.glob("*.h5"))[:2]:
+        shutil.copy(path, data / path.name)
+    out = tmp_path / "run"
+    # Depth 3: two encoder levels, so "top1" unfreezes level 1 and leaves level 0 frozen.
+    deeper = [("3" if previous == "--depth" else arg)
+              for previous, arg in zip([None, *TINY_3D], TINY_3D)]
+    code, stdout, err = _main(capsys, "finetune", *deeper, "--data", str(data),
+                              "--phase1-epochs", "1", "--phase2-epochs", "1", "--unfreeze",
+                              "top1", "--batch-size", "2", "--seed", "0", "--out", str(out),
+                              "--quiet", "--no-tensorboard")
+    assert code == 0, err
+    rows = _log_rows(out)
+    assert [r["phase"] for r in rows] == ["1", "2"]
+    state = json.loads((out / "state.json").read_text())
+    assert state["settings"]["phases"][1]["unfreeze"] == "top1"
+    from vggunet.saving import load_model
+
+    model = load_model(out / "checkpoints" / "last.keras", compile=False)
+    trainable = {layer.name: layer.trainable for layer in model.layers if layer.weights}
+    # Phase 2 unfroze the deepest encoder level only; the top level stays frozen.
+    assert trainable["encoder_level0_conv1"] is False
+    assert trainable["encoder_level1_conv1"] is True
+    assert trainable["bottleneck_conv1"] is True and trainable["head_conv"] is True
