@@ -187,3 +187,43 @@ def test_finetune_a_volume_model_in_two_phases(tmp_path, capsys):
     assert trainable["encoder_level0_conv1"] is False
     assert trainable["encoder_level1_conv1"] is True
     assert trainable["bottleneck_conv1"] is True and trainable["head_conv"] is True
+
+
+def test_predict_volume_inputs_write_nifti_with_the_scan_geometry(tmp_path, capsys):
+    """A plain folder of NIfTI scans (no labels), and one BraTS case folder (4 modalities)."""
+    from vggunet.data import load_case
+    from vggunet.data.volume_cases import VolumeCase
+    from vggunet.models.unet3d import build_unet_3d
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for path in sorted((HIPPOCAMPUS / "imagesTr").glob("*.nii.gz"))[:2]:
+        shutil.copy(path, scans / path.name)
+    grey = tmp_path / "grey.keras"
+    build_unet_3d((16, 16, 16, 1), depth=2, base_filters=2, n_classes=3,
+                  data_format="channels_last", final_activation="softmax").save(grey)
+    code, stdout, err = _main(capsys, "predict", "--model", str(grey), "--input", str(scans),
+                              "--out", str(tmp_path / "pred"), "--quiet")
+    assert code == 0, err
+    for scan in sorted(scans.iterdir()):
+        written = nibabel.load(tmp_path / "pred" / scan.name)
+        source = nibabel.load(scan)
+        assert written.shape == source.shape
+        np.testing.assert_allclose(written.affine, source.affine)
+        assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1, 2}
+
+    image, _ = load_case(VolumeCase("p", (sorted(BRATS.glob("*.h5"))[0],),
+                                    sorted(BRATS.glob("*.h5"))[0]))
+    case = tmp_path / "BraTS_001"
+    case.mkdir()
+    for channel, modality in enumerate(("flair", "t1", "t1ce", "t2")):
+        nibabel.save(nibabel.Nifti1Image(image[:48, :48, :, channel], np.eye(4)),
+                     case / f"BraTS_001_{modality}.nii.gz")
+    four = tmp_path / "four.keras"
+    build_unet_3d((16, 16, 16, 4), depth=2, base_filters=2, data_format="channels_last").save(
+        four)
+    code, stdout, err = _main(capsys, "predict", "--model", str(four), "--input", str(case),
+                              "--out", str(tmp_path / "pred4"), "--probabilities", "--quiet")
+    assert code == 0, err
+    assert nibabel.load(tmp_path / "pred4" / "BraTS_001.nii.gz").shape == (48, 48, 16)
+    assert np.load(tmp_path / "pred4" / "BraTS_001_probabilities.npy").shape == (48, 48, 16, 3)

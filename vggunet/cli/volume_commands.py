@@ -14,8 +14,6 @@ from vggunet.cli.volume_args import volume_cases
 from vggunet.console import resolve_say
 from vggunet.errors import CliError
 
-_VOLUME_SUFFIXES = (".nii", ".nii.gz", ".npy", ".h5")
-
 
 def is_volume_model(model: Any) -> bool:
     """Whether a loaded model takes volumes (5D input).
@@ -42,28 +40,24 @@ def label_mode_of(model: Any) -> str:
     return "multilabel" if getattr(activation, "__name__", "") == "sigmoid" else "index"
 
 
-def _case_name(path: Path) -> str:
-    name = path.name
-    for suffix in _VOLUME_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
 def _input_cases(args: argparse.Namespace, source: Path) -> list:
-    """One case per volume file (a file, or a folder of them), or the cases of a data root."""
+    """The cases of `--input`: one volume file, a data root or BraTS case folder (any layout),
+    or a plain folder of volume files (one case each, no labels)."""
     from vggunet.data.volume_cases import VolumeCase, find_volume_cases
+    from vggunet.data.volume_io import H5_SUFFIXES, volume_stem, volume_suffix
+    from vggunet.errors import DataError
 
     if source.is_file():
-        files = [source]
-    elif args.layout in ("auto", "folders") and not any(p.is_dir() for p in source.iterdir()):
-        files = sorted(p for p in source.iterdir() if p.name.lower().endswith(_VOLUME_SUFFIXES))
-    else:
-        return find_volume_cases(source, layout=args.layout, modalities=args.modalities,
-                                 label_suffix=args.label_suffix)
-    if not files:
-        raise CliError(f"--input {source} holds no volume files ({', '.join(_VOLUME_SUFFIXES)})")
-    return [VolumeCase(_case_name(f), (f,), f if f.suffix == ".h5" else None) for f in files]
+        return [VolumeCase(volume_stem(source), (source,),
+                           source if volume_suffix(source) in H5_SUFFIXES else None)]
+    options = dict(modalities=args.modalities, label_suffix=args.label_suffix)
+    try:
+        return find_volume_cases(source, layout=args.layout, **options)
+    except DataError:
+        has_files = any(volume_suffix(p) is not None for p in source.iterdir())
+        if args.layout != "auto" or not has_files:
+            raise
+    return find_volume_cases(images=source, **options)
 
 
 def _window_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -155,6 +155,8 @@ def _brats_cases(root: Path, modalities: Sequence[str], label_suffix: str) -> li
         raise DataError("the brats layout needs at least one modality")
     folders = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
                      key=lambda p: _natural_key(p.name))
+    if not folders and _has_modality_files(root, modalities):
+        folders = [root]  # the root is one case's folder
     cases = [_brats_case(folder, modalities, label_suffix) for folder in folders]
     if not cases:
         raise DataError(f"brats layout: {root} has no case folders")
@@ -165,6 +167,12 @@ def _brats_cases(root: Path, modalities: Sequence[str], label_suffix: str) -> li
     return cases
 
 
+def _has_modality_files(folder: Path, modalities: Sequence[str]) -> bool:
+    tails = {m.lower() for m in modalities}
+    return any(f.is_file() and volume_stem(f).rsplit("_", 1)[-1].lower() in tails
+               for f in folder.iterdir())
+
+
 def _detect_layout(root: Path, modalities: Sequence[str]) -> str:
     if (root / "imagesTr").is_dir():
         return "decathlon"
@@ -173,10 +181,11 @@ def _detect_layout(root: Path, modalities: Sequence[str]) -> str:
     if any((root / image).is_dir() and (root / label).is_dir()
            for image, label in TWO_FOLDER_NAMES):
         return "folders"
-    tails = {m.lower() for m in modalities}
-    for folder in (p for p in root.iterdir() if p.is_dir()):
-        if any(volume_stem(f).rsplit("_", 1)[-1].lower() in tails for f in folder.iterdir()):
-            return "brats"
+    folders = [p for p in root.iterdir() if p.is_dir()]
+    if any(_has_modality_files(folder, modalities) for folder in folders):
+        return "brats"
+    if not folders and _has_modality_files(root, modalities):
+        return "brats"  # one case's folder
     found = _short_list(sorted((p.name + "/" * p.is_dir() for p in root.iterdir()),
                                key=_natural_key), 20)
     raise DataError(f"no known volume layout under {root}; found: {found or 'nothing'}. "

@@ -10,12 +10,11 @@ from typing import Any
 
 import numpy as np
 
+from vggunet.data.volume_io import NIFTI_SUFFIXES, volume_suffix
 from vggunet.errors import ArgumentError, OutputError
 from vggunet.fileio import atomic_write
 
-__all__ = ["NIFTI_SUFFIXES", "is_nifti", "reference_affine", "save_volume"]
-
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
+__all__ = ["is_nifti", "reference_affine", "save_volume"]
 
 
 def is_nifti(path: str | os.PathLike) -> bool:
@@ -31,7 +30,7 @@ def is_nifti(path: str | os.PathLike) -> bool:
         >>> is_nifti("case_001.nii.gz"), is_nifti("case_001.npy")
         (True, False)
     """
-    return str(path).lower().endswith(NIFTI_SUFFIXES)
+    return volume_suffix(path) in NIFTI_SUFFIXES
 
 
 def reference_affine(path: str | os.PathLike) -> np.ndarray | None:
