@@ -62,7 +62,9 @@ def add_data_args(parser: argparse.ArgumentParser, *, validation: bool = True,
                        help="random training crops of HxW")
         g.add_argument("--augment", default=_DEFAULTS.augment, metavar="SPEC",
                        help="training augmentations, e.g. flip,rot90,elastic "
-                            "(also rotate=DEG, brightness=B, contrast=C)")
+                            "(also rotate=DEG, brightness=B, contrast=C; for photos "
+                            "scale=MIN:MAX (needs --ignore-index), saturation=S, hue=H, "
+                            "jitter)")
         g.add_argument("--cache", action="store_true", default=_DEFAULTS.cache,
                        help="keep decoded images in memory after the first epoch")
         g.add_argument("--sample-weights", default=_DEFAULTS.sample_weights,

@@ -10,7 +10,8 @@ TensorFlow nor Keras; only `make_dataset` and the augmentations need TensorFlow)
 * `vggunet.data.validate`: `validate_pairs`, `DatasetInfo`, `class_weights`.
 * `vggunet.data.weightmaps`: U-Net border weights.
 * `vggunet.data.pipeline`: `make_dataset`, the tf.data pipeline.
-* `vggunet.data.augment`: augmentations as stateless TensorFlow ops.
+* `vggunet.data.augment`: augmentations as stateless TensorFlow ops; `photo_augment` adds
+  random scale-then-crop and saturation/hue jitter for natural photos.
 * Volumes (3D): `volume_io` (NIfTI, `.npy`, the lab's `.h5`), `volume_cases` (layouts,
   `find_volume_cases`, `load_case`, validation), `volume_patches` (standardisation, padding,
   the lab's patch sampler), `volume_augment`, `volume_pipeline` (`make_volume_dataset`, a
@@ -30,6 +31,8 @@ _EXPORTS = {
     "make_dataset": "vggunet.data.pipeline",
     **dict.fromkeys(("Augment", "elastic_deform", "random_brightness_contrast", "random_flip",
                      "random_rot90", "random_rotate", "reflect_index"), "vggunet.data.augment"),
+    **dict.fromkeys(("adjust_saturation_hue", "random_saturation_hue", "random_scale_crop"),
+                    "vggunet.data.photo_augment"),
     **dict.fromkeys(("VolumeCase", "VolumeSetInfo", "find_volume_cases", "load_case",
                      "validate_volume_cases"), "vggunet.data.volume_cases"),
     **dict.fromkeys(("read_h5_patch", "read_volume"), "vggunet.data.volume_io"),
@@ -43,5 +46,5 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_namespace(
     __name__, _EXPORTS,
-    ("augment", "images", "masks", "pairs", "pipeline", "validate", "weightmaps",
+    ("augment", "images", "masks", "pairs", "photo_augment", "pipeline", "validate", "weightmaps",
      "volume_augment", "volume_cases", "volume_io", "volume_patches", "volume_pipeline"))

@@ -15,11 +15,14 @@ value is ever invented.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import tensorflow as tf
 
 from vggunet.checks import check_number, did_you_mean
+from vggunet.data.photo_augment import (
+    PHOTO_NAMES, check_photo_fields, colour_step, parse_photo_token, photo_fields, scale_step,
+)
 from vggunet.errors import ArgumentError
 
 __all__ = [
@@ -261,7 +264,9 @@ def random_brightness_contrast(image: tf.Tensor, brightness: float, contrast: fl
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
-_NAMES = ("flip", "rot90", "rotate", "elastic", "brightness", "contrast")
+_NAMES = ("flip", "rot90", "rotate", "elastic", "brightness", "contrast", *PHOTO_NAMES)
+_GRAMMAR = ("flip, rot90, rotate[=DEG], elastic[=ALPHA[:SIGMA[:PROB]]], brightness[=B], "
+            "contrast[=C], scale[=MIN:MAX], saturation[=S], hue[=H], jitter")
 
 
 @dataclass(frozen=True)
@@ -277,6 +282,9 @@ class Augment:
         elastic_prob: probability that a sample is elastically deformed.
         brightness: brightness jitter as a fraction of 255; 0 = off.
         contrast: contrast jitter (factor in [1-c, 1+c]); 0 = off.
+        scale: (min, max) random scale then crop (see `photo_augment`); None = off.
+        saturation: saturation factor in [1-s, 1+s], s <= 1; 0 = off.
+        hue: hue shift in [-h, h] turns, h <= 0.5; 0 = off.
     """
 
     flip: bool = False
@@ -287,6 +295,9 @@ class Augment:
     elastic_prob: float = 1.0
     brightness: float = 0.0
     contrast: float = 0.0
+    scale: tuple[float, float] | None = None
+    saturation: float = 0.0
+    hue: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("rotate_degrees", "elastic_alpha", "elastic_sigma", "brightness",
@@ -296,13 +307,14 @@ class Augment:
         if self.contrast >= 1.0:
             raise ArgumentError(f"Augment.contrast must be < 1 (factor 1-c must stay positive), "
                                 f"got {self.contrast}")
+        check_photo_fields(self)
 
     @property
     def enabled(self) -> bool:
         """True when at least one augmentation is switched on."""
         return bool(self.flip or self.rot90 or self.rotate_degrees or
                     (self.elastic_alpha and self.elastic_prob) or self.brightness or
-                    self.contrast)
+                    self.contrast or self.scale or self.saturation or self.hue)
 
     @classmethod
     def from_flags(cls, *, flip: bool = False, rot90: bool = False,
@@ -342,7 +354,8 @@ class Augment:
         """Parse a comma-separated spec such as ``"flip,rot90,elastic=300:10:0.5"``.
 
         Names: ``flip``, ``rot90``, ``rotate[=DEG]``, ``elastic[=ALPHA[:SIGMA[:PROB]]]``,
-        ``brightness[=B]``, ``contrast[=C]``; ``""``/``"none"`` switches all off.
+        ``brightness[=B]``, ``contrast[=C]``, ``scale[=MIN:MAX]``, ``saturation[=S]``, ``hue[=H]``,
+        ``jitter`` (see `photo_augment`); ``""``/``"none"`` switches all off.
 
         Args:
             spec: the string.
@@ -364,8 +377,7 @@ class Augment:
             name = name.strip().lower()
             if name not in _NAMES:
                 raise ArgumentError(f"unknown augmentation {name!r} in {spec!r}; valid names: "
-                                    "flip, rot90, rotate[=DEG], elastic[=ALPHA[:SIGMA[:PROB]]], "
-                                    f"brightness[=B], contrast[=C].{did_you_mean(name, _NAMES)}")
+                                    f"{_GRAMMAR}.{did_you_mean(name, _NAMES)}")
             try:
                 if name in ("flip", "rot90"):
                     if value:
@@ -380,12 +392,15 @@ class Augment:
                         kw["elastic_sigma"] = parts[1]
                     if len(parts) > 2:
                         kw["elastic_prob"] = parts[2]
+                elif name in PHOTO_NAMES:
+                    kw.update(parse_photo_token(name, value))
                 else:
                     kw[name] = float(value) if value else True
             except ValueError as exc:
                 raise ArgumentError(f"bad value in augmentation {token!r} of {spec!r}: "
                                     f"{exc}") from None
-        return cls.from_flags(**kw)
+        photo = photo_fields(kw)  # takes the photo flags out of kw
+        return replace(cls.from_flags(**kw), **photo)
 
     def describe(self) -> str:
         """Short human-readable summary, e.g. for logs."""
@@ -393,13 +408,15 @@ class Augment:
               if getattr(self, f.name) != f.default]
         return "Augment(" + ", ".join(on) + ")"
 
-    def apply(self, image: tf.Tensor, mask: tf.Tensor, seed) -> tuple[tf.Tensor, tf.Tensor]:
+    def apply(self, image: tf.Tensor, mask: tf.Tensor, seed, *, crop=None,
+              ignore_index: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         """Apply the enabled augmentations to one (image, mask) pair.
 
         Args:
             image: float32 (H, W, C) in the raw range [0, 255].
             mask: int32 (H, W) class indices.
             seed: shape-(2,) int tensor; same seed, same output.
+            crop, ignore_index: ``scale``'s output (H, W) (None: the input's) and mask padding.
 
         Returns:
             (image, mask), geometric transforms applied identically to both.
@@ -407,6 +424,7 @@ class Augment:
         image = tf.convert_to_tensor(image, tf.float32)
         mask = tf.convert_to_tensor(mask, tf.int32)
         s = _split(seed, 6)
+        image, mask = scale_step(self, image, mask, seed, crop, ignore_index)  # sets the size
         if self.flip:
             image, mask = random_flip(image, mask, s[0])
         if self.rot90:
@@ -426,4 +444,4 @@ class Augment:
                     lambda: (image, mask))
         if self.brightness or self.contrast:
             image = random_brightness_contrast(image, self.brightness, self.contrast, s[5])
-        return image, mask
+        return colour_step(self, image, seed), mask

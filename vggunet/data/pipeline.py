@@ -124,7 +124,7 @@ def _checked_plan(*, num_classes, mask_format, palette, mask_channel, ignore_ind
     if sample_weights == "border":
         border_w0 = check_number(border_w0, "border_w0", low=0)
         border_sigma = check_number(border_sigma, "border_sigma", low=0, low_open=True)
-    return _Plan(
+    plan = _Plan(
         read_mask=mask_decoder(mask_format, palette, mask_channel), mask_format=mask_format,
         palette=palette, mask_channel=mask_channel,
         num_classes=check_at_least_one(num_classes, "num_classes"),
@@ -133,6 +133,12 @@ def _checked_plan(*, num_classes, mask_format, palette, mask_channel, ignore_ind
         size=_as_hw(size, "size"), crop=_as_hw(crop, "crop"), flip=bool(flip),
         pad_to=check_int(pad_to, "pad_to", allow_none=True), augment=_as_augment(augment),
         sample_weights=sample_weights, border_w0=border_w0, border_sigma=border_sigma)
+    if plan.augment is not None:
+        from vggunet.data.photo_augment import check_photo_options
+
+        check_photo_options(plan.augment.scale, plan.crop, plan.ignore_index, plan.channels,
+                            colour=bool(plan.augment.saturation or plan.augment.hue))
+    return plan
 
 
 def _resolve_pairs(image_dir, mask_dir, pairs, mask_suffix) -> list[Pair]:
@@ -192,15 +198,19 @@ def _decoder(tf, plan: _Plan, pairs: list[Pair]) -> Callable:
 
 
 def _augmented(tf, plan: _Plan, image, mask, seeds):
-    """Random crop, flips and augmentation, each from its own stateless seed."""
+    """Random crop, flips and augmentation, each from its own stateless seed.
+
+    With the ``scale`` augmentation the crop is its window (padded with ``ignore_index``)."""
     from vggunet.data.augment import random_flip
 
-    if plan.crop is not None:
+    scaled = plan.augment is not None and plan.augment.scale is not None
+    if plan.crop is not None and not scaled:
         image, mask = _random_crop(tf, image, mask, plan.crop, seeds[0])
     if plan.flip:
         image, mask = random_flip(image, mask, seeds[1])
     if plan.augment is not None:
-        image, mask = plan.augment.apply(image, mask, seeds[2])
+        image, mask = plan.augment.apply(image, mask, seeds[2], crop=plan.crop,
+                                         ignore_index=plan.ignore_index)
     return image, mask
 
 
@@ -301,11 +311,13 @@ def make_dataset(image_dir: str | Path | None = None, mask_dir: str | Path | Non
         scale: ``"raw"`` ([0, 255]) or ``"unit"`` ([0, 1]).
         size: (H, W) resize (bilinear image, nearest mask).
         crop: (H, W) random crop, identical for image and mask; smaller inputs
-            are reflect-padded.
+            are reflect-padded (with the ``scale`` augmentation: the window cut from the
+            scaled image, padded with 0 and ``ignore_index``).
         flip: random horizontal and vertical flips.
         pad_to: pad H and W (bottom/right) up to a multiple of this; image by
             reflection, mask with ignore_index (or 0), weights with 0.
-        augment: an :class:`~vggunet.augment.Augment` or its string spec.
+        augment: an :class:`~vggunet.augment.Augment` or its string spec (e.g.
+            ``"flip,scale=0.5:2,jitter"``; ``scale`` needs ``ignore_index`` when it can pad).
         batch_size: batch size (last batch may be smaller).
         shuffle: shuffle the files each epoch.
         seed: makes the pipeline deterministic.
