@@ -14,10 +14,12 @@ from typing import Any, Iterable, Sequence
 import keras
 import numpy as np
 
+from vggunet.checks import check_bool
 from vggunet.console import Progress, Say, resolve_say
 from vggunet.errors import ArgumentError
 from vggunet.fileio import write_json_atomic  # was defined here; others import it from here
 from vggunet.inference.labels import scores_to_labels
+from vggunet.inference.multiscale import check_scales, predict_multiscale
 from vggunet.metrics import confusion_matrix, scores_from_confusion
 
 __all__ = ["evaluate", "format_scores", "output_data_format", "output_is_logits", "predict_labels",
@@ -129,8 +131,21 @@ def _class_names(model: keras.Model, num_classes: int | None,
     return names
 
 
+def _batch_labels(model: keras.Model, images: Any, from_logits: bool, threshold: float,
+                  tta: bool, scales: tuple[float, ...]) -> np.ndarray:
+    """Labels of one batch: one forward pass, or the mean over scales and flips."""
+    if not tta and scales == (1.0,):
+        return predict_labels(model.predict_on_batch(images), from_logits=from_logits,
+                              threshold=threshold)
+    # predict_multiscale averages probabilities (logits are turned into them first).
+    proba = predict_multiscale(model, np.asarray(images), scales=scales, flip=tta,
+                               from_logits=from_logits)
+    return predict_labels(proba, threshold=threshold)
+
+
 def _confusion(model: keras.Model, dataset: Any, size: int, ignore_index: int | None,
-               threshold: float, verbose: bool) -> tuple[np.ndarray, int]:
+               threshold: float, verbose: bool, tta: bool = False,
+               scales: tuple[float, ...] = (1.0,)) -> tuple[np.ndarray, int]:
     """The (size, size) confusion matrix over the dataset, and the number of images."""
     from_logits = output_is_logits(model)
     cm = np.zeros((size, size), dtype=np.int64)
@@ -141,8 +156,7 @@ def _confusion(model: keras.Model, dataset: Any, size: int, ignore_index: int | 
                 raise ArgumentError(
                     "dataset must yield (images, masks) or (images, masks, weights).")
             images, masks = batch[0], np.asarray(batch[1])
-            labels = predict_labels(model.predict_on_batch(images), from_logits=from_logits,
-                                    threshold=threshold)
+            labels = _batch_labels(model, images, from_logits, threshold, tta, scales)
             if masks.ndim == labels.ndim + 1 and masks.shape[-1] == 1:
                 masks = masks[..., 0]
             masks = masks.astype(np.int64)
@@ -169,6 +183,8 @@ def evaluate(
     verbose: bool = True,
     threshold: float = 0.5,
     say: Say | None = None,
+    tta: bool = False,
+    scales: Sequence[float] = (1.0,),
 ) -> dict[str, Any]:
     """Scores a segmentation model on a dataset with an accumulated confusion matrix.
 
@@ -188,15 +204,22 @@ def evaluate(
         threshold: probability threshold for a single sigmoid channel.
         say: where the table and the "Wrote" line go (default: print when `verbose`); given,
             it shows them even with `verbose=False` (the CLI's `--quiet` keeps the table).
+        tta: flip test-time augmentation: average each image's probabilities with those of its
+            left-right mirror (`predict_multiscale`).
+        scales: multi-scale inference: predict each image resized by every scale (bilinear),
+            resize the probabilities back to the mask's size and average them, e.g.
+            `(0.75, 1.0, 1.25)`; `(1.0,)` without `tta` is one plain forward pass.
 
     Returns:
         `scores_from_confusion(cm)` (per_class_iou, mean_iou, per_class_dice, mean_dice,
         pixel_accuracy, pixel_error, present, num_pixels) plus `class_names`, `num_classes`
         (scored), `confusion_matrix` (rows truth, columns prediction), `true_pixels` and
-        `pred_pixels` per class, and `num_images`.
+        `pred_pixels` per class, `num_images`, `ignore_index`, `tta` and `scales`.
     """
     names = _class_names(model, num_classes, class_names)
-    cm, n_images = _confusion(model, dataset, len(names), ignore_index, threshold, verbose)
+    tta, scales = check_bool(tta, "tta"), check_scales(scales)
+    cm, n_images = _confusion(model, dataset, len(names), ignore_index, threshold, verbose,
+                              tta, scales)
     result = scores_from_confusion(cm)
     result.update({
         "class_names": names,
@@ -206,6 +229,8 @@ def evaluate(
         "pred_pixels": [int(v) for v in cm.sum(axis=0)],
         "num_images": n_images,
         "ignore_index": ignore_index,
+        "tta": tta,
+        "scales": list(scales),
     })
     say = resolve_say(verbose, say)
     say(format_scores(result))

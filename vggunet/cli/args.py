@@ -212,3 +212,25 @@ def parse_palette(text: str | None) -> Any:
     elif not isinstance(palette, list):
         raise CliError("--palette must be a JSON list or object")
     return palette
+
+
+def parse_class_names(text: str | None) -> list[str] | None:
+    """Parses `--class-names`: comma-separated names, or a file of names (`read_class_names`).
+
+    Args:
+        text: e.g. `"background,cell"` or `"data/ccp/classes.txt"` (an existing file).
+
+    Returns:
+        The names, or None when not given.
+
+    Example:
+        >>> parse_class_names("background, cell")
+        ['background', 'cell']
+    """
+    if not text:
+        return None
+    if os.path.isfile(text):
+        from vggunet.inference.outputs import read_class_names
+
+        return read_class_names(text)
+    return [name.strip() for name in text.split(",")]

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from vggunet.cli.args import non_negative_int, positive_int
+from vggunet.cli.args import non_negative_int, parse_class_names, positive_int
 from vggunet.cli.volume_args import add_volume_data_args, add_window_args
 from vggunet.cli.volume_commands import add_volume_output_args, is_volume_model, predict_volumes
 from vggunet.console import resolve_say
@@ -39,7 +39,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             raise CliError("--tile is for 2D images; volume models predict in --patch windows")
         return predict_volumes(args, model, source, out)
     options: dict[str, Any] = dict(tile=args.tile, overlap=args.overlap, tta=args.tta,
-                                   channels=args.channels, mirror_pad=args.mirror_pad)
+                                   channels=args.channels, mirror_pad=args.mirror_pad,
+                                   class_names=parse_class_names(args.class_names))
     if source.is_dir():
         written = inference.predict_folder(model, source, out, overlay=not args.no_overlay,
                                            verbose=not args.quiet, **options)
@@ -71,6 +72,9 @@ def _add_predict(sub: Any) -> None:
                    help="add N mirrored pixels of context on each side before predicting "
                         "(the U-Net paper's border handling; default 0)")
     p.add_argument("--no-overlay", action="store_true", help="masks only, no overlay PNGs")
+    p.add_argument("--class-names", default=None, metavar="a,b,...|FILE",
+                   help="add a legend (colour and name of each class shown) to the overlays: "
+                        "comma-separated names, or a file of 'index name' lines (classes.txt)")
     p.add_argument("--channels", type=positive_int, default=3,
                    help="channels the model expects (default 3): grey and RGB files convert "
                         "to 1 or 3; other counts need files with that many channels "

@@ -157,7 +157,8 @@ def add_volume_output_args(parser: argparse.ArgumentParser, *, evaluate: bool) -
                    help="volume models: windows per forward pass (bounds memory; default 2)")
     if evaluate:
         g.add_argument("--tta", action="store_true",
-                       help="volume models: average the 8 flips of the three axes")
+                       help="test-time augmentation: 2D models average each image with its "
+                            "left-right mirror; volume models the 8 flips of the three axes")
         g.add_argument("--slices", default=None, metavar="PNG",
                        help="volume models: write a slice view (axial, coronal, sagittal: "
                             "image, true and predicted labels) of one case here")

@@ -50,7 +50,8 @@ def predict_image_file(model: Any, source: str | os.PathLike, mask_path: str | o
                        tta: bool = False, mirror_pad: int = 0, channels: int = 3,
                        from_logits: bool = False,
                        palette: Sequence[Sequence[int]] | None = None,
-                       verbose: bool = True) -> list[Path]:
+                       verbose: bool = True,
+                       class_names: Sequence[str] | None = None) -> list[Path]:
     """Predicts one image file and writes its class-index mask PNG (and an overlay PNG).
 
     Args:
@@ -68,6 +69,7 @@ def predict_image_file(model: Any, source: str | os.PathLike, mask_path: str | o
         palette: RGB colours per class for the overlay (drawn over the image's first channel
             when it has 2, its first three when it has more).
         verbose: with `tile`, show a progress bar over the tile batches of a large image.
+        class_names: one name per class: the overlay gets a legend (`save_overlay`).
 
     Returns:
         The written paths: the mask, then the overlay if any.
@@ -85,7 +87,8 @@ def predict_image_file(model: Any, source: str | os.PathLike, mask_path: str | o
     mask = scores_to_labels(proba)
     written = [save_mask_png(mask, mask_path)]
     if overlay_path is not None:
-        written.append(save_overlay(_displayed(image), mask, overlay_path, palette=palette))
+        written.append(save_overlay(_displayed(image), mask, overlay_path, palette=palette,
+                                    class_names=class_names))
     return written
 
 
@@ -117,7 +120,8 @@ def predict_folder(model: Any, input_dir: str | os.PathLike, output_dir: str | o
                    mirror_pad: int = 0, overlay: bool = True,
                    channels: int = 3, from_logits: bool = False,
                    palette: Sequence[Sequence[int]] | None = None,
-                   overlap: int | None = None, verbose: bool = True) -> list[Path]:
+                   overlap: int | None = None, verbose: bool = True,
+                   class_names: Sequence[str] | None = None) -> list[Path]:
     """Predicts every image in a folder and writes `<stem>.png` masks (and overlays).
 
     Reads the .png/.jpg/.jpeg/.bmp/.tif/.tiff/.npy files directly in `input_dir` (sorted by
@@ -140,6 +144,7 @@ def predict_folder(model: Any, input_dir: str | os.PathLike, output_dir: str | o
         palette: RGB colours per class for the overlays.
         overlap: tile overlap in pixels (default `min(64, tile // 4)`); needs `tile`.
         verbose: show a progress bar (count and ETA) over the images.
+        class_names: one name per class: the overlays get a legend (`save_overlay`).
 
     Returns:
         The written paths, in order (mask, then its overlay, per image).
@@ -152,7 +157,7 @@ def predict_folder(model: Any, input_dir: str | os.PathLike, output_dir: str | o
         raise PredictionError("overlap needs tile: pass tile= to predict in tiles.")
     options = dict(tile=None if tile is None else _pair(tile, "tile"), overlap=overlap, tta=tta,
                    mirror_pad=_check_mirror_pad(mirror_pad), channels=channels,
-                   from_logits=from_logits, palette=palette)
+                   from_logits=from_logits, palette=palette, class_names=class_names)
     output_dir = Path(output_dir)
     _make_output_folder(output_dir)
     sources = sorted(p for p in input_dir.iterdir()

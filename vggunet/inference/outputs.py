@@ -1,4 +1,5 @@
-"""Writing prediction results: class-index PNGs, colour maps and overlays, atomically."""
+"""Writing prediction results: class-index PNGs, colour maps and overlays (optionally with a
+legend of class names and colours), atomically; reading class-name files."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from vggunet.checks import check_number
-from vggunet.errors import OutputError, PredictionError
+from vggunet.errors import DataError, OutputError, PredictionError
 from vggunet.fileio import atomic_write
 from vggunet.inference.predict import _check_finite
 
@@ -166,17 +167,23 @@ def _as_rgb_uint8(image: Any) -> np.ndarray:
 
 
 def overlay_image(image: Any, mask: Any, *, alpha: float = 0.5,
-                  palette: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+                  palette: Sequence[Sequence[int]] | None = None,
+                  class_names: Sequence[str] | None = None) -> np.ndarray:
     """`(1 - alpha) * image + alpha * colorize(mask)` as (H, W, 3) uint8 (image in raw pixels).
+
+    With `class_names`, a white legend panel (a colour swatch and the name of each class present
+    in the mask) is appended on the right, and the picture extended downwards (white) when the
+    legend is taller than the image.
 
     Args:
         image: (H, W), (H, W, 1) or (H, W, 3) raw pixels.
         mask: (H, W) class indices of the same height and width.
         alpha: weight of the mask colours, in [0, 1].
         palette: RGB colours per class (default `default_palette`).
+        class_names: one name per class (index i names class i): add a legend.
 
     Returns:
-        (H, W, 3) uint8 blended image.
+        (H, W, 3) uint8 blended image ((H', W + legend width, 3) with a legend).
 
     Example:
         >>> import numpy as np
@@ -191,11 +198,47 @@ def overlay_image(image: Any, mask: Any, *, alpha: float = 0.5,
             f"image {rgb.shape[:2]} and mask {colours.shape[:2]} differ in height/width."
         )
     blended = (1.0 - alpha) * rgb.astype(np.float32) + alpha * colours.astype(np.float32)
-    return np.clip(np.round(blended), 0, 255).astype(np.uint8)
+    blended = np.clip(np.round(blended), 0, 255).astype(np.uint8)
+    if class_names is None:
+        return blended
+    return _with_legend(blended, _check_mask(mask), palette, class_names)
+
+
+_LEGEND_ROW = 16
+"""Pixels per legend line (swatch and name)."""
+
+
+def _with_legend(picture: np.ndarray, mask: np.ndarray,
+                 palette: Sequence[Sequence[int]] | None,
+                 class_names: Sequence[str]) -> np.ndarray:
+    """`picture` with a legend of the classes present in `mask` appended on the right."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    present = [int(c) for c in np.unique(mask)]
+    if present[-1] >= len(class_names):
+        raise PredictionError(f"the mask has class {present[-1]} but class_names has only "
+                              f"{len(class_names)} names.")
+    colours = colorize(np.asarray([present]), palette)[0]
+    font = ImageFont.load_default()
+    labels = [f"{c} {class_names[c]}" for c in present]
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_width = max(int(np.ceil(probe.textlength(t, font=font))) for t in labels)
+    height = max(picture.shape[0], _LEGEND_ROW * len(labels) + 8)
+    canvas = Image.new("RGB", (picture.shape[1] + text_width + 28, height), (255, 255, 255))
+    canvas.paste(Image.fromarray(picture), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    left = picture.shape[1] + 6
+    for i, (text, colour) in enumerate(zip(labels, colours)):
+        top = 4 + i * _LEGEND_ROW
+        draw.rectangle((left, top + 2, left + 10, top + 12), fill=tuple(int(v) for v in colour),
+                       outline=(0, 0, 0))
+        draw.text((left + 16, top + 1), text, fill=(0, 0, 0), font=font)
+    return np.asarray(canvas)
 
 
 def save_overlay(image: Any, mask: Any, path: str | os.PathLike, alpha: float = 0.5,
-                 palette: Sequence[Sequence[int]] | None = None) -> Path:
+                 palette: Sequence[Sequence[int]] | None = None,
+                 class_names: Sequence[str] | None = None) -> Path:
     """Writes `overlay_image(image, mask)` as an RGB PNG (atomically, creating parent folders).
 
     Every pixel is blended, background included (class 0 is black in the default palette).
@@ -206,11 +249,46 @@ def save_overlay(image: Any, mask: Any, path: str | os.PathLike, alpha: float = 
         path: destination `.png` file.
         alpha: weight of the mask colours, in [0, 1].
         palette: RGB colours per class (default `default_palette`).
+        class_names: one name per class: append a legend (see `overlay_image`).
 
     Returns:
         The path written.
     """
     from PIL import Image
 
-    blended = overlay_image(image, mask, alpha=alpha, palette=palette)
+    blended = overlay_image(image, mask, alpha=alpha, palette=palette, class_names=class_names)
     return _write_png(Image.fromarray(blended), path)
+
+
+def read_class_names(path: str | os.PathLike) -> list[str]:
+    """Class names from a text file: one class per line, `index name` or just `name`.
+
+    Blank lines and `#` comments are skipped. With indices (as in a dataset's `classes.txt`,
+    e.g. `0 null`), they must be 0, 1, ... in order; names may contain spaces.
+
+    Args:
+        path: the text file.
+
+    Returns:
+        The names, index i naming class i.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"cannot read class names from '{path}': {error}") from error
+    names: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        first, _, rest = text.partition(" ")
+        if first.isdigit() and rest.strip():
+            if int(first) != len(names):
+                raise DataError(f"'{path}' line {number}: expected class index {len(names)}, "
+                                f"got {first}.")
+            text = rest.strip()
+        names.append(text)
+    if not names:
+        raise DataError(f"'{path}' holds no class names.")
+    return names
