@@ -149,6 +149,24 @@ def test_layerwise_optimizer_refuses_other_classes_and_keeps_its_config():
     assert config["learning_rate"] == pytest.approx(3e-4)
 
 
+def test_adam_takes_its_first_step_at_the_scaled_rate():
+    from vggunet.training.layerwise import layerwise_optimizer
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, name="a"),
+                              keras.layers.Dense(1, name="b")])
+    low = model.weights[0]
+    model.compile(optimizer=layerwise_optimizer(keras.optimizers.Adam(0.1), {low.path: 0.25}),
+                  loss="mse")
+    before = [w.numpy() for w in model.weights]
+    model.train_on_batch(np.ones((4, 2), "float32"), np.ones((4, 1), "float32"))
+    # Adam's first step moves every weight by its rate (m / sqrt(v) = sign of the gradient).
+    moved = [np.abs(w.numpy() - b) for w, b in zip(model.weights, before)]
+    np.testing.assert_allclose(moved[0], 0.025, rtol=1e-3)
+    for step in moved[1:]:
+        np.testing.assert_allclose(step, 0.1, rtol=1e-3)
+
+
 def test_finetune_with_warmup_and_layerwise_rates_saves_loads_and_resumes(tmp_path):
     from vggunet.saving import load_model
     from vggunet.training import finetune
@@ -169,6 +187,7 @@ def test_finetune_with_warmup_and_layerwise_rates_saves_loads_and_resumes(tmp_pa
     assert type(loaded.optimizer).__name__ == "LayerwiseSGD"
     assert loaded.optimizer.lr_multipliers == {
         f"block1_conv{i}/{w}": 0.5 for i in (1, 2) for w in ("kernel", "bias")}
+    assert set(loaded.optimizer.lr_multipliers) <= {w.path for w in loaded.weights}
     assert int(loaded.optimizer.iterations.numpy()) == 2  # phase 2's optimizer, 2 steps
 
     with pytest.raises(SettingsMismatchError, match=r"phase 2 layerwise_lr: stored 0\.5, "

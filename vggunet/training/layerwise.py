@@ -74,11 +74,12 @@ class LayerwiseRates:
 def _register_builtin_classes() -> dict[type, type]:
     """`Layerwise<C>` for every built-in Keras optimizer class `C`, registered by name."""
     classes: dict[type, type] = {}
-    excluded = (keras.optimizers.Optimizer, keras.optimizers.LossScaleOptimizer)
+    # Wrappers of other optimizers have no update step of their own.
+    excluded = ("Optimizer", "LossScaleOptimizer", "MultiOptimizer")
     for name in sorted(dir(keras.optimizers)):
         base = getattr(keras.optimizers, name)
         if not isinstance(base, type) or not issubclass(base, keras.optimizers.Optimizer) \
-                or base in excluded:
+                or name in excluded:
             continue
         cls = type(f"Layerwise{base.__name__}", (LayerwiseRates, base),
                    {"__module__": __name__,
@@ -145,14 +146,25 @@ def layerwise_optimizer(optimizer: keras.optimizers.Optimizer,
         >>> type(sgd).__name__, sgd.get_config()["lr_multipliers"]
         ('LayerwiseSGD', {'block1_conv1/kernel': 0.5})
     """
-    cls = type(optimizer)
-    if cls not in _LAYERWISE_CLASSES.values():
-        cls = _LAYERWISE_CLASSES.get(cls)
-        if cls is None:
-            names = ", ".join(sorted(base.__name__ for base in _LAYERWISE_CLASSES))
-            raise ArgumentError(f"layerwise_lr needs one of Keras's optimizers ({names}), got "
-                                f"{type(optimizer).__name__}.")
+    cls = _layerwise_class(type(optimizer))
+    if cls is None:
+        names = ", ".join(sorted(base.__name__ for base in _LAYERWISE_CLASSES))
+        raise ArgumentError(f"layerwise_lr needs one of Keras's optimizers ({names}), got "
+                            f"{type(optimizer).__name__}.")
     return cls.from_config({**optimizer.get_config(), "lr_multipliers": dict(multipliers)})
+
+
+def _layerwise_class(cls: type) -> type | None:
+    """The `Layerwise` class of a Keras optimizer class (or of its backend's version of it:
+    torch's `keras.optimizers.Adam(...)` is a subclass); None for classes of other packages."""
+    if cls in _LAYERWISE_CLASSES.values():
+        return cls
+    for base in cls.__mro__:
+        if base in _LAYERWISE_CLASSES:
+            return _LAYERWISE_CLASSES[base]
+        if not base.__module__.startswith("keras."):
+            return None
+    return None
 
 
 def apply_layerwise_lr(model: keras.Model, factor: float) -> dict[str, float]:
