@@ -41,7 +41,8 @@ def test_cli_defaults_equal_the_api_defaults():
     for flag, keyword in [("phase1_epochs", "phase1_epochs"), ("phase2_epochs", "phase2_epochs"),
                           ("phase1_lr", "phase1_lr"), ("phase2_lr", "phase2_lr"),
                           ("unfreeze", "unfreeze"), ("train_bn", "train_bn"),
-                          ("lr_schedule", "lr_schedule")]:
+                          ("lr_schedule", "lr_schedule"), ("warmup_epochs", "warmup_epochs"),
+                          ("layerwise_lr", "layerwise_lr")]:
         assert getattr(tuned, flag) == api[keyword].default, flag
     # The lead's decision (ISBI: 1e-4..3e-4 suits phase 2, 1e-5 barely moves).
     assert (tuned.phase2_lr, tuned.phase2_epochs) == (1e-4, 10)
@@ -63,8 +64,24 @@ def test_cli_defaults_equal_the_api_defaults():
     one = inspect.signature(train).parameters
     assert plain.lr == one["learning_rate"].default == TRAIN_PHASE.learning_rate
     assert plain.lr_schedule == one["lr_schedule"].default
+    for name in ("warmup_epochs", "layerwise_lr"):
+        assert getattr(plain, name) == one[name].default == getattr(TRAIN_PHASE, name), name
     assert plain.epochs == TRAIN_PHASE.epochs
     assert training_settings(plain) == {**shared, "out_dir": "o"}
+
+
+def test_warmup_layerwise_and_weight_cap_flags_reach_the_settings():
+    from vggunet.cli.data_args import data_settings
+
+    args = _subparser("finetune").parse_args(
+        ["--data", "d", "--out", "o", "--warmup-epochs", "2", "--layerwise-lr", "0.3",
+         "--sample-weights", "median_frequency", "--max-weight", "5"])
+    assert (args.warmup_epochs, args.layerwise_lr) == (2, 0.3)
+    assert data_settings(args) == DataSettings(sample_weights="median_frequency",
+                                               max_weight=5.0)
+    assert DataSettings().max_weight is None
+    with pytest.raises(SystemExit):
+        _subparser("train").parse_args(["--data", "d", "--out", "o", "--max-weight", "0"])
 
 
 def test_cli_help_states_the_api_defaults_and_tensorboard_can_be_turned_off():

@@ -32,7 +32,7 @@ PACKAGE = "vggunet"
 
 # The modules whose import registers classes (`@keras.saving.register_keras_serializable`).
 REGISTERING_MODULES = ("vggunet.models.layers", "vggunet.models.model", "vggunet.losses",
-                       "vggunet.metrics")
+                       "vggunet.metrics", "vggunet.training.layerwise")
 
 _state = {"depth": 0, "done": False}
 

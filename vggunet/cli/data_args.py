@@ -78,6 +78,10 @@ def add_data_args(parser: argparse.ArgumentParser, *, validation: bool = True,
         g.add_argument("--border-sigma", type=positive_float, default=_DEFAULTS.border_sigma,
                        metavar="PX",
                        help="for --sample-weights border: its width in pixels")
+        g.add_argument("--max-weight", type=positive_float, default=_DEFAULTS.max_weight,
+                       metavar="W",
+                       help="with --sample-weights: cap every class weight at W, so rare "
+                            "classes are not over-predicted (default: no cap)")
     g.add_argument("--seed", type=int, default=_DEFAULTS.seed,
                    help="seed for data order and augmentation")
 
@@ -214,7 +218,8 @@ def make_datasets(args: argparse.Namespace) -> tuple[Any, Any, int, int]:
         pairs=train_pairs, crop=settings.crop, augment=settings.augment,
         batch_size=settings.batch_size, shuffle=True, seed=settings.seed, repeat=repeat,
         cache=settings.cache, sample_weights=settings.sample_weights,
-        border_w0=settings.border_w0, border_sigma=settings.border_sigma, **common,
+        border_w0=settings.border_w0, border_sigma=settings.border_sigma,
+        max_weight=settings.max_weight, **common,
     )
     val_ds = None
     if val_pairs:

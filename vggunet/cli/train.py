@@ -62,6 +62,16 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                    help="learning rate over the (last) phase: constant, cosine or poly (power "
                         "0.9) from the phase's rate towards 0, set per epoch (default "
                         f"{TRAIN_PHASE.lr_schedule})")
+    g.add_argument("--warmup-epochs", type=non_negative_int, default=TRAIN_PHASE.warmup_epochs,
+                   metavar="N",
+                   help="linear warm-up over the first N epochs of the (last) phase, from a "
+                        "tenth of its rate, before the --lr-schedule decay (default "
+                        f"{TRAIN_PHASE.warmup_epochs}: none)")
+    g.add_argument("--layerwise-lr", type=positive_float, default=TRAIN_PHASE.layerwise_lr,
+                   metavar="F",
+                   help="layer-wise rates over the (last) phase, F in (0, 1]: encoder stage i "
+                        "of N trains at the rate x F^(N-i), so the top stage, decoder and head "
+                        "at the full rate and lower stages slower (default off)")
     g.add_argument("--quiet", action="store_true",
                    help="no per-epoch progress and no progress lines of vggunet's")
     g.add_argument("--strategy", default=STRATEGIES[0], choices=STRATEGIES,
@@ -160,7 +170,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return model
 
     result = train(model_fn, train_ds, val_ds, epochs=args.epochs, learning_rate=args.lr,
-                   lr_schedule=args.lr_schedule, strategy=strategy, **training_settings(args))
+                   lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
+                   layerwise_lr=args.layerwise_lr, strategy=strategy, **training_settings(args))
     _report_training(result, args.out)
     return 0
 
@@ -196,7 +207,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         lambda: _build_for_training(args), train_ds, val_ds, phase1_epochs=args.phase1_epochs,
         phase2_epochs=args.phase2_epochs, phase1_lr=args.phase1_lr, phase2_lr=args.phase2_lr,
         unfreeze=parse_spec(args.unfreeze), train_bn=args.train_bn,
-        lr_schedule=args.lr_schedule, strategy=strategy, **training_settings(args),
+        lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
+        layerwise_lr=args.layerwise_lr, strategy=strategy, **training_settings(args),
     )
     _report_training(result, args.out)
     return 0

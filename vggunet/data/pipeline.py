@@ -75,6 +75,7 @@ class _Plan:
     sample_weights: str | None
     border_w0: float
     border_sigma: float
+    max_weight: float | None
 
     @property
     def fill(self) -> int:
@@ -119,8 +120,13 @@ def _as_augment(augment) -> Augment | None:
 
 def _checked_plan(*, num_classes, mask_format, palette, mask_channel, ignore_index, channels,
                   scale, size, crop, flip, pad_to, augment, sample_weights, border_w0,
-                  border_sigma) -> _Plan:
+                  border_sigma, max_weight) -> _Plan:
     sample_weights = check_choice(sample_weights, (None, *SAMPLE_WEIGHTS), "sample_weights")
+    max_weight = check_number(max_weight, "max_weight", low=0, low_open=True, allow_none=True)
+    if max_weight is not None and sample_weights is None:
+        raise ArgumentError(f"max_weight={max_weight:g} caps the class weights of "
+                            f"sample_weights; give sample_weights too (e.g. "
+                            f"'median_frequency').")
     if sample_weights == "border":
         border_w0 = check_number(border_w0, "border_w0", low=0)
         border_sigma = check_number(border_sigma, "border_sigma", low=0, low_open=True)
@@ -132,7 +138,8 @@ def _checked_plan(*, num_classes, mask_format, palette, mask_channel, ignore_ind
         channels=check_channels(channels), scale=check_choice(scale, SCALES, "scale"),
         size=_as_hw(size, "size"), crop=_as_hw(crop, "crop"), flip=bool(flip),
         pad_to=check_int(pad_to, "pad_to", allow_none=True), augment=_as_augment(augment),
-        sample_weights=sample_weights, border_w0=border_w0, border_sigma=border_sigma)
+        sample_weights=sample_weights, border_w0=border_w0, border_sigma=border_sigma,
+        max_weight=max_weight)
     if plan.augment is not None:
         from vggunet.data.photo_augment import check_photo_options
 
@@ -172,7 +179,7 @@ def _check_data(pairs: list[Pair], plan: _Plan, validate: bool, batch_size: int
         return None
     # Border weights use median-frequency class weights as their w_c term.
     method = "median_frequency" if plan.sample_weights == "border" else plan.sample_weights
-    return class_weights(info, plan.num_classes, method)
+    return class_weights(info, plan.num_classes, method, max_weight=plan.max_weight)
 
 
 def _decoder(tf, plan: _Plan, pairs: list[Pair]) -> Callable:
@@ -291,7 +298,7 @@ def make_dataset(image_dir: str | Path | None = None, mask_dir: str | Path | Non
                  shuffle: bool = True, seed: int | None = None, repeat: bool = False,
                  cache: bool = False, validate: bool = True,
                  sample_weights: str | None = None, border_w0: float = 10.0,
-                 border_sigma: float = 5.0):
+                 border_sigma: float = 5.0, max_weight: float | None = None):
     """Build a ``tf.data`` pipeline of (images, masks[, weights]) batches.
 
     Per element: decode (PIL) -> resize ``size`` -> random ``crop`` -> ``flip``
@@ -329,6 +336,7 @@ def make_dataset(image_dir: str | Path | None = None, mask_dir: str | Path | Non
             (per-pixel class weights) or ``"border"`` (U-Net separation weights
             with median-frequency ``w_c``); adds float32 (B, H, W) weights.
         border_w0, border_sigma: parameters of the border weights.
+        max_weight: cap of the class weights of ``sample_weights`` (> 0), or None.
 
     Returns:
         ``tf.data.Dataset`` of (float32 (B, H, W, C), int32 (B, H, W)) or
@@ -345,7 +353,8 @@ def make_dataset(image_dir: str | Path | None = None, mask_dir: str | Path | Non
         num_classes=num_classes, mask_format=mask_format, palette=palette,
         mask_channel=mask_channel, ignore_index=ignore_index, channels=channels, scale=scale,
         size=size, crop=crop, flip=flip, pad_to=pad_to, augment=augment,
-        sample_weights=sample_weights, border_w0=border_w0, border_sigma=border_sigma)
+        sample_weights=sample_weights, border_w0=border_w0, border_sigma=border_sigma,
+        max_weight=max_weight)
     pairs = _resolve_pairs(image_dir, mask_dir, pairs, mask_suffix)
     cw = _check_data(pairs, plan, validate, batch_size)
     return _assemble(tf, len(pairs), _decoder(tf, plan, pairs), _transformer(tf, plan, cw),

@@ -3,8 +3,8 @@
 Modules: `settings` (the typed settings, their defaults, the resume rule), `resume` (the
 rule applied to `state.json`), `api` (`train`, `finetune`, `prepare_phase2`), `compiling`
 (`compile_model`), `loop` (the run engine), `callbacks`, `schedules`, `batchnorm`,
-`checkpoint` (loading for a resume), `state` (state.json, log.csv), `lock` (the run lock),
-`distribute`. Names load on first use (PEP 562): importing this package, or its
+`layerwise` (layer-wise learning rates), `checkpoint` (loading for a resume), `state`
+(state.json, log.csv), `lock` (the run lock), `distribute`. Names load on first use (PEP 562): importing this package, or its
 keras-free `settings` module, does not import Keras.
 """
 
@@ -13,8 +13,11 @@ from vggunet._lazy import lazy_namespace
 _EXPORTS = {
     **dict.fromkeys(("AtomicCheckpoint", "BatchNormRecalibration", "NaNGuard"),
                     "vggunet.training.callbacks"),
-    **dict.fromkeys(("CosineDecayEpochs", "cosine_lr", "PolyDecayEpochs", "poly_lr"),
+    **dict.fromkeys(("CosineDecayEpochs", "cosine_lr", "PolyDecayEpochs", "poly_lr",
+                     "phase_schedule", "warmup_lr"),
                     "vggunet.training.schedules"),
+    **dict.fromkeys(("LayerwiseRates", "apply_layerwise_lr", "layerwise_multipliers",
+                     "layerwise_optimizer"), "vggunet.training.layerwise"),
     **dict.fromkeys(("CompileSettings", "DataSettings", "FINETUNE_PHASE1", "FINETUNE_PHASE2",
                      "LR_SCHEDULES", "PhaseSettings", "RunSettings", "TRAIN_PHASE",
                      "VOLUME_COMPILE", "VOLUME_MONITOR", "VolumeDataSettings",

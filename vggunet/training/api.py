@@ -100,7 +100,9 @@ def _run(kind: str, model: ModelOrFactory, train_data: Any, val_data: Any,
 def train(model: ModelOrFactory, train_data: Any, val_data: Any = None, *,
           out_dir: str | os.PathLike, epochs: int,
           learning_rate: float = TRAIN_PHASE.learning_rate,
-          lr_schedule: str = TRAIN_PHASE.lr_schedule, **options: Any) -> TrainResult:
+          lr_schedule: str = TRAIN_PHASE.lr_schedule,
+          warmup_epochs: int = TRAIN_PHASE.warmup_epochs,
+          layerwise_lr: float | None = TRAIN_PHASE.layerwise_lr, **options: Any) -> TrainResult:
     """Trains `model` as it is (its trainable flags untouched) for `epochs` epochs in total.
 
     Args:
@@ -114,8 +116,13 @@ def train(model: ModelOrFactory, train_data: Any, val_data: Any = None, *,
         out_dir: run folder (checkpoints, state.json, log.csv, tensorboard, run.lock).
         epochs: total epochs (global; a resumed run continues up to it).
         learning_rate: the learning rate.
-        lr_schedule: "constant" (default) or "cosine": `learning_rate` decays along half a
-            cosine towards 0 over the epochs, set per epoch (`CosineDecayEpochs`).
+        lr_schedule: "constant" (default), "cosine" (`learning_rate` decays along half a
+            cosine towards 0 over the epochs, set per epoch: `CosineDecayEpochs`) or "poly"
+            (polynomial decay, power 0.9: `PolyDecayEpochs`).
+        warmup_epochs: epochs of linear warm-up from a tenth of `learning_rate` (0: none).
+        layerwise_lr: F in (0, 1]: encoder stage i of N trains at `learning_rate *
+            F ** (N - i)`, the rest at `learning_rate` (`vggunet.training.layerwise`); None:
+            one rate.
         **options: any field of `CompileSettings` (loss, metrics, optimizer, ignore_index,
             class_weights, num_classes, jit_compile) and of `RunSettings` (monitor, mode,
             early_stopping, steps_per_epoch, validation_steps, tensorboard, recalibrate_bn,
@@ -141,10 +148,12 @@ def train(model: ModelOrFactory, train_data: Any, val_data: Any = None, *,
     """
     settings = _options("train", options)
     phase = PhaseSettings.from_arguments({}, epochs=epochs, learning_rate=learning_rate,
-                                         lr_schedule=lr_schedule)
+                                         lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
+                                         layerwise_lr=layerwise_lr)
     return _run("train", model, train_data, val_data,
                 [Phase(1, "train", phase, lambda m: None, "as given")], out_dir, settings,
-                {"epochs": epochs, "learning_rate": learning_rate, "lr_schedule": lr_schedule})
+                {"epochs": epochs, "learning_rate": learning_rate, "lr_schedule": lr_schedule,
+                 "warmup_epochs": warmup_epochs, "layerwise_lr": layerwise_lr})
 
 
 def _phase2_spec(model: keras.Model, spec: Any) -> Any:
@@ -184,7 +193,10 @@ def finetune(model: ModelOrFactory, train_data: Any, val_data: Any = None, *,
              phase1_lr: float = FINETUNE_PHASE1.learning_rate,
              phase2_lr: float = FINETUNE_PHASE2.learning_rate,
              unfreeze: Any = FINETUNE_PHASE2.unfreeze, train_bn: bool = FINETUNE_PHASE2.train_bn,
-             lr_schedule: str = FINETUNE_PHASE2.lr_schedule, **options: Any) -> TrainResult:
+             lr_schedule: str = FINETUNE_PHASE2.lr_schedule,
+             warmup_epochs: int = FINETUNE_PHASE2.warmup_epochs,
+             layerwise_lr: float | None = FINETUNE_PHASE2.layerwise_lr,
+             **options: Any) -> TrainResult:
     """Two-phase transfer learning: frozen encoder, then the top of the encoder unfrozen.
 
     Phase 1 freezes the whole encoder (`freeze(model, "encoder")`) and trains the rest for
@@ -206,8 +218,12 @@ def finetune(model: ModelOrFactory, train_data: Any, val_data: Any = None, *,
         unfreeze: phase-2 spec: "topN" (the encoder's top N blocks), "encoder", or any
             `vggunet.freeze` spec (int, prefixes, predicate).
         train_bn: let encoder BatchNorm layers train in phase 2.
-        lr_schedule: phase 2's learning rate: "constant" (default) or "cosine" (from
+        lr_schedule: phase 2's learning rate: "constant" (default), "cosine" or "poly" (from
             `phase2_lr` towards 0 over phase 2's epochs); phase 1 keeps `phase1_lr`.
+        warmup_epochs: phase 2's epochs of linear warm-up from a tenth of `phase2_lr`.
+        layerwise_lr: phase 2's layer-wise rates, F in (0, 1]: encoder stage i of N trains at
+            `phase2_lr * F ** (N - i)` (see `train`); with `unfreeze="encoder"` the whole
+            encoder trains, its low stages slowest. None: one rate.
         **options: as in `train` (compile and run settings, `resume`, `callbacks`,
             `strategy`, `say`, the settings objects).
 
@@ -224,7 +240,8 @@ def finetune(model: ModelOrFactory, train_data: Any, val_data: Any = None, *,
                                          epochs=phase1_epochs, learning_rate=phase1_lr)
     second = PhaseSettings.from_arguments(
         {"epochs": "phase2_epochs", "learning_rate": "phase2_lr"}, epochs=phase2_epochs,
-        learning_rate=phase2_lr, lr_schedule=lr_schedule, unfreeze=unfreeze, train_bn=train_bn)
+        learning_rate=phase2_lr, lr_schedule=lr_schedule, unfreeze=unfreeze, train_bn=train_bn,
+        warmup_epochs=warmup_epochs, layerwise_lr=layerwise_lr)
     spec_text = _spec_text(unfreeze)
     phases = [
         Phase(1, "frozen encoder", first, lambda m: freeze(m, "encoder"), "freeze encoder"),
@@ -235,4 +252,5 @@ def finetune(model: ModelOrFactory, train_data: Any, val_data: Any = None, *,
     return _run("finetune", model, train_data, val_data, phases, out_dir, settings,
                 {"phase1_epochs": phase1_epochs, "phase2_epochs": phase2_epochs,
                  "phase1_lr": phase1_lr, "phase2_lr": phase2_lr, "unfreeze": spec_text,
-                 "train_bn": train_bn, "lr_schedule": lr_schedule})
+                 "train_bn": train_bn, "lr_schedule": lr_schedule,
+                 "warmup_epochs": warmup_epochs, "layerwise_lr": layerwise_lr})

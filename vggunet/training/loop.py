@@ -44,7 +44,8 @@ from vggunet.training.distribute import (
 )
 from vggunet.training.lock import RunLock
 from vggunet.training.resume import check_resume, settings_record
-from vggunet.training.schedules import CosineDecayEpochs, PolyDecayEpochs
+from vggunet.training.layerwise import apply_layerwise_lr
+from vggunet.training.schedules import phase_schedule
 from vggunet.training.settings import CompileSettings, DataSettings, PhaseSettings, RunSettings
 from vggunet.training.state import (
     RunPaths, history_from_log, new_state, read_state, remove_leftovers, truncate_log,
@@ -254,15 +255,19 @@ class _Session:
                      f"restored.")
         else:
             report = phase.setup(self.working)
+            layerwise = phase.settings.layerwise_lr
             with strategy_scope(self.strategy):
                 if self.compiled_here or resumed:
                     recompile(self.working, learning_rate=lr, jit_compile=jit)
                 else:
                     compile_model(self.working, learning_rate=lr,
                                   **dataclasses.asdict(self.compile))
+                if layerwise is not None:
+                    apply_layerwise_lr(self.working, layerwise)
             described = report.describe(recompile_hint=False) if report is not None else ""
+            rates = f" (encoder stages below the top: x{layerwise:g} each)" if layerwise else ""
             self.say(f"Phase {phase.number} ({phase.name}): epochs {start + 1}-{end}, "
-                     f"lr={lr:g}. {described}".rstrip())
+                     f"lr={lr:g}{rates}. {described}".rstrip())
         self.compiled_here = True
 
     def _record_phase(self, phase: Phase, start: int) -> dict[str, Any]:
@@ -301,10 +306,9 @@ class _Session:
         self.append_log = True
         if self.recalibration is not None:
             cbs.insert(0, self.recalibration)
-        schedule = {"cosine": CosineDecayEpochs, "poly": PolyDecayEpochs}.get(
-            phase.settings.lr_schedule)
+        schedule = phase_schedule(phase.settings, start, end)
         if schedule is not None:
-            cbs.insert(0, schedule(phase.settings.learning_rate, start, end))
+            cbs.insert(0, schedule)
         if run.early_stopping is not None:
             cbs.append(keras.callbacks.EarlyStopping(monitor=self.monitor, mode=self.mode,
                                                      patience=run.early_stopping,

@@ -1,5 +1,6 @@
 """Learning-rate schedules over epochs: the half-cosine decay of `lr_schedule="cosine"`, and a
-polynomial decay with linear warm-up (`poly_lr`, `PolyDecayEpochs`)."""
+polynomial decay (`poly_lr`, `PolyDecayEpochs`), each after an optional linear warm-up
+(`PhaseSettings.warmup_epochs`); `phase_schedule` picks the callback of a phase's settings."""
 
 from __future__ import annotations
 
@@ -7,24 +8,52 @@ import math
 
 import keras
 
-from vggunet.training.settings import LR_SCHEDULES
+from vggunet.training.settings import LR_SCHEDULES, PhaseSettings
 
 __all__ = ["CosineDecayEpochs", "LR_SCHEDULES", "PolyDecayEpochs", "cosine_lr", "current_lr",
-           "poly_lr"]
+           "phase_schedule", "poly_lr", "warmup_lr"]
+
+WARMUP_START = 0.1
+"""The first rate of a warm-up, as a fraction of the phase's rate."""
 
 
-def cosine_lr(epoch: int, start: int, end: int, base_lr: float) -> float:
+def warmup_lr(step: float, warmup: float, base_lr: float,
+              warmup_start: float = WARMUP_START) -> float:
+    """The rate at `step < warmup` of a linear warm-up from `warmup_start * base_lr` to `base_lr`.
+
+    Args:
+        step: the current step (0-based).
+        warmup: length of the warm-up, in steps (> 0).
+        base_lr: the rate reached at `step = warmup`.
+        warmup_start: the first rate, as a fraction of `base_lr`.
+
+    Returns:
+        The learning rate.
+
+    Example:
+        >>> [round(warmup_lr(s, 4, 1.0), 3) for s in range(4)]
+        [0.1, 0.325, 0.55, 0.775]
+    """
+    return float(base_lr) * (warmup_start + (1.0 - warmup_start) * step / warmup)
+
+
+def cosine_lr(epoch: int, start: int, end: int, base_lr: float, warmup: int = 0,
+              warmup_start: float = WARMUP_START) -> float:
     """The learning rate of global epoch `epoch` under a half-cosine decay over [start, end).
 
     The rate falls from `base_lr` towards 0, evaluated at the middle of each epoch (so the
     first epoch trains just below `base_lr` and the last one just above 0, never at 0); the
-    mean rate over the span is `base_lr / 2`. Epochs outside the span get `base_lr`.
+    mean rate over the span is `base_lr / 2`. Epochs outside the span get `base_lr`. With a
+    warm-up, its first `warmup` epochs rise linearly (`warmup_lr`) and the cosine spans
+    [start + warmup, end).
 
     Args:
         epoch: global epoch index (0-based).
-        start: first epoch of the decay.
+        start: first epoch of the schedule.
         end: one past its last epoch.
         base_lr: the rate the decay starts from.
+        warmup: epochs of linear warm-up at the start (0: none).
+        warmup_start: the warm-up's first rate, as a fraction of `base_lr`.
 
     Returns:
         The learning rate.
@@ -32,14 +61,19 @@ def cosine_lr(epoch: int, start: int, end: int, base_lr: float) -> float:
     Example:
         >>> [round(cosine_lr(e, 0, 4, 1.0), 3) for e in range(4)]
         [0.962, 0.691, 0.309, 0.038]
+        >>> [round(cosine_lr(e, 0, 4, 1.0, warmup=2), 3) for e in range(4)]
+        [0.1, 0.55, 0.854, 0.146]
     """
+    if start <= epoch < start + warmup:
+        return warmup_lr(epoch - start, warmup, base_lr, warmup_start)
+    start += warmup
     if end <= start or not start <= epoch < end:
         return float(base_lr)
     return float(base_lr) * 0.5 * (1.0 + math.cos(math.pi * (epoch - start + 0.5) / (end - start)))
 
 
 def poly_lr(step: float, total: float, base_lr: float, power: float = 0.9, warmup: float = 0,
-            end_lr: float = 0.0, warmup_start: float = 0.1) -> float:
+            end_lr: float = 0.0, warmup_start: float = WARMUP_START) -> float:
     """The learning rate at `step` of a polynomial ("poly") decay with a linear warm-up.
 
     During the warm-up (`step < warmup`) the rate rises linearly from `warmup_start * base_lr`
@@ -65,7 +99,7 @@ def poly_lr(step: float, total: float, base_lr: float, power: float = 0.9, warmu
     """
     base_lr, end_lr = float(base_lr), float(end_lr)
     if step < warmup:
-        return base_lr * (warmup_start + (1.0 - warmup_start) * step / warmup)
+        return warmup_lr(step, warmup, base_lr, warmup_start)
     if total <= warmup:
         return base_lr
     progress = min(1.0, max(0.0, (step - warmup) / (total - warmup)))
@@ -92,16 +126,29 @@ class CosineDecayEpochs(keras.callbacks.Callback):
 
     Args:
         base_lr: the rate the decay starts from.
-        start: first epoch of the decay.
+        start: first epoch of the schedule.
         end: one past its last epoch.
+        warmup: epochs of linear warm-up at the start (see `cosine_lr`).
     """
 
-    def __init__(self, base_lr: float, start: int, end: int) -> None:
+    def __init__(self, base_lr: float, start: int, end: int, warmup: int = 0) -> None:
         super().__init__()
         self.base_lr, self.start, self.end = float(base_lr), int(start), int(end)
+        self.warmup = int(warmup)
+
+    def rate(self, epoch: int) -> float:
+        """The rate of global epoch `epoch`.
+
+        Args:
+            epoch: global epoch index (0-based).
+
+        Returns:
+            The learning rate.
+        """
+        return cosine_lr(epoch, self.start, self.end, self.base_lr, self.warmup)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.model.optimizer.learning_rate = cosine_lr(epoch, self.start, self.end, self.base_lr)
+        self.model.optimizer.learning_rate = self.rate(epoch)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
@@ -123,12 +170,48 @@ class PolyDecayEpochs(CosineDecayEpochs):
     """
 
     def __init__(self, base_lr: float, start: int, end: int, power: float = 0.9,
-                 warmup: int = 0, end_lr: float = 0.0, warmup_start: float = 0.1) -> None:
-        super().__init__(base_lr, start, end)
-        self.power, self.warmup = float(power), int(warmup)
+                 warmup: int = 0, end_lr: float = 0.0,
+                 warmup_start: float = WARMUP_START) -> None:
+        super().__init__(base_lr, start, end, warmup)
+        self.power = float(power)
         self.end_lr, self.warmup_start = float(end_lr), float(warmup_start)
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.model.optimizer.learning_rate = poly_lr(
-            epoch - self.start, self.end - self.start, self.base_lr, self.power, self.warmup,
-            self.end_lr, self.warmup_start)
+    def rate(self, epoch: int) -> float:
+        """The rate of global epoch `epoch`.
+
+        Args:
+            epoch: global epoch index (0-based).
+
+        Returns:
+            The learning rate.
+        """
+        return poly_lr(epoch - self.start, self.end - self.start, self.base_lr, self.power,
+                       self.warmup, self.end_lr, self.warmup_start)
+
+
+def phase_schedule(settings: PhaseSettings, start: int, end: int) -> CosineDecayEpochs | None:
+    """The callback that sets the rate of a phase over its global epochs [start, end).
+
+    "cosine" and "poly" (power 0.9, to 0) decay after `settings.warmup_epochs` of linear
+    warm-up; "constant" with a warm-up rises the same way, then holds the rate (a poly decay
+    of power 0); "constant" without one needs no callback.
+
+    Args:
+        settings: the phase's settings.
+        start: the phase's first global epoch.
+        end: one past its last.
+
+    Returns:
+        The callback, or None.
+
+    Example:
+        >>> settings = PhaseSettings(learning_rate=1.0, lr_schedule="constant", warmup_epochs=2)
+        >>> [round(phase_schedule(settings, 3, 7).rate(e), 3) for e in range(3, 7)]
+        [0.1, 0.55, 1.0, 1.0]
+    """
+    lr, warmup = settings.learning_rate, settings.warmup_epochs
+    if settings.lr_schedule == "cosine":
+        return CosineDecayEpochs(lr, start, end, warmup)
+    if settings.lr_schedule == "poly":
+        return PolyDecayEpochs(lr, start, end, warmup=warmup)
+    return PolyDecayEpochs(lr, start, end, power=0.0, warmup=warmup) if warmup else None

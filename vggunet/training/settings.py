@@ -19,12 +19,13 @@ the requested ones with them (`vggunet.training.resume.check_resume`):
 * applied, and named in one line: the epochs of the phase under way (more or fewer), early
   stopping, `steps_per_epoch`, `validation_steps`, TensorBoard, `recalibrate_bn`, `verbose`,
   `jit_compile` (how steps execute, not what they compute), the data pipeline
-  (`DataSettings`), and any setting of a phase that has not started yet;
+  (`DataSettings`, `max_weight` included), and any setting of a phase that has not started
+  yet;
 * refused with `SettingsMismatchError`, each difference named with its stored and requested
   value: the kind of run (train/finetune); the other `CompileSettings` fields (the checkpoint's
   optimizer state, loss and metrics were built from them); the monitored quantity and its mode
-  (`best.keras` and the best value were chosen by them); the learning rate, schedule, unfreeze
-  spec and `train_bn` of a phase under way (its optimizer state and learning-rate curve were
+  (`best.keras` and the best value were chosen by them); the learning rate, schedule,
+  `warmup_epochs`, `layerwise_lr`, unfreeze spec and `train_bn` of a phase under way (its optimizer state and learning-rate curve were
   built on them; a silent switch would leave `log.csv` and `state.json` describing a run that
   never happened); and anything of a phase that has ended. To go on with such a change, start
   a new run from the checkpoint: `train(load_model(".../checkpoints/last.keras"), ...,
@@ -114,7 +115,8 @@ class CompileSettings:
 
 
 _PHASE_NAMES = {"epochs": "epochs", "learning_rate": "learning_rate",
-                "lr_schedule": "lr_schedule", "train_bn": "train_bn"}
+                "lr_schedule": "lr_schedule", "train_bn": "train_bn",
+                "warmup_epochs": "warmup_epochs", "layerwise_lr": "layerwise_lr"}
 
 
 def _checked_phase(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
@@ -125,6 +127,9 @@ def _checked_phase(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[
         "lr_schedule": check_choice(values["lr_schedule"], LR_SCHEDULES, names["lr_schedule"]),
         "unfreeze": values["unfreeze"],
         "train_bn": check_bool(values["train_bn"], names["train_bn"]),
+        "warmup_epochs": check_int(values["warmup_epochs"], names["warmup_epochs"], minimum=0),
+        "layerwise_lr": check_number(values["layerwise_lr"], names["layerwise_lr"], low=0,
+                                     high=1, low_open=True, allow_none=True),
     }
 
 
@@ -137,11 +142,18 @@ class PhaseSettings:
         learning_rate: the phase's learning rate (> 0).
         lr_schedule: "constant", "cosine" (half a cosine from `learning_rate` towards 0 over
             the phase, set per epoch; see `cosine_lr`) or "poly" (polynomial decay, power 0.9,
-            from `learning_rate` to 0 over the phase, set per epoch; see `poly_lr`; a warm-up
-            needs a `PolyDecayEpochs` callback of your own with the "constant" schedule).
+            from `learning_rate` to 0 over the phase, set per epoch; see `poly_lr`), each
+            after the warm-up (`vggunet.training.schedules.phase_schedule`).
         unfreeze: what the phase unfreezes (fine-tuning's phase 2: "topN", "encoder" or any
             `vggunet.freeze` spec); None: nothing.
         train_bn: let encoder BatchNorm layers train when unfreezing.
+        warmup_epochs: epochs of linear warm-up at the phase's start, from a tenth of
+            `learning_rate` up to it (any schedule; "constant" then holds the rate); 0: none.
+        layerwise_lr: layer-wise rates for fine-tuning, a factor F in (0, 1]: encoder stage
+            i of N (1 = the lowest) trains at `learning_rate * F ** (N - i)`, so the top
+            stage, the bottleneck, decoder and head train at `learning_rate` and each stage
+            below at F times the rate of the one above (`vggunet.training.layerwise`);
+            None: one rate for all.
     """
 
     epochs: int = 10
@@ -149,6 +161,8 @@ class PhaseSettings:
     lr_schedule: str = "constant"
     unfreeze: Any = None
     train_bn: bool = False
+    warmup_epochs: int = 0
+    layerwise_lr: float | None = None
 
     def __post_init__(self) -> None:
         _set(self, **_checked_phase(dataclasses.asdict(self), _PHASE_NAMES))
@@ -250,6 +264,8 @@ class DataSettings:
             "inverse_frequency", "inverse_sqrt_frequency", "border") or None.
         border_w0: weight of the separation term of "border" weights.
         border_sigma: its width in pixels.
+        max_weight: cap of the class weights of `sample_weights` (> 0), or None: weights
+            above it are set to it, so rare classes cannot dominate the loss.
         seed: seed of data order, augmentation and the validation split.
         val_split: fraction of the training pairs held out for validation, or None.
         mask_format: "index", "binary", "palette" or "channel".
@@ -264,6 +280,7 @@ class DataSettings:
     sample_weights: str | None = None
     border_w0: float = 10.0
     border_sigma: float = 5.0
+    max_weight: float | None = None
     seed: int | None = None
     val_split: float | None = None
     mask_format: str = "index"
