@@ -335,8 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         if not queue:
             queue = bf16_jobs(report["results"], jobs)
             jobs = []
-    report["loadavg_end"] = os.getloadavg()
-    write_json_atomic(report, out_path)
+        # Written after every job: a long run stopped midway keeps what it measured.
+        report["loadavg_end"] = os.getloadavg()
+        write_json_atomic(report, out_path)
     print("\n" + markdown(report))
     return 0
 
