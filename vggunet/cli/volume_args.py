@@ -82,8 +82,8 @@ def add_volume_model_args(parser: argparse.ArgumentParser) -> None:
                    help="filters of its first convolution (default 32)")
     g.add_argument("--data-format", default="auto", choices=choices.DATA_FORMAT_OPTIONS,
                    help="where the model keeps channels: auto = channels_last, the faster "
-                        "(about 10x on a CPU); channels_first is the lab's layout "
-                        "(default auto)")
+                        "(1.6-1.8x on a CPU for the lab's model); channels_first is the "
+                        "lab's layout (default auto)")
     g.add_argument("--patch", type=parse_patch, default=_VOLUME.patch, metavar="HxWxD",
                    help="training patch and model input size (default "
                         f"{'x'.join(map(str, _VOLUME.patch))})")

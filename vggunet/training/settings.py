@@ -295,10 +295,11 @@ class DataSettings:
 def resolve_volume_data_format(data_format: str) -> str:
     """The data format a volume run uses: "auto" is "channels_last".
 
-    Measured on this project's 2-core CPU (BENCHMARKS.md, "Volumes"): TensorFlow runs
-    channels-first 3D convolutions on the CPU through transposes, about 10x slower for the
-    lab's models; on GPUs channels-last is also the layout that tensor cores want under mixed
-    precision. "channels_first" stays available for the lab's exact layout.
+    Measured on this project's 2-core CPU (BENCHMARKS.md, "Volumes (3D)"): TensorFlow's CPU
+    3D convolution is channels-last only, so Keras transposes around channels-first ones:
+    1.6x (training) to 1.8x (inference) slower for the lab's depth-4 model in float32, 11x for
+    a tiny one. On GPUs channels-last is the layout tensor cores want under mixed precision.
+    "channels_first" stays available for the lab's exact layout.
 
     Args:
         data_format: one of `vggunet.choices.DATA_FORMAT_OPTIONS`.
