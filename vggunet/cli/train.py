@@ -17,6 +17,7 @@ from vggunet.cli.args import (
 )
 from vggunet.cli.data_args import add_data_args, data_settings, make_datasets
 from vggunet.cli.model_args import add_model_args, build_model_from_args
+from vggunet.cli.recipe_args import add_recipe_arg, apply_recipe, describe_recipe
 from vggunet.cli.volume_args import (
     add_volume_data_args, add_volume_model_args, build_volume_model, check_volume_flags,
     is_volume_run, make_volume_datasets, volume_settings, volume_training_defaults,
@@ -153,9 +154,17 @@ def _build_for_training(args: argparse.Namespace) -> Any:
     return build_volume_model(args) if is_volume_run(args) else build_model_from_args(args)
 
 
+def _use_recipe(args: argparse.Namespace, command: str) -> None:
+    # Before anything reads the flags: the data, the model and the settings follow the recipe.
+    applied = apply_recipe(args, command)
+    if args.recipe is not None:
+        resolve_say(not args.quiet)(describe_recipe(args.recipe, applied))
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from vggunet.training import train
 
+    _use_recipe(args, "train")
     strategy, train_ds, val_ds = _start(args)
     say = resolve_say(not args.quiet)
 
@@ -183,6 +192,7 @@ def _add_model_and_data(p: argparse.ArgumentParser) -> None:
     add_volume_data_args(p, training=True)
     _add_training_args(p)
     p.add_argument("--model", default=None, help="start from this saved .keras model instead")
+    add_recipe_arg(p)
 
 
 def _add_train(sub: Any) -> None:
@@ -202,6 +212,7 @@ def _add_train(sub: Any) -> None:
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from vggunet.training import finetune
 
+    _use_recipe(args, "finetune")
     strategy, train_ds, val_ds = _start(args)
     result = finetune(
         lambda: _build_for_training(args), train_ds, val_ds, phase1_epochs=args.phase1_epochs,
