@@ -16,10 +16,9 @@ from vggunet.training.settings import (
 
 
 def _subparser(name: str) -> argparse.ArgumentParser:
-    from vggunet.cli import build_parser
+    from vggunet.cli.recipe_args import _command_parser
 
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return sub.choices[name]
+    return _command_parser(name)
 
 
 def test_every_recipe_is_valid_settings():
