@@ -119,16 +119,24 @@ def test_cli_recipe_sets_the_flags_left_alone_and_given_flags_win():
     from vggunet.cli.recipe_args import apply_recipe, describe_recipe
     from vggunet.cli.train import training_settings
 
+    from vggunet.cli.recipe_args import recipe_flags
+
     parser = _subparser("finetune")
+    tracked = {a.dest for a in parser._actions if type(a).__name__.startswith("Tracked")}
+    for name in RECIPES:
+        assert set(recipe_flags(name, "finetune")) <= tracked, name
+    # --phase2-lr given at its default value still wins over the recipe's 3e-4.
     args = parser.parse_args(["--data", "d", "--out", "o", "--recipe", "photos",
-                              "--loss", "dice", "--layerwise-lr", "0.25", "--crop", "64x64"])
-    applied = apply_recipe(args, "finetune", parser)
-    assert "loss" not in applied and "layerwise_lr" not in applied
+                              "--loss", "dice", "--layerwise-lr", "0.25", "--crop", "64x64",
+                              "--phase2-lr", "1e-4", "--decoder-batchnorm"])
+    applied = apply_recipe(args, "finetune")
+    assert not {"loss", "layerwise_lr", "phase2_lr", "decoder_batchnorm"} & set(applied)
     api = recipe_keywords("photos", "finetune")
     # The CLI and the API agree on every value the recipe gives.
-    for key in ("phase2_lr", "unfreeze", "lr_schedule", "warmup_epochs"):
+    for key in ("unfreeze", "lr_schedule", "warmup_epochs"):
         assert getattr(args, key) == api[key], key
-    assert (args.loss, args.layerwise_lr, args.phase1_lr) == ("dice", 0.25, 1e-3)
+    assert (args.loss, args.layerwise_lr, args.phase1_lr, args.phase2_lr) == (
+        "dice", 0.25, 1e-3, 1e-4)
     assert args.decoder_batchnorm is True and args.skip_batchnorm is True
     assert data_settings(args) == DataSettings(crop=(64, 64), **recipe_keywords("photos", "data"))
     assert training_settings(args)["compile_settings"] == CompileSettings(loss="dice",
@@ -136,12 +144,14 @@ def test_cli_recipe_sets_the_flags_left_alone_and_given_flags_win():
     assert describe_recipe("photos", applied).startswith("recipe photos: --ignore-index 255, ")
 
     plain = _subparser("train")
-    args = plain.parse_args(["--data", "d", "--out", "o", "--recipe", "em", "--lr", "0.01"])
-    apply_recipe(args, "train", plain)
-    assert (args.lr, args.loss, args.augment, args.recalibrate_bn) == (0.01, "ce", "flip,rot90", 8)
+    args = plain.parse_args(["--data", "d", "--out", "o", "--recipe", "em", "--lr", "0.01",
+                             "--loss", "ce+dice"])
+    apply_recipe(args, "train")
+    assert (args.lr, args.loss, args.augment, args.recalibrate_bn) == (
+        0.01, "ce+dice", "flip,rot90", 8)
     assert training_settings(args)["run_settings"].recalibrate_bn == 8
 
     # Without --recipe nothing changes: the flags keep the API's defaults.
     untouched = parser.parse_args(["--data", "d", "--out", "o"])
-    assert untouched.recipe is None and apply_recipe(untouched, "finetune", parser) == {}
+    assert untouched.recipe is None and apply_recipe(untouched, "finetune") == {}
     assert data_settings(untouched) == DataSettings()

@@ -1,11 +1,12 @@
 """`--recipe` of `vggunet train`/`finetune`: a named recipe fills in the flags left alone.
 
 The recipes live in `vggunet.training.recipes` (the one source, shared with `train(...,
-recipe=)`/`finetune(..., recipe=)`); this module maps their keywords to flags. A flag left at its
-default takes the recipe's value; a flag given with another value keeps it. argparse cannot tell
-a flag given with exactly its default value from one left out, so such a flag takes the
-recipe's value too. Store-true flags the recipe switches on (`--decoder-batchnorm`,
-`--skip-batchnorm`) cannot be switched off under it: build the model in Python for that.
+recipe=)`/`finetune(..., recipe=)`); this module maps their keywords to flags. A flag given on
+the command line keeps its value, even when that value is the default (`--loss ce+dice` with a
+recipe that says `ce`); every other flag a recipe names takes the recipe's value. The flags a
+recipe can set record that they were given (`add_recipe_arg` wraps their argparse actions).
+Store-true flags the recipe switches on (`--decoder-batchnorm`, `--skip-batchnorm`) cannot be
+switched off under it: build the model in Python for that.
 """
 
 from __future__ import annotations
@@ -19,6 +20,21 @@ from vggunet.training.recipes import RECIPES, get_recipe, recipe_keywords
 
 # Keywords whose flag has another name (train's learning rate is --lr).
 _DESTS = {"train": {"learning_rate": "lr"}, "finetune": {}}
+# The parsed flags' attribute listing the recipe-settable flags given on the command line.
+GIVEN = "recipe_given_flags"
+_TRACKED: dict[type, type] = {}
+
+
+def _tracked(base: type) -> type:
+    """`base` (an argparse action class) that also records its dest as given."""
+    if base not in _TRACKED:
+        def __call__(self: Any, parser: Any, namespace: Any, values: Any,
+                     option_string: Any = None) -> None:
+            base.__call__(self, parser, namespace, values, option_string)
+            setattr(namespace, GIVEN, getattr(namespace, GIVEN, frozenset()) | {self.dest})
+
+        _TRACKED[base] = type(f"Tracked{base.__name__}", (base,), {"__call__": __call__})
+    return _TRACKED[base]
 
 
 def recipe_arg(text: str) -> str:
@@ -30,9 +46,8 @@ def recipe_arg(text: str) -> str:
     Returns:
         The name.
 
-    Example:
-        >>> recipe_arg("photos")
-        'photos'
+    Raises:
+        argparse.ArgumentTypeError: an unknown name (argparse prints it as the flag's error).
     """
     from vggunet.errors import ArgumentError
 
@@ -44,15 +59,21 @@ def recipe_arg(text: str) -> str:
 
 
 def add_recipe_arg(parser: argparse.ArgumentParser) -> None:
-    """Adds `--recipe NAME` to a training command.
+    """Adds `--recipe NAME` to a training command, after all its other flags.
 
     Args:
-        parser: the `train` or `finetune` parser, changed in place.
+        parser: the `train` or `finetune` parser, changed in place; its flags that a recipe
+            can set record when they are given.
     """
+    settable = {dest for name in RECIPES for command in _DESTS
+                for dest in recipe_flags(name, command)}
+    for action in parser._actions:
+        if action.dest in settable:
+            action.__class__ = _tracked(type(action))
     names = ", ".join(f"{name} ({recipe.summary})" for name, recipe in RECIPES.items())
     parser.add_argument("--recipe", type=recipe_arg, default=None, metavar="NAME",
-                        help=f"named bundle of settings: {names}. Flags left at their "
-                             "defaults take the recipe's values; flags you give win "
+                        help=f"named bundle of settings: {names}. Flags you leave out "
+                             "take the recipe's values; flags you give win "
                              "(README: Fine-tuning guide). Default: none")
 
 
@@ -87,18 +108,16 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
     return sub.choices[command]
 
 
-def apply_recipe(args: argparse.Namespace, command: str,
-                 parser: argparse.ArgumentParser | None = None) -> dict[str, Any]:
-    """Gives every flag left at its default the value of `args.recipe` (no recipe: nothing).
+def apply_recipe(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """Gives every flag not given on the command line the value of `args.recipe`.
 
     Args:
-        args: parsed flags of `train`/`finetune`, changed in place.
+        args: parsed flags of `train`/`finetune` (from the parser `add_recipe_arg` extended),
+            changed in place.
         command: "train" or "finetune".
-        parser: the command's parser, whose defaults tell which flags were left alone
-            (None: built here).
 
     Returns:
-        dest -> value of the flags the recipe set.
+        dest -> value of the flags the recipe changed (none without `--recipe`).
 
     Raises:
         CliError: a recipe with a 3D (volume) model, or a flag the command lacks.
@@ -108,12 +127,12 @@ def apply_recipe(args: argparse.Namespace, command: str,
         return {}
     if is_volume_run(args):
         raise CliError("--recipe is for 2D encoder U-Nets, not --model-type unet3d")
-    parser = parser or _command_parser(command)
+    given = getattr(args, GIVEN, frozenset())
     applied = {}
     for dest, value in recipe_flags(name, command).items():
         if not hasattr(args, dest):
             raise CliError(f"recipe {name!r} sets {dest!r}, which vggunet {command} lacks")
-        if getattr(args, dest) == parser.get_default(dest) and value != getattr(args, dest):
+        if dest not in given and value != getattr(args, dest):
             setattr(args, dest, value)
             applied[dest] = value
     return applied

@@ -156,6 +156,7 @@ def _build_for_training(args: argparse.Namespace) -> Any:
 
 def _use_recipe(args: argparse.Namespace, command: str) -> None:
     # Before anything reads the flags: the data, the model and the settings follow the recipe.
+    # (train/finetune get recipe= too, to record it: every keyword they get is explicit.)
     applied = apply_recipe(args, command)
     if args.recipe is not None:
         resolve_say(not args.quiet)(describe_recipe(args.recipe, applied))
@@ -180,7 +181,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     result = train(model_fn, train_ds, val_ds, epochs=args.epochs, learning_rate=args.lr,
                    lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
-                   layerwise_lr=args.layerwise_lr, strategy=strategy, **training_settings(args))
+                   layerwise_lr=args.layerwise_lr, recipe=args.recipe, strategy=strategy,
+                   **training_settings(args))
     _report_training(result, args.out)
     return 0
 
@@ -192,7 +194,6 @@ def _add_model_and_data(p: argparse.ArgumentParser) -> None:
     add_volume_data_args(p, training=True)
     _add_training_args(p)
     p.add_argument("--model", default=None, help="start from this saved .keras model instead")
-    add_recipe_arg(p)
 
 
 def _add_train(sub: Any) -> None:
@@ -206,6 +207,7 @@ def _add_train(sub: Any) -> None:
                    help=f"learning rate (default {TRAIN_PHASE.learning_rate:g})")
     p.add_argument("--freeze", default=None,
                    help=f"freeze spec while training: {FREEZE_SPEC_HELP}")
+    add_recipe_arg(p)  # last: it marks the flags it can set
     p.set_defaults(func=_cmd_train)
 
 
@@ -219,7 +221,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         phase2_epochs=args.phase2_epochs, phase1_lr=args.phase1_lr, phase2_lr=args.phase2_lr,
         unfreeze=parse_spec(args.unfreeze), train_bn=args.train_bn,
         lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
-        layerwise_lr=args.layerwise_lr, strategy=strategy, **training_settings(args),
+        layerwise_lr=args.layerwise_lr, recipe=args.recipe, strategy=strategy,
+        **training_settings(args),
     )
     _report_training(result, args.out)
     return 0
@@ -242,4 +245,5 @@ def _add_finetune(sub: Any) -> None:
                         f"or prefixes like block4,block5 (default {two.unfreeze})")
     p.add_argument("--train-bn", action="store_true", default=two.train_bn,
                    help="let encoder BatchNorm layers train in phase 2")
+    add_recipe_arg(p)  # last: it marks the flags it can set
     p.set_defaults(func=_cmd_finetune)
