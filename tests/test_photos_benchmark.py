@@ -1,0 +1,46 @@
+"""The photo benchmark's bookkeeping (`benchmarks/photos.py`, issue 17): which run is which.
+
+Training runs take many minutes, so none runs here; checked: each run's settings come from the
+"photos" recipe, an ablation removes exactly its ingredient, the split and the epoch plan.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import photos as P  # noqa: E402
+import pytest  # noqa: E402
+
+from vggunet.training.recipes import recipe_keywords  # noqa: E402
+
+
+def test_runs_are_the_recipe_the_defaults_or_one_ingredient_less():
+    recipe = P.run_config("recipe")
+    assert recipe == {t: recipe_keywords("photos", t) for t in ("finetune", "data", "model")}
+    assert P.run_config("defaults") == {"finetune": {}, "data": {}, "model": {}}
+    for ingredient, changes in P.ABLATIONS.items():
+        ablated = P.run_config(f"recipe-minus-{ingredient}")
+        changed = {(target, key) for target in recipe for key in
+                   {*recipe[target], *ablated[target]}
+                   if recipe[target].get(key) != ablated[target].get(key)}
+        expected = {(target, key) for target, change in zip(("finetune", "data", "model"),
+                                                             changes) for key in change}
+        assert changed == expected and changed, ingredient
+    lovasz = P.run_config("recipe-lovasz")
+    assert lovasz["finetune"]["loss"] == "lovasz" and lovasz["data"]["sample_weights"] is None
+    assert recipe["data"]["sample_weights"] == "inverse_sqrt_frequency"  # untouched
+
+
+@pytest.mark.skipif(not P.DATA.is_dir(), reason="the CCP photos are not here")
+def test_split_is_sorted_and_fixed_and_the_budget_fills_both_phases():
+    train, held = P.split_pairs(None)
+    assert (len(train), len(held)) == (804, 200)
+    assert Path(train[0][0]).name == "0001.jpg" and Path(held[0][0]).name == "0805.jpg"
+    assert Path(held[-1][1]).name == "1004.png"
+    assert P.split_pairs(3)[1] == held[:3]
+    # 40 min: 10 for phase 1 at 2 s x 50 steps = 6 epochs; 30 at 3 s x 50 = 12 epochs.
+    assert P.plan_epochs(40, [2.0, 3.0], 50) == [6, 12]
+    assert P.plan_epochs(1, [60.0, 60.0], 50) == [1, 1]
