@@ -126,7 +126,7 @@ def run(task: str, minutes: float, seed: int, out_dir: Path, verbose: int) -> di
 
     from vggunet.data.volume_cases import load_case
     from vggunet.data.volume_pipeline import make_volume_dataset
-    from vggunet.evaluate_volumes import evaluate_volumes
+    from vggunet.volume_evaluation import evaluate_volumes
     from vggunet.models.unet3d import build_unet_3d
     from vggunet.training import train
     from vggunet.training.settings import VolumeDataSettings, resolve_volume_data_format

@@ -17,21 +17,25 @@ import numpy as np
 import pytest
 
 import vggunet as vu
-from test_cli import TINY_MODEL, assert_ok, run_cli, tiny_isbi  # noqa: F401  (fixture)
+from test_cli import TINY_MODEL, tiny_isbi  # noqa: F401  (fixture)
 
 TINY = dict(num_classes=2, weights=None, decoder_filters=(8,) * 5, bottleneck_filters=8)
 
 
-def test_cli_finetunes_an_efficientnet_top_stage(tiny_isbi, tmp_path):  # noqa: F811
-    """Phase 1 (frozen encoder) is skipped to keep the test short: test_cli runs both phases."""
+def test_cli_finetunes_an_efficientnet_top_stage(tiny_isbi, tmp_path, capsys):  # noqa: F811
+    """Phase 1 (frozen encoder) and validation are skipped, and the command runs in this
+    process, to keep the test short: test_cli runs both phases as subprocesses."""
+    from vggunet.cli.app import main
+
     out = tmp_path / "ft"
-    proc = run_cli("finetune", "--data", str(tiny_isbi), "--mask-format", "binary",
-                   *TINY_MODEL, "--backbone", "EfficientNet-B0", "--phase1-epochs", "0",
-                   "--phase2-epochs", "1", "--unfreeze", "top1", "--batch-size", "2",
-                   "--val-split", "0.25", "--seed", "0", "--out", str(out), "--quiet",
-                   "--no-tensorboard")
-    assert_ok(proc)
-    assert "epochs completed: 1" in proc.stdout
+    code = main(["finetune", "--data", str(tiny_isbi), "--mask-format", "binary",
+                 *TINY_MODEL, "--backbone", "EfficientNet-B0", "--phase1-epochs", "0",
+                 "--phase2-epochs", "1", "--unfreeze", "top1", "--batch-size", "2",
+                 "--steps-per-epoch", "1", "--seed", "0", "--out", str(out), "--quiet",
+                 "--no-tensorboard"])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert "epochs completed: 1" in stdout
     model = vu.load_model(out / "checkpoints" / "last.keras", compile=False)
     assert model.name == "efficientnetb0_unet"
     # Phase 2 unfroze the last stage (block7a + the top conv); BatchNorm there stays frozen.

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vggunet.errors import ArgumentError, DataError
-from vggunet.evaluate_volumes import evaluate_volumes, format_volume_scores
+from vggunet.volume_evaluation import evaluate_volumes, format_volume_scores
 from vggunet.inference.volume import predict_volume
 from vggunet.models.unet3d import build_unet_3d
 from vggunet.plots_volume import plot_volume_slices

@@ -177,3 +177,16 @@ def test_public_functions_of_new_shared_modules_are_documented():
             if not name.startswith("_") and inspect.isfunction(obj) \
                     and obj.__module__ == module.__name__:
                 assert "Args:" in (inspect.getdoc(obj) or ""), f"{module.__name__}.{name}"
+
+
+def test_functions_named_like_their_module_stay_callable():
+    """`vggunet.evaluate` is a module and a function: importing the module (compile_model does)
+    binds the package attribute to it, which must still call the function."""
+    import vggunet
+    import vggunet.training.compiling  # noqa: F401  imports vggunet.evaluate
+    from vggunet.evaluate import evaluate
+
+    assert callable(vggunet.evaluate) and vggunet.evaluate.evaluate is evaluate
+    import vggunet.volume_evaluation  # noqa: F401
+
+    assert vggunet.evaluate_volumes is vggunet.volume_evaluation.evaluate_volumes

@@ -44,7 +44,7 @@ _EXPORTS: dict[str, str] = {
          "predict_tiled", "predict_volume", "scores_to_labels", "volume_labels"),
         "vggunet.inference"),
     **dict.fromkeys(("evaluate",), "vggunet.evaluate"),
-    **dict.fromkeys(("evaluate_volumes", "format_volume_scores"), "vggunet.evaluate_volumes"),
+    **dict.fromkeys(("evaluate_volumes", "format_volume_scores"), "vggunet.volume_evaluation"),
     **dict.fromkeys(("export_model",), "vggunet.export"),
     **dict.fromkeys(("load_model", "save_model"), "vggunet.saving"),
     **dict.fromkeys(("display", "plot_history", "plot_predictions"), "vggunet.plots"),
@@ -54,9 +54,9 @@ _EXPORTS: dict[str, str] = {
 # Modules reachable as attributes (`vggunet.losses.DiceLoss`) without an explicit import.
 _SUBMODULES = frozenset({
     "augment", "blocks", "checks", "cli", "data", "demo", "distribute", "encoders", "errors",
-    "evaluate", "evaluate_volumes", "export", "fileio", "freezing", "inference", "inspect", "layers", "losses",
+    "evaluate", "export", "fileio", "freezing", "inference", "inspect", "layers", "losses",
     "metrics", "models", "plots", "plots_volume", "precision", "predict", "saving", "training", "transfer",
-    "unet", "unet3d", "weights",
+    "unet", "unet3d", "volume_evaluation", "weights",
 })
 
 __all__ = sorted(_EXPORTS)

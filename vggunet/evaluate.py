@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+import types
 from typing import Any, Iterable, Sequence
 
 import keras
@@ -264,3 +266,15 @@ def format_scores(result: dict[str, Any]) -> str:
     lines.append(f"{'pixel accuracy':<16}{result['pixel_accuracy']:.4f}")
     lines.append(f"{'pixel error':<16}{result['pixel_error']:.4f}")
     return "\n".join(lines)
+
+
+class _CallableModule(types.ModuleType):
+    """`vggunet.evaluate` names both this module and its function. Importing the module (as
+    `compile_model` does) makes Python bind the package attribute to the module, so the module
+    itself calls `evaluate`: `vggunet.evaluate(model, data)` works whatever was imported."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

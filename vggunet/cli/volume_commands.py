@@ -113,7 +113,7 @@ def evaluate_volumes_command(args: argparse.Namespace, model: Any) -> int:
         The exit status (0).
     """
     from vggunet.data.volume_cases import load_case
-    from vggunet.evaluate_volumes import evaluate_volumes, format_volume_scores
+    from vggunet.volume_evaluation import evaluate_volumes, format_volume_scores
 
     cases = volume_cases(args)
     if not cases:
