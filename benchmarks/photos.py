@@ -17,20 +17,25 @@ Runs (`--run`), all two-phase `finetune` of a VGG16 U-Net through the public API
                                cap, poly, warmup, layerwise, unfreeze, batchnorm
     recipe-lovasz, recipe-ohem the recipe with that loss and no class weights (the imbalance
                                alternatives)
-Budget: `--minutes` of training wall-clock (default 40 for defaults/recipe, 15 for the others;
-the issue's budgets), a quarter for phase 1. The epochs of each phase come from step times
-measured on 4 steps per phase before the run (so the poly decay spans the budget), and a clock
-stops a phase at its share of the budget whatever the estimate said.
+Budget: `--minutes` of this CPU's training time (default 40 for defaults/recipe, 15 for the
+others; the issue's budgets), a quarter for phase 1, turned into a number of steps per phase
+from step times measured with the machine to itself: `--calibrate` times 8 steps of each phase
+of a run (after tracing) and records them in benchmarks/results/photos_calibration.json, and
+a run reads its own calibration. A budget in steps keeps runs comparable on a machine shared
+with other work (the runs' wall times and load averages are recorded beside it); the epochs
+of each phase are the budget's steps (so the poly decay spans the budget).
 
 Scores on the held-out photos (vggunet.evaluate, 59 classes): mean IoU, pixel accuracy, the
 IoU of the 10 classes with the most held-out pixels, and predicted / true pixels of the rarer
 classes present (>1: over-predicted). Results merge into benchmarks/results/photos.json keyed
 by run and seed (`--limit` runs go to photos_smoke.json: they are smoke tests, not results).
 
+    .venv/bin/python benchmarks/photos.py --calibrate --run defaults  # machine otherwise idle
     .venv/bin/python benchmarks/photos.py --run defaults
     .venv/bin/python benchmarks/photos.py --run recipe --seed 0
     .venv/bin/python benchmarks/photos.py --run recipe-minus-poly
     .venv/bin/python benchmarks/photos.py --run recipe --minutes 1 --limit 16   # smoke test
+    (a `--limit` run times its own steps instead of reading the calibration)
 """
 
 from __future__ import annotations
@@ -59,8 +64,8 @@ PHASE1_SHARE = 0.25
 
 # Each ingredient of the recipe and how removing it changes (finetune, data, model) keywords.
 ABLATIONS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
-    "scale": ({}, {"augment": "flip,jitter"}, {}),
-    "jitter": ({}, {"augment": "flip,scale=0.5:2"}, {}),
+    "scale": ({}, {"augment": "hflip,jitter"}, {}),
+    "jitter": ({}, {"augment": "hflip,scale=0.5:2"}, {}),
     "flip": ({}, {"augment": "scale=0.5:2,jitter"}, {}),
     "weights": ({}, {"sample_weights": None, "max_weight": None}, {}),
     "cap": ({}, {"max_weight": None}, {}),
@@ -214,14 +219,16 @@ def train_data(pairs: list, config: dict[str, Any], seed: int) -> Any:
         repeat=True, **data)
 
 
-def step_seconds(config: dict[str, Any], weights: str | None, data: Any, seed: int) -> list[float]:
-    """Median seconds per step of phase 1 and phase 2, from 4 steps each (after tracing).
+def step_seconds(config: dict[str, Any], weights: str | None, data: Any, seed: int,
+                 steps: int = 8) -> list[float]:
+    """Median seconds per step of phase 1 and phase 2 (after tracing).
 
     Args:
         config: `run_config`'s result.
         weights: encoder weights.
         data: the training pipeline.
         seed: Keras seed.
+        steps: steps timed per phase.
 
     Returns:
         [phase-1 step seconds, phase-2 step seconds].
@@ -236,7 +243,7 @@ def step_seconds(config: dict[str, Any], weights: str | None, data: Any, seed: i
     with tempfile.TemporaryDirectory() as folder:
         vggunet.finetune(build_model(config, weights), data, out_dir=folder,
                          **{**config["finetune"], "phase1_epochs": 1, "phase2_epochs": 1,
-                            "warmup_epochs": 0}, steps_per_epoch=5, tensorboard=False,
+                            "warmup_epochs": 0}, steps_per_epoch=steps + 1, tensorboard=False,
                          verbose=0, callbacks=[clock])
     return [float(np.median(times)) for times in clock.steps]
 
@@ -257,7 +264,7 @@ def plan_epochs(minutes: float, steps: list[float], steps_per_epoch: int) -> lis
         [6, 12]
     """
     shares = (PHASE1_SHARE, 1 - PHASE1_SHARE)
-    return [max(1, int(minutes * 60 * share / (step * steps_per_epoch)))
+    return [max(1, round(minutes * 60 * share / (step * steps_per_epoch)))
             for share, step in zip(shares, steps)]
 
 
@@ -318,14 +325,15 @@ def run_once(run: str, seed: int, minutes: float, limit: int | None,
     train_pairs, held = split_pairs(limit)
     data = train_data(train_pairs, config, seed)
     load_before = [round(v, 2) for v in os.getloadavg()]
-    steps = step_seconds(config, weights, data, seed)
+    calibration = read_calibration(run) if limit is None else None
+    steps = calibration["step_seconds"] if calibration else step_seconds(config, weights, data,
+                                                                         seed, steps=4)
     epochs = plan_epochs(minutes, steps, steps_per_epoch)
     print(f"{run} seed {seed}: {weights_name} weights, {len(train_pairs)} training / "
           f"{len(held)} held-out photos; {steps[0]:.2f} / {steps[1]:.2f} s per step; "
           f"epochs {epochs[0]} + {epochs[1]} of {steps_per_epoch} steps in {minutes:g} min")
     keras.utils.set_random_seed(seed)
-    budget = minutes * 60
-    clock = make_clock([budget * PHASE1_SHARE, budget * (1 - PHASE1_SHARE)], skip_first=False)
+    clock = make_clock([float("inf")] * 2, skip_first=False)  # the budget is in steps
     out = RUNS / (f"{run}_seed{seed}" + (f"_limit{limit}" if limit else ""))
     result = vggunet.finetune(
         build_model(config, weights), data, out_dir=out, **config["finetune"],
@@ -337,6 +345,7 @@ def run_once(run: str, seed: int, minutes: float, limit: int | None,
         "crop": list(CROP), "batch": BATCH, "steps_per_epoch": steps_per_epoch,
         "settings": config,
         "step_seconds": [round(s, 3) for s in steps], "planned_epochs": epochs,
+        "calibration": calibration,
         "steps_done": [len(t) for t in clock.steps],
         "phase_seconds": [round(s, 1) for s in clock.phase_seconds],
         "epochs_completed": result.epochs_completed, "stopped": result.stopped_reason,
@@ -346,6 +355,46 @@ def run_once(run: str, seed: int, minutes: float, limit: int | None,
     }
     record["held_out"] = held_out_scores(result.model, held)
     return record
+
+
+def read_calibration(run: str) -> dict[str, Any]:
+    """The step times `--calibrate` recorded for `run`.
+
+    Args:
+        run: one of `RUN_NAMES`.
+
+    Returns:
+        The calibration record ("step_seconds", "load_before", "date").
+
+    Raises:
+        SystemExit: no calibration for `run` yet (says how to make one).
+    """
+    path = RESULTS / "photos_calibration.json"
+    records = json.loads(path.read_text()) if path.is_file() else {}
+    if run not in records:
+        raise SystemExit(f"no step times for {run!r} in {path}: run `benchmarks/photos.py "
+                         f"--calibrate --run {run}` first, with the machine otherwise idle")
+    return records[run]
+
+
+def calibrate(run: str, seed: int) -> dict[str, Any]:
+    """Times 8 steps of each phase of `run` (to be run with the machine otherwise idle).
+
+    Args:
+        run: one of `RUN_NAMES`.
+        seed: Keras and data seed.
+
+    Returns:
+        {"step_seconds": [phase 1, phase 2], "load_before", "load_after", "date"}.
+    """
+    config = run_config(run)
+    weights, _ = encoder_weights()
+    train_pairs, _ = split_pairs(None)
+    load_before = [round(v, 2) for v in os.getloadavg()]
+    steps = step_seconds(config, weights, train_data(train_pairs, config, seed), seed)
+    return {"step_seconds": [round(s, 3) for s in steps], "load_before": load_before,
+            "load_after": [round(v, 2) for v in os.getloadavg()],
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -366,8 +415,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="training budget (default 40 for defaults/recipe, else 15)")
     parser.add_argument("--limit", type=int, default=None,
                         help="first N training and N held-out photos only (smoke test)")
-    parser.add_argument("--steps-per-epoch", type=int, default=50)
+    parser.add_argument("--steps-per-epoch", type=int, default=25,
+                        help="steps per epoch (the budget is rounded to whole epochs)")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="time the run's steps (machine otherwise idle) instead of running it")
     args = parser.parse_args(argv)
+    if args.calibrate:
+        path = RESULTS / "photos_calibration.json"
+        records = json.loads(path.read_text()) if path.is_file() else {}
+        records[args.run] = calibrate(args.run, args.seed)
+        write_json_atomic(records, path)
+        print(f"{args.run}: {records[args.run]}; wrote {path}")
+        return 0
     minutes = args.minutes or (40.0 if args.run in ("defaults", "recipe") else 15.0)
     record = run_once(args.run, args.seed, minutes, args.limit, args.steps_per_epoch)
     path = RESULTS / ("photos_smoke.json" if args.limit else "photos.json")

@@ -130,6 +130,7 @@ def test_jitter_changes_only_the_image_and_keeps_the_range():
     ("scale", Augment(scale=(0.5, 2.0))),
     ("flip,scale=0.75:1.5,saturation=0.2", Augment(flip=True, scale=(0.75, 1.5), saturation=0.2)),
     ("scale=1.25", Augment(scale=(1.25, 1.25))),
+    ("hflip,scale", Augment(hflip=True, scale=(0.5, 2.0))),
     ("hue=0.1,jitter", Augment(brightness=0.1, contrast=0.2, saturation=0.3, hue=0.1)),
 ])
 def test_spec_grammar(spec, expected):
@@ -144,6 +145,7 @@ def test_spec_grammar(spec, expected):
     ("saturation=1.5", r"Augment.saturation.*\[0, 1\], got 1.5"),
     ("hue=0.7", r"Augment.hue.*\[0, 0.5\], got 0.7"),
     ("jitter=0.4", r"'jitter=0.4'.*no value"),
+    ("hflip=1", r"'hflip=1'.*hflip takes no value"),
     ("sacle", r"'sacle'.*scale\[=MIN:MAX\].*Did you mean 'scale'"),
 ])
 def test_spec_errors_name_the_bad_value(spec, message):
@@ -176,3 +178,20 @@ def test_make_dataset_scales_into_the_crop_and_pads_with_ignore(tmp_path):
         make_dataset(pairs=pairs, num_classes=3, crop=(32, 32), augment="scale")
     with pytest.raises(ArgumentError, match="channels=1"):
         make_dataset(pairs=pairs, num_classes=3, channels=1, augment="jitter")
+
+
+def test_hflip_mirrors_image_and_mask_left_right_only():
+    image, mask = _coord_pair(4, 6)
+    seen = set()
+    for i in range(16):
+        out_image, out_mask = Augment(hflip=True).apply(image, mask, tf.constant([i, 3]))
+        out_image, out_mask = out_image.numpy(), out_mask.numpy()
+        flipped = bool(out_mask[0, 0] != 0)
+        source_image = image[:, ::-1] if flipped else image
+        source_mask = mask[:, ::-1] if flipped else mask
+        np.testing.assert_array_equal(out_image, source_image)
+        np.testing.assert_array_equal(out_mask, source_mask)  # rows never move
+        seen.add(flipped)
+        again = Augment(hflip=True).apply(image, mask, tf.constant([i, 3]))[1].numpy()
+        np.testing.assert_array_equal(again, out_mask)  # seeded
+    assert seen == {True, False}

@@ -32,6 +32,15 @@ def test_runs_are_the_recipe_the_defaults_or_one_ingredient_less():
     lovasz = P.run_config("recipe-lovasz")
     assert lovasz["finetune"]["loss"] == "lovasz" and lovasz["data"]["sample_weights"] is None
     assert recipe["data"]["sample_weights"] == "inverse_sqrt_frequency"  # untouched
+    assert P.run_config("recipe-minus-flip")["data"]["augment"] == "scale=0.5:2,jitter"
+
+
+def test_a_run_without_step_times_says_how_to_calibrate(tmp_path, monkeypatch):
+    monkeypatch.setattr(P, "RESULTS", tmp_path)
+    with pytest.raises(SystemExit, match=r"--calibrate --run recipe-ohem.*idle"):
+        P.read_calibration("recipe-ohem")
+    (tmp_path / "photos_calibration.json").write_text('{"recipe-ohem": {"step_seconds": [1, 2]}}')
+    assert P.read_calibration("recipe-ohem")["step_seconds"] == [1, 2]
 
 
 @pytest.mark.skipif(not P.DATA.is_dir(), reason="the CCP photos are not here")

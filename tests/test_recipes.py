@@ -151,6 +151,13 @@ def test_cli_recipe_sets_the_flags_left_alone_and_given_flags_win():
         0.01, "ce+dice", "flip,rot90", 8)
     assert training_settings(args)["run_settings"].recalibrate_bn == 8
 
+    # A switch the recipe turns on can be turned off on the command line.
+    args = parser.parse_args(["--data", "d", "--out", "o", "--recipe", "photos",
+                              "--no-skip-batchnorm"])
+    applied = apply_recipe(args, "finetune")
+    assert (args.skip_batchnorm, args.decoder_batchnorm) == (False, True)
+    assert "skip_batchnorm" not in applied and applied["decoder_batchnorm"] is True
+
     # Without --recipe nothing changes: the flags keep the API's defaults.
     untouched = parser.parse_args(["--data", "d", "--out", "o"])
     assert untouched.recipe is None and apply_recipe(untouched, "finetune") == {}

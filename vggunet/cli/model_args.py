@@ -60,9 +60,11 @@ def add_model_args(parser: argparse.ArgumentParser, weights_default: str = "none
     parser.add_argument("--channels", type=positive_int, default=3, help="input channels")
     parser.add_argument("--num-classes", type=positive_int, default=2, help="output classes")
     parser.add_argument("--decoder", default="upsampling", choices=DECODERS)
-    parser.add_argument("--decoder-batchnorm", action="store_true",
-                        help="BatchNorm in bottleneck and decoder")
-    parser.add_argument("--skip-batchnorm", action="store_true",
+    # --no-X too: a recipe switches these on, and a flag given on the command line wins.
+    parser.add_argument("--decoder-batchnorm", action=argparse.BooleanOptionalAction,
+                        default=False, help="BatchNorm in bottleneck and decoder")
+    parser.add_argument("--skip-batchnorm", action=argparse.BooleanOptionalAction,
+                        default=False,
                         help="BatchNorm on each skip tensor and the bottleneck input "
                              "(standardises pretrained features with large scales)")
     parser.add_argument("--bn-momentum", type=_bn_momentum_arg, default=None, metavar="M",

@@ -5,8 +5,7 @@ recipe=)`/`finetune(..., recipe=)`); this module maps their keywords to flags. A
 the command line keeps its value, even when that value is the default (`--loss ce+dice` with a
 recipe that says `ce`); every other flag a recipe names takes the recipe's value. The flags a
 recipe can set record that they were given (`add_recipe_arg` wraps their argparse actions).
-Store-true flags the recipe switches on (`--decoder-batchnorm`, `--skip-batchnorm`) cannot be
-switched off under it: build the model in Python for that.
+Switches a recipe turns on have a `--no-` form to turn them off (`--no-decoder-batchnorm`).
 """
 
 from __future__ import annotations

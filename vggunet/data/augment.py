@@ -21,7 +21,8 @@ import tensorflow as tf
 
 from vggunet.checks import check_number, did_you_mean
 from vggunet.data.photo_augment import (
-    PHOTO_NAMES, check_photo_fields, colour_step, parse_photo_token, photo_fields, scale_step,
+    PHOTO_NAMES, check_photo_fields, colour_step, hflip_step, parse_photo_token, photo_fields,
+    scale_step,
 )
 from vggunet.errors import ArgumentError
 
@@ -265,7 +266,7 @@ def random_brightness_contrast(image: tf.Tensor, brightness: float, contrast: fl
 
 
 _NAMES = ("flip", "rot90", "rotate", "elastic", "brightness", "contrast", *PHOTO_NAMES)
-_GRAMMAR = ("flip, rot90, rotate[=DEG], elastic[=ALPHA[:SIGMA[:PROB]]], brightness[=B], "
+_GRAMMAR = ("flip, hflip, rot90, rotate[=DEG], elastic[=ALPHA[:SIGMA[:PROB]]], brightness[=B], "
             "contrast[=C], scale[=MIN:MAX], saturation[=S], hue[=H], jitter")
 
 
@@ -275,6 +276,7 @@ class Augment:
 
     Attributes:
         flip: random horizontal and vertical flips.
+        hflip: random left-right flips only (upright photos; see `photo_augment`).
         rot90: random multiples of 90 degrees (0/180 only for non-square tiles).
         rotate_degrees: small-angle rotation range in degrees; 0 = off.
         elastic_alpha: elastic displacement scale in pixels; 0 = off.
@@ -298,6 +300,7 @@ class Augment:
     scale: tuple[float, float] | None = None
     saturation: float = 0.0
     hue: float = 0.0
+    hflip: bool = False
 
     def __post_init__(self) -> None:
         for name in ("rotate_degrees", "elastic_alpha", "elastic_sigma", "brightness",
@@ -312,7 +315,7 @@ class Augment:
     @property
     def enabled(self) -> bool:
         """True when at least one augmentation is switched on."""
-        return bool(self.flip or self.rot90 or self.rotate_degrees or
+        return bool(self.flip or self.hflip or self.rot90 or self.rotate_degrees or
                     (self.elastic_alpha and self.elastic_prob) or self.brightness or
                     self.contrast or self.scale or self.saturation or self.hue)
 
@@ -353,7 +356,7 @@ class Augment:
     def parse(cls, spec: str | None) -> "Augment":
         """Parse a comma-separated spec such as ``"flip,rot90,elastic=300:10:0.5"``.
 
-        Names: ``flip``, ``rot90``, ``rotate[=DEG]``, ``elastic[=ALPHA[:SIGMA[:PROB]]]``,
+        Names: ``flip``, ``hflip``, ``rot90``, ``rotate[=DEG]``, ``elastic[=ALPHA[:SIGMA[:PROB]]]``,
         ``brightness[=B]``, ``contrast[=C]``, ``scale[=MIN:MAX]``, ``saturation[=S]``, ``hue[=H]``,
         ``jitter`` (see `photo_augment`); ``""``/``"none"`` switches all off.
 
@@ -427,6 +430,7 @@ class Augment:
         image, mask = scale_step(self, image, mask, seed, crop, ignore_index)  # sets the size
         if self.flip:
             image, mask = random_flip(image, mask, s[0])
+        image, mask = hflip_step(self, image, mask, seed)
         if self.rot90:
             image, mask = random_rot90(image, mask, s[1])
         if self.rotate_degrees:

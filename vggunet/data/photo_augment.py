@@ -1,4 +1,4 @@
-"""Augmentations for natural photos: random scale then crop, saturation and hue jitter.
+"""Augmentations for natural photos: random scale then crop, left-right flips, colour jitter.
 
 The geometric op resizes image (bilinear) and mask (nearest neighbour, so its values stay
 in the label set) by one random factor, then cuts a window of the crop size. Where the
@@ -7,13 +7,17 @@ scaled image is smaller than the window it is padded: the image with 0 (black in
 scored. A fill of 0 rather than the data mean keeps the op independent of data statistics;
 since every padded pixel is ignored, the value only reaches the network's activations.
 
+``hflip`` flips left-right only: upright photos (people, street scenes) never appear upside
+down, so the vertical half of ``flip`` teaches the network views it will not see.
+
 Colour ops act on the image only: saturation and hue run through ``tf.image`` on RGB
 scaled to [0, 1] and back (3-channel images only: grey images pass unchanged). Brightness
 and contrast are :func:`vggunet.data.augment.random_brightness_contrast`.
 
 All random draws are stateless (a shape-(2,) seed), as in :mod:`vggunet.data.augment`.
 :class:`~vggunet.data.augment.Augment` switches these on by name (``scale``,
-``saturation``, ``hue``, ``jitter``); :func:`parse_photo_token` is its grammar for them.
+``hflip``, ``saturation``, ``hue``, ``jitter``); :func:`parse_photo_token` is its grammar
+for them.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ __all__ = [
     "check_photo_options",
     "check_scale",
     "colour_step",
+    "hflip_step",
     "parse_photo_token",
     "photo_fields",
     "random_saturation_hue",
@@ -48,7 +53,7 @@ DEFAULT_SCALE = (0.5, 2.0)
 DEFAULT_SATURATION = 0.3
 DEFAULT_HUE = 0.05
 
-PHOTO_NAMES = ("scale", "saturation", "hue", "jitter")
+PHOTO_NAMES = ("scale", "hflip", "saturation", "hue", "jitter")
 """The spec names this module adds to :meth:`Augment.parse`."""
 
 
@@ -118,7 +123,7 @@ def parse_photo_token(name: str, value: str) -> dict:
 
     Grammar (as the rest of the spec: ``NAME[=VALUE]``, parts separated by ``:``):
     ``scale[=MIN:MAX]`` (or ``scale=S`` for [S, S]), ``saturation[=S]``, ``hue[=H]``,
-    ``jitter`` (no value).
+    ``hflip`` and ``jitter`` (no value).
 
     Args:
         name: one of :data:`PHOTO_NAMES` (lower case).
@@ -140,6 +145,10 @@ def parse_photo_token(name: str, value: str) -> dict:
             raise ArgumentError("jitter takes no value (it switches brightness, contrast, "
                                 "saturation and hue on at their defaults; set them by name)")
         return {"jitter": True}
+    if name == "hflip":
+        if value:
+            raise ArgumentError("hflip takes no value")
+        return {"hflip": True}
     if name == "scale":
         if not value:
             return {"scale": True}
@@ -161,7 +170,7 @@ def photo_fields(flags: dict) -> dict:
             ones are removed, ``brightness``/``contrast`` added for ``jitter``.
 
     Returns:
-        ``scale``, ``saturation``, ``hue`` as `Augment` fields (only those given).
+        ``scale``, ``hflip``, ``saturation``, ``hue`` as `Augment` fields (only those given).
 
     Example:
         >>> flags = {"jitter": True, "hue": 0.1}
@@ -171,7 +180,8 @@ def photo_fields(flags: dict) -> dict:
     if flags.pop("jitter", False):
         for name in ("brightness", "contrast", "saturation", "hue"):
             flags.setdefault(name, True)
-    defaults = {"scale": DEFAULT_SCALE, "saturation": DEFAULT_SATURATION, "hue": DEFAULT_HUE}
+    defaults = {"scale": DEFAULT_SCALE, "hflip": True, "saturation": DEFAULT_SATURATION,
+                "hue": DEFAULT_HUE}
     fields = {}
     for name, default in defaults.items():
         if name in flags:
@@ -222,6 +232,25 @@ def scale_step(augment, image: tf.Tensor, mask: tf.Tensor, seed, crop: Sequence[
         return image, mask
     return random_scale_crop(image, mask, augment.scale, crop, _photo_seed(seed, 0),
                              ignore_index)
+
+
+def hflip_step(augment, image: tf.Tensor, mask: tf.Tensor,
+               seed) -> tuple[tf.Tensor, tf.Tensor]:
+    """`Augment.apply`'s left-right flip (``hflip``), of image and mask together.
+
+    Args:
+        augment: the `Augment`; nothing happens when its ``hflip`` is off.
+        image, mask: float32 (H, W, C) and int32 (H, W).
+        seed: ``apply``'s seed.
+
+    Returns:
+        (image, mask), both flipped or neither, with probability 1/2.
+    """
+    if not augment.hflip:
+        return image, mask
+    flip = tf.random.stateless_uniform([], seed=_photo_seed(seed, 2)) < 0.5
+    return tf.cond(flip, lambda: (tf.reverse(image, [1]), tf.reverse(mask, [1])),
+                   lambda: (image, mask))
 
 
 def colour_step(augment, image: tf.Tensor, seed) -> tf.Tensor:

@@ -13,7 +13,7 @@ wins (`recipe_keywords`).
   (it beat CE + Dice on pixel error in every measured pair), the whole encoder unfrozen in phase
   2 at 3e-4, BatchNorm statistics re-estimated on 8 batches.
 * `"photos"`: the field's usual choices for natural multi-class photos (DeepLab/PSPNet-style
-  fine-tuning): random scale 0.5-2 with padding by the ignore label, flips and colour jitter,
+  fine-tuning): random scale 0.5-2 with padding by the ignore label, left-right flips and colour jitter,
   inverse-square-root class weights capped at 10, cross-entropy, polynomial decay after one
   warm-up epoch, the whole encoder unfrozen with layer-wise rates, BatchNorm on the decoder and
   the skips. The values are a documented starting point, not a measured optimum:
@@ -85,7 +85,7 @@ RECIPES: Mapping[str, Recipe] = MappingProxyType({
     "photos": Recipe(
         summary="natural colour photos with many, imbalanced classes (street scenes, clothing)",
         compile={"loss": "ce", "ignore_index": 255},
-        data={"augment": "flip,scale=0.5:2,jitter", "sample_weights": "inverse_sqrt_frequency",
+        data={"augment": "hflip,scale=0.5:2,jitter", "sample_weights": "inverse_sqrt_frequency",
               "max_weight": 10.0},
         phase1={"learning_rate": 1e-3},
         phase2={"learning_rate": 3e-4, "unfreeze": "encoder", "lr_schedule": "poly",
