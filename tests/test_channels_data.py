@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_cli import assert_ok, run_cli
 from vggunet.data.images import (
     check_channels, decode_image, load_image, read_image, read_npy,
 )
@@ -65,11 +64,11 @@ def _four_band_tiles(root: Path) -> tuple[Path, Path]:
     return root / "images", root / "label"
 
 
-def test_cli_train_predict_evaluate_4_channel_npy_tiles(tmp_path):
-    from concurrent.futures import ThreadPoolExecutor
-
+def test_cli_train_predict_evaluate_4_channel_npy_tiles(tmp_path, capsys):
+    """In process (`vggunet.cli.app.main`): test_cli checks the commands as subprocesses."""
     import keras
 
+    from vggunet.cli.app import main
     from vggunet.models.weights import tile_input_kernel
     from vggunet.saving import load_model
 
@@ -84,28 +83,23 @@ def test_cli_train_predict_evaluate_4_channel_npy_tiles(tmp_path):
     # The encoder frozen (transfer learning's first phase) keeps the step cheap on CPU and the
     # adapted first convolution exactly as loaded.
     run = tmp_path / "run"
-    assert_ok(run_cli("train", "--images", str(images), "--masks", str(labels),
-                      "--mask-format", "binary", "--channels", "4", "--backbone", "resnet50",
-                      "--weights", str(weights), "--decoder-filters", "32,16,16,8,8",
-                      "--bottleneck-filters", "32", "--precision", "float32",
-                      "--freeze", "encoder", "--epochs", "1", "--batch-size", "4",
-                      "--seed", "0", "--no-tensorboard", "--out", str(run), "--quiet"))
+    assert main(["train", "--images", str(images), "--masks", str(labels),
+                 "--mask-format", "binary", "--channels", "4", "--backbone", "resnet50",
+                 "--weights", str(weights), "--decoder-filters", "32,16,16,8,8",
+                 "--bottleneck-filters", "32", "--precision", "float32",
+                 "--freeze", "encoder", "--epochs", "1", "--batch-size", "4",
+                 "--seed", "0", "--no-tensorboard", "--out", str(run), "--quiet"]) == 0
     best = run / "checkpoints" / "best.keras"
     metrics = tmp_path / "metrics.json"
-    with ThreadPoolExecutor(2) as pool:  # two CLI runs side by side: half the wall time
-        predicted = pool.submit(run_cli, "predict", "--model", str(best), "--input",
-                                str(images), "--out", str(tmp_path / "pred"), "--channels", "4",
-                                "--quiet")
-        evaluated = pool.submit(run_cli, "evaluate", "--model", str(best), "--images",
-                                str(images), "--masks", str(labels), "--mask-format", "binary",
-                                "--out", str(metrics), "--quiet")
-        model = load_model(best, compile=False)
-        kernel = keras.ops.convert_to_numpy(model.get_layer("conv1_conv").kernel)
-        assert kernel.shape == (7, 7, 4, 64) and model.input_shape[-1] == 4
-        # The written RGB kernel tiled over 4 channels (x 3/4), untouched by the frozen epoch.
-        np.testing.assert_allclose(kernel, tile_input_kernel(rgb_kernel, 4), rtol=1e-6)
-        assert_ok(predicted.result())
-        assert_ok(evaluated.result())
+    assert main(["predict", "--model", str(best), "--input", str(images), "--out",
+                 str(tmp_path / "pred"), "--channels", "4", "--quiet"]) == 0
+    assert main(["evaluate", "--model", str(best), "--images", str(images), "--masks",
+                 str(labels), "--mask-format", "binary", "--out", str(metrics), "--quiet"]) == 0
+    model = load_model(best, compile=False)
+    kernel = keras.ops.convert_to_numpy(model.get_layer("conv1_conv").kernel)
+    assert kernel.shape == (7, 7, 4, 64) and model.input_shape[-1] == 4
+    # The written RGB kernel tiled over 4 channels (x 3/4), untouched by the frozen epoch.
+    np.testing.assert_allclose(kernel, tile_input_kernel(rgb_kernel, 4), rtol=1e-6)
     for stem in ("0", "1", "2", "3"):
         mask = Image.open(tmp_path / "pred" / f"{stem}.png")
         overlay = Image.open(tmp_path / "pred" / f"{stem}_overlay.png")
@@ -113,6 +107,7 @@ def test_cli_train_predict_evaluate_4_channel_npy_tiles(tmp_path):
         assert set(np.unique(np.asarray(mask)).tolist()) <= {0, 1}
     scores = json.loads(metrics.read_text())
     assert scores["num_images"] == 4 and 0.0 <= scores["pixel_accuracy"] <= 1.0, scores
+    assert "Traceback" not in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------ decoding rules

@@ -271,20 +271,26 @@ def test_unknown_loss_is_one_line(tiny_isbi, tmp_path, capsys):
     assert len(err) == 1 and "hinge" in err[0]
 
 
-def test_finetune_with_separate_validation_folders_and_augmentation(tiny_isbi, tmp_path):
+def test_finetune_with_separate_validation_folders_and_augmentation(tiny_isbi, tmp_path,
+                                                                     capsys):
+    # In process (`main`) to save a TensorFlow start-up: the commands' subprocess behaviour
+    # (exit codes, one-line errors) is checked by the other tests here.
+    from vggunet.cli.app import main
+
     out = tmp_path / "ft"
-    proc = run_cli("finetune", "--images", str(tiny_isbi / "image"),
-                   "--masks", str(tiny_isbi / "label"), "--val-images", str(tiny_isbi / "image"),
-                   "--val-masks", str(tiny_isbi / "label"), "--mask-format", "binary",
-                   *TINY_MODEL, "--phase1-epochs", "1", "--phase2-epochs", "1",
-                   "--phase1-lr", "1e-3", "--phase2-lr", "1e-4", "--unfreeze", "top1",
-                   "--crop", "32x32", "--augment", "flip,rot90", "--batch-size", "4",
-                   "--early-stopping", "3", "--seed", "1", "--out", str(out), "--quiet",
-                   "--decoder-batchnorm", "--skip-batchnorm", "--bn-momentum", "0.8",
-                   "--recalibrate-bn", "2")
-    assert_ok(proc)
-    assert "data: 4 training pairs, 4 validation pairs" in proc.stdout
-    assert "epochs completed: 2" in proc.stdout
+    code = main(["finetune", "--images", str(tiny_isbi / "image"),
+                 "--masks", str(tiny_isbi / "label"), "--val-images", str(tiny_isbi / "image"),
+                 "--val-masks", str(tiny_isbi / "label"), "--mask-format", "binary",
+                 *TINY_MODEL, "--phase1-epochs", "1", "--phase2-epochs", "1",
+                 "--phase1-lr", "1e-3", "--phase2-lr", "1e-4", "--unfreeze", "top1",
+                 "--crop", "32x32", "--augment", "flip,rot90", "--batch-size", "4",
+                 "--early-stopping", "3", "--seed", "1", "--out", str(out), "--quiet",
+                 "--decoder-batchnorm", "--skip-batchnorm", "--bn-momentum", "0.8",
+                 "--recalibrate-bn", "2"])
+    stdout = capsys.readouterr().out
+    assert code == 0, stdout
+    assert "data: 4 training pairs, 4 validation pairs" in stdout
+    assert "epochs completed: 2" in stdout
     state = json.loads((out / "state.json").read_text())
     assert state  # written by the trainer
     assert (out / "checkpoints" / "best.keras").is_file()
