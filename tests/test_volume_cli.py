@@ -129,14 +129,31 @@ def test_decathlon_index_labels_channels_last(tmp_path, capsys):
     assert "data: 3 training volumes" in stdout
     assert "mean_iou" in _log_rows(out)[0]
     report = tmp_path / "scores.json"
+    # No --standardize: the training run's zscore, read from its state.json.
     code, stdout, err = _main(capsys, "evaluate", "--model",
                               str(out / "checkpoints" / "last.keras"), "--data",
-                              str(tmp_path / "data"), "--standardize", "zscore", "--out",
-                              str(report), "--quiet")
+                              str(tmp_path / "data"), "--out", str(report))
     assert code == 0, err
+    assert f"standardize: zscore (the training run's, from {out / 'state.json'})" in stdout
     scores = json.loads(report.read_text())
     assert scores["label_mode"] == "index" and len(scores["cases"]) == 3
     assert "dice" in stdout.lower()
+
+
+def test_training_standardize_reads_the_run_state(tmp_path):
+    from vggunet.cli.volume_commands import training_standardize
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    model = run / "checkpoints" / "best.keras"
+    assert training_standardize(model) is None  # no state.json
+    (run / "state.json").write_text(json.dumps({"settings": {"data": None}}))  # not recorded
+    assert training_standardize(model) is None
+    (run / "state.json").write_text(json.dumps({"settings": {"data": {"standardize": "zscore"}}}))
+    assert training_standardize(model) == ("zscore", run / "state.json")
+    assert training_standardize(run / "exported.keras") == ("zscore", run / "state.json")
+    (run / "state.json").write_text("{not json")
+    assert training_standardize(model) is None
 
 
 def test_inspect_the_lab_presets(capsys):

@@ -106,10 +106,12 @@ def add_volume_data_args(parser: argparse.ArgumentParser, *, training: bool) -> 
                         f"{','.join(_VOLUME.modalities)})")
     g.add_argument("--label-suffix", default=_VOLUME.label_suffix,
                    help=f"brats layout: the label file suffix (default {_VOLUME.label_suffix})")
-    g.add_argument("--standardize", default=_VOLUME.standardize,
+    g.add_argument("--standardize", default=_VOLUME.standardize if training else None,
                    choices=choices.STANDARDIZE_METHODS,
                    help="lab: per channel and z-slice; zscore: per channel (default "
-                        f"{_VOLUME.standardize}; predict with the training's choice)")
+                        + (_VOLUME.standardize if training else
+                           "the training run's, from the state.json beside the model's "
+                           f"checkpoints/ folder, else {_VOLUME.standardize}") + ")")
     if not training:
         return
     g.add_argument("--label-mode", default=_VOLUME.label_mode, choices=choices.LABEL_MODES,

@@ -7,6 +7,7 @@ with the scan's affine, scores as the lab's per-class table (and JSON), and a sl
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,54 @@ def _input_cases(args: argparse.Namespace, source: Path) -> list:
     return find_volume_cases(images=source, **options)
 
 
+def training_standardize(model_path: Path) -> tuple[str, Path] | None:
+    """The standardisation of the run that wrote a model, from its `state.json`.
+
+    Prediction must standardise the way training did; a run folder keeps its settings in
+    `RUN/state.json` and its models in `RUN/checkpoints/`.
+
+    Args:
+        model_path: the saved model (`RUN/checkpoints/best.keras`, or a file beside
+            `state.json`).
+
+    Returns:
+        (method, the state file), or None when no volume run's state is found.
+    """
+    for folder in (model_path.parent, model_path.parent.parent):
+        state_path = folder / "state.json"
+        try:
+            data = json.loads(state_path.read_text(encoding="utf-8"))["settings"]["data"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("standardize"), str):
+            return data["standardize"], state_path
+    return None
+
+
+def resolve_standardize(args: argparse.Namespace) -> str:
+    """`--standardize` if given, else the training run's choice, else the default; says which.
+
+    Args:
+        args: parsed `predict`/`evaluate` flags (`--model`, `--standardize`).
+
+    Returns:
+        The method.
+    """
+    from vggunet.training.settings import VolumeDataSettings
+
+    if args.standardize is not None:
+        return args.standardize
+    found = training_standardize(Path(args.model))
+    method = found[0] if found else VolumeDataSettings().standardize
+    resolve_say(not args.quiet)(f"standardize: {method} " + (
+        f"(the training run's, from {found[1]})" if found else
+        "(the default: no training state.json found beside the model)"))
+    return method
+
+
 def _window_options(args: argparse.Namespace) -> dict[str, Any]:
+    if args.standardize is None:  # resolved once: evaluate asks again for --slices
+        args.standardize = resolve_standardize(args)
     return dict(patch=args.patch, overlap=args.patch_overlap, blend=args.blend,
                 batch_size=args.window_batch, standardize=args.standardize, tta=args.tta)
 
