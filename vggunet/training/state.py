@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -183,7 +184,9 @@ def history_from_log(path: Path) -> dict[str, list[float]]:
         path: the file.
 
     Returns:
-        Name -> values (NaN where a row has none); `epoch` and `phase` are left out.
+        Name -> values (NaN where a row has none); `epoch` and `phase` are left out, and so
+        are `val_*` columns without a value (Keras's CSVLogger adds them to runs without
+        validation data).
     """
     history: dict[str, list[float]] = {}
     for row in read_log(path):
@@ -195,4 +198,5 @@ def history_from_log(path: Path) -> dict[str, list[float]]:
             except (TypeError, ValueError):
                 number = float("nan")
             history.setdefault(key, []).append(number)
-    return history
+    return {key: values for key, values in history.items()
+            if not (key.startswith("val_") and all(math.isnan(v) for v in values))}
