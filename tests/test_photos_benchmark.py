@@ -6,6 +6,7 @@ Training runs take many minutes, so none runs here; checked: each run's settings
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -53,3 +54,22 @@ def test_split_is_sorted_and_fixed_and_the_budget_fills_both_phases():
     # 40 min: 10 for phase 1 at 2 s x 50 steps = 6 epochs; 30 at 3 s x 50 = 12 epochs.
     assert P.plan_epochs(40, [2.0, 3.0], 50) == [6, 12]
     assert P.plan_epochs(1, [60.0, 60.0], 50) == [1, 1]
+
+
+def test_report_tables_of_the_results_file(tmp_path, capsys):
+    import photos_report
+
+    held = {"mean_iou": 0.25, "pixel_accuracy": 0.81, "rare_pred_over_true_all": 1.3,
+            "top10_iou": {"null": 0.9, "skin": 0.4},
+            "rare_pred_over_true": {"belt": 0.0, "bag": 2.5, "hat": 1.2}}
+    record = {"minutes": 40, "steps_done": [100, 225], "train_wall_s": 2700.0,
+              "load_before": [2.0, 1.0, 1.0], "held_out": held}
+    path = tmp_path / "photos.json"
+    path.write_text(json.dumps({"defaults/seed0": record, "recipe/seed1": record}))
+    assert photos_report.main(["--results", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "| recipe | 1 | 40 | 100 + 225 | 45.0 | 2.0 | 0.250 | 0.810 | 1.30 |" in out
+    assert "| class | defaults/seed0 | recipe/seed1 |" in out and "| skin | 0.400 | 0.400 |" in out
+    assert "| defaults/seed0 | 3 | 1.20 | 1 (bag) | 1 |" in out
+    with pytest.raises(SystemExit, match="not in .*recipe/seed7"):
+        photos_report.main(["--results", str(path), "--runs", "recipe/seed7"])

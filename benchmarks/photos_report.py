@@ -1,0 +1,138 @@
+"""Markdown tables of `benchmarks/results/photos.json` (issue 17) for BENCHMARKS.md.
+
+Three tables: the runs (budget in steps, wall time, load, held-out mIoU and pixel accuracy,
+pooled rare-class predicted/true pixels), the IoU of the 10 classes with the most held-out
+pixels, and how the rare classes are predicted (median predicted/true ratio, how many are
+over-predicted more than 2x, how many never predicted).
+
+    .venv/bin/python benchmarks/photos_report.py            # every run in photos.json
+    .venv/bin/python benchmarks/photos_report.py --runs defaults/seed0 recipe/seed0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results" / "photos.json"
+
+
+def run_rows(results: dict[str, Any]) -> list[str]:
+    """One table row per run: budget, steps, wall time, load, held-out scores.
+
+    Args:
+        results: photos.json's contents (key "RUN/seedN" -> record).
+
+    Returns:
+        Markdown lines, header included.
+
+    Example:
+        >>> record = {"minutes": 40, "steps_done": [100, 225], "train_wall_s": 3000,
+        ...           "load_before": [1.0, 1.0, 1.0], "held_out": {"mean_iou": 0.2,
+        ...           "pixel_accuracy": 0.8, "rare_pred_over_true_all": 1.5}}
+        >>> run_rows({"recipe/seed0": record})[-1]
+        '| recipe | 0 | 40 | 100 + 225 | 50.0 | 1.0 | 0.200 | 0.800 | 1.50 |'
+    """
+    lines = ["| run | seed | budget (min) | steps (phase 1 + 2) | wall (min) | load before "
+             "| mIoU | pixel acc. | rare classes predicted / true |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for key, rec in results.items():
+        run, seed = key.split("/seed")
+        scores = rec["held_out"]
+        steps = " + ".join(str(s) for s in rec["steps_done"])
+        lines.append(f"| {run} | {seed} | {rec['minutes']:g} | {steps} | "
+                     f"{rec['train_wall_s'] / 60:.1f} | {rec['load_before'][0]:.1f} | "
+                     f"{scores['mean_iou']:.3f} | {scores['pixel_accuracy']:.3f} | "
+                     f"{scores['rare_pred_over_true_all']:.2f} |")
+    return lines
+
+
+def top10_rows(results: dict[str, Any]) -> list[str]:
+    """The IoU of the 10 most frequent held-out classes, a column per run.
+
+    Args:
+        results: photos.json's contents.
+
+    Returns:
+        Markdown lines (the classes of the first run, which are the same for every run:
+        the held-out set is fixed).
+    """
+    keys = list(results)
+    classes = list(results[keys[0]]["held_out"]["top10_iou"])
+    lines = ["| class | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+    for name in classes:
+        cells = [f"{results[k]['held_out']['top10_iou'].get(name, float('nan')):.3f}"
+                 for k in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def rare_summary(ratios: dict[str, float]) -> dict[str, Any]:
+    """How a run predicts the rarer classes, from their predicted / true pixel ratios.
+
+    Args:
+        ratios: class name -> predicted pixels / true pixels (held out).
+
+    Returns:
+        {"classes", "median", "over_2x" (names), "never" (count of ratio 0)}.
+
+    Example:
+        >>> rare_summary({"a": 0.0, "b": 3.0, "c": 1.0})
+        {'classes': 3, 'median': 1.0, 'over_2x': ['b'], 'never': 1}
+    """
+    values = list(ratios.values())
+    return {"classes": len(values), "median": statistics.median(values) if values else 0.0,
+            "over_2x": [name for name, r in ratios.items() if r > 2.0],
+            "never": sum(1 for r in values if r == 0.0)}
+
+
+def rare_rows(results: dict[str, Any]) -> list[str]:
+    """A row per run: how the rarer classes (beyond the 10 most frequent) are predicted.
+
+    Args:
+        results: photos.json's contents.
+
+    Returns:
+        Markdown lines.
+    """
+    lines = ["| run | rare classes | median predicted / true | over-predicted > 2x | "
+             "never predicted |", "|---|---:|---:|---|---:|"]
+    for key, rec in results.items():
+        s = rare_summary(rec["held_out"]["rare_pred_over_true"])
+        over = ", ".join(s["over_2x"]) or "none"
+        lines.append(f"| {key} | {s['classes']} | {s['median']:.2f} | {len(s['over_2x'])} "
+                     f"({over}) | {s['never']} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Prints the three tables.
+
+    Args:
+        argv: command-line arguments (None: sys.argv).
+
+    Returns:
+        The exit status.
+    """
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", nargs="*", default=None, help="RUN/seedN keys (default all)")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    results = json.loads(args.results.read_text())
+    if args.runs:
+        missing = [k for k in args.runs if k not in results]
+        if missing:
+            raise SystemExit(f"not in {args.results}: {', '.join(missing)}; "
+                             f"there: {', '.join(results)}")
+        results = {k: results[k] for k in args.runs}
+    for table in (run_rows, top10_rows, rare_rows):
+        print("\n".join(table(results)) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
