@@ -356,9 +356,8 @@ class Augment:
     def parse(cls, spec: str | None) -> "Augment":
         """Parse a comma-separated spec such as ``"flip,rot90,elastic=300:10:0.5"``.
 
-        Names: ``flip``, ``hflip``, ``rot90``, ``rotate[=DEG]``, ``elastic[=ALPHA[:SIGMA[:PROB]]]``,
-        ``brightness[=B]``, ``contrast[=C]``, ``scale[=MIN:MAX]``, ``saturation[=S]``, ``hue[=H]``,
-        ``jitter`` (see `photo_augment`); ``""``/``"none"`` switches all off.
+        Names: those of `_GRAMMAR` (``scale``, ``hflip``, ``saturation``, ``hue``, ``jitter``:
+        see `photo_augment`); ``""``/``"none"`` switches all off.
 
         Args:
             spec: the string.
