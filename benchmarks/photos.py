@@ -357,6 +357,31 @@ def run_once(run: str, seed: int, minutes: float, limit: int | None,
     return record
 
 
+def read_records(path: Path) -> dict[str, Any]:
+    """A results file's records by key ({} before the first run).
+
+    Args:
+        path: the JSON file.
+
+    Returns:
+        key -> record.
+    """
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def merge_record(path: Path, key: str, record: dict[str, Any]) -> None:
+    """Writes `record` under `key` into a results file, keeping the other keys (atomically).
+
+    Args:
+        path: the JSON file.
+        key: e.g. "recipe/seed0" or a run name.
+        record: the record.
+    """
+    from vggunet.fileio import write_json_atomic
+
+    write_json_atomic({**read_records(path), key: record}, path)
+
+
 def read_calibration(run: str) -> dict[str, Any]:
     """The step times `--calibrate` recorded for `run`.
 
@@ -370,7 +395,7 @@ def read_calibration(run: str) -> dict[str, Any]:
         SystemExit: no calibration for `run` yet (says how to make one).
     """
     path = RESULTS / "photos_calibration.json"
-    records = json.loads(path.read_text()) if path.is_file() else {}
+    records = read_records(path)
     if run not in records:
         raise SystemExit(f"no step times for {run!r} in {path}: run `benchmarks/photos.py "
                          f"--calibrate --run {run}` first, with the machine otherwise idle")
@@ -406,8 +431,6 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit status.
     """
-    from vggunet.fileio import write_json_atomic
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", required=True, choices=RUN_NAMES)
     parser.add_argument("--seed", type=int, default=0)
@@ -422,17 +445,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.calibrate:
         path = RESULTS / "photos_calibration.json"
-        records = json.loads(path.read_text()) if path.is_file() else {}
-        records[args.run] = calibrate(args.run, args.seed)
-        write_json_atomic(records, path)
-        print(f"{args.run}: {records[args.run]}; wrote {path}")
+        record = calibrate(args.run, args.seed)
+        merge_record(path, args.run, record)
+        print(f"{args.run}: {record}; wrote {path}")
         return 0
     minutes = args.minutes or (40.0 if args.run in ("defaults", "recipe") else 15.0)
     record = run_once(args.run, args.seed, minutes, args.limit, args.steps_per_epoch)
     path = RESULTS / ("photos_smoke.json" if args.limit else "photos.json")
-    results = json.loads(path.read_text()) if path.is_file() else {}
-    results[f"{args.run}/seed{args.seed}"] = record
-    write_json_atomic(results, path)
+    merge_record(path, f"{args.run}/seed{args.seed}", record)
     scores = record["held_out"]
     print(f"held out: mIoU {scores['mean_iou']}, pixel accuracy {scores['pixel_accuracy']}, "
           f"rare classes predicted/true {scores['rare_pred_over_true_all']}; wrote {path}")

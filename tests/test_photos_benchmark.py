@@ -40,8 +40,10 @@ def test_a_run_without_step_times_says_how_to_calibrate(tmp_path, monkeypatch):
     monkeypatch.setattr(P, "RESULTS", tmp_path)
     with pytest.raises(SystemExit, match=r"--calibrate --run recipe-ohem.*idle"):
         P.read_calibration("recipe-ohem")
-    (tmp_path / "photos_calibration.json").write_text('{"recipe-ohem": {"step_seconds": [1, 2]}}')
-    assert P.read_calibration("recipe-ohem")["step_seconds"] == [1, 2]
+    P.merge_record(tmp_path / "photos_calibration.json", "recipe-ohem", {"step_seconds": [1, 2]})
+    P.merge_record(tmp_path / "photos_calibration.json", "defaults", {"step_seconds": [3, 4]})
+    assert P.read_calibration("recipe-ohem")["step_seconds"] == [1, 2]  # kept by the merge
+    assert P.read_calibration("defaults")["step_seconds"] == [3, 4]
 
 
 @pytest.mark.skipif(not P.DATA.is_dir(), reason="the CCP photos are not here")
