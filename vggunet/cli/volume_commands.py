@@ -107,8 +107,6 @@ def resolve_standardize(args: argparse.Namespace) -> str:
 
 
 def _window_options(args: argparse.Namespace) -> dict[str, Any]:
-    if args.standardize is None:  # resolved once: evaluate asks again for --slices
-        args.standardize = resolve_standardize(args)
     return dict(patch=args.patch, overlap=args.patch_overlap, blend=args.blend,
                 batch_size=args.window_batch, standardize=args.standardize, tta=args.tta)
 
@@ -130,6 +128,7 @@ def predict_volumes(args: argparse.Namespace, model: Any, source: Path, out: Pat
     from vggunet.inference.volume_outputs import reference_affine, save_volume
 
     say = resolve_say()
+    args.standardize = resolve_standardize(args)
     mode = "threshold" if label_mode_of(model) == "multilabel" else "argmax"
     written = []
     for case in _input_cases(args, source):
@@ -169,6 +168,7 @@ def evaluate_volumes_command(args: argparse.Namespace, model: Any) -> int:
     names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
     say = resolve_say(not args.quiet)
     say(f"evaluating {model.name} on {len(cases)} volume(s)")
+    args.standardize = resolve_standardize(args)
     result = evaluate_volumes(model, cases, label_mode=label_mode_of(model),
                               class_names=names, out_json=args.out, verbose=not args.quiet,
                               **_window_options(args))
