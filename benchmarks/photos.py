@@ -28,12 +28,14 @@ of each phase are the budget's steps (so the poly decay spans the budget).
 Scores on the held-out photos (vggunet.evaluate, 59 classes): mean IoU, pixel accuracy, the
 IoU of the 10 classes with the most held-out pixels, and predicted / true pixels of the rarer
 classes present (>1: over-predicted). Results merge into benchmarks/results/photos.json keyed
-by run and seed (`--limit` runs go to photos_smoke.json: they are smoke tests, not results).
+by run, seed and, if not the run's default, budget (`--limit` runs go to photos_smoke.json:
+they are smoke tests, not results). Runs, budgets and keys: benchmarks/photos_runs.py.
 
     .venv/bin/python benchmarks/photos.py --calibrate --run defaults  # machine otherwise idle
     .venv/bin/python benchmarks/photos.py --run defaults
     .venv/bin/python benchmarks/photos.py --run recipe --seed 0
     .venv/bin/python benchmarks/photos.py --run recipe-minus-poly
+    .venv/bin/python benchmarks/photos.py --run recipe --minutes 15   # the ablations' reference
     .venv/bin/python benchmarks/photos.py --run recipe --minutes 1 --limit 16   # smoke test
     (a `--limit` run times its own steps instead of reading the calibration)
 """
@@ -41,7 +43,6 @@ by run and seed (`--limit` runs go to photos_smoke.json: they are smoke tests, n
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -56,53 +57,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 DATA = ROOT.parent / "shared" / "data" / "ccp"
-RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = ROOT / "runs" / "photos"
 NUM_CLASSES, N_TRAIN, N_HELD_OUT = 59, 804, 200
 SIZE, CROP, BATCH = (384, 256), (256, 256), 8
-PHASE1_SHARE = 0.25
 
-# Each ingredient of the recipe and how removing it changes (finetune, data, model) keywords.
-ABLATIONS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
-    "scale": ({}, {"augment": "hflip,jitter"}, {}),
-    "jitter": ({}, {"augment": "hflip,scale=0.5:2"}, {}),
-    "flip": ({}, {"augment": "scale=0.5:2,jitter"}, {}),
-    "weights": ({}, {"sample_weights": None, "max_weight": None}, {}),
-    "cap": ({}, {"max_weight": None}, {}),
-    "poly": ({"lr_schedule": "constant"}, {}, {}),
-    "warmup": ({"warmup_epochs": 0}, {}, {}),
-    "layerwise": ({"layerwise_lr": None}, {}, {}),
-    "unfreeze": ({"unfreeze": "top2"}, {}, {}),
-    "batchnorm": ({}, {}, {"decoder_batchnorm": False, "skip_batchnorm": False}),
-}
-ALTERNATIVES = {"lovasz": "lovasz", "ohem": "ohem"}
-RUN_NAMES = ("defaults", "recipe", *(f"recipe-minus-{k}" for k in ABLATIONS),
-             *(f"recipe-{k}" for k in ALTERNATIVES))
-
-
-def run_config(run: str) -> dict[str, dict[str, Any]]:
-    """The finetune, data and model keywords of a run (the budget and split are shared).
-
-    Args:
-        run: one of `RUN_NAMES`.
-
-    Returns:
-        {"finetune": ..., "data": ..., "model": ...}.
-    """
-    from vggunet.training.recipes import recipe_keywords
-
-    if run == "defaults":
-        return {"finetune": {}, "data": {}, "model": {}}
-    config = {target: recipe_keywords("photos", target)
-              for target in ("finetune", "data", "model")}
-    if run.startswith("recipe-minus-"):
-        for target, change in zip(("finetune", "data", "model"),
-                                  ABLATIONS[run[len("recipe-minus-"):]]):
-            config[target].update(change)
-    elif run != "recipe":
-        config["finetune"]["loss"] = ALTERNATIVES[run[len("recipe-"):]]
-        config["data"].update(sample_weights=None, max_weight=None)
-    return config
+from photos_runs import (  # noqa: E402
+    RESULTS, RUN_NAMES, default_minutes, merge_record, plan_epochs, read_calibration, record_key,
+    run_config)
 
 
 def split_pairs(limit: int | None) -> tuple[list, list]:
@@ -248,26 +209,6 @@ def step_seconds(config: dict[str, Any], weights: str | None, data: Any, seed: i
     return [float(np.median(times)) for times in clock.steps]
 
 
-def plan_epochs(minutes: float, steps: list[float], steps_per_epoch: int) -> list[int]:
-    """Epochs per phase that fill the budget: a quarter for phase 1, the rest for phase 2.
-
-    Args:
-        minutes: training budget.
-        steps: seconds per step of each phase.
-        steps_per_epoch: steps per epoch.
-
-    Returns:
-        [phase-1 epochs, phase-2 epochs], each at least 1.
-
-    Example:
-        >>> plan_epochs(40, [2.0, 3.0], 50)
-        [6, 12]
-    """
-    shares = (PHASE1_SHARE, 1 - PHASE1_SHARE)
-    return [max(1, round(minutes * 60 * share / (step * steps_per_epoch)))
-            for share, step in zip(shares, steps)]
-
-
 def held_out_scores(model: Any, pairs: list) -> dict[str, Any]:
     """Scores on the held-out photos: mIoU, pixel accuracy, top-10 IoU, rare-class ratios.
 
@@ -334,7 +275,8 @@ def run_once(run: str, seed: int, minutes: float, limit: int | None,
           f"epochs {epochs[0]} + {epochs[1]} of {steps_per_epoch} steps in {minutes:g} min")
     keras.utils.set_random_seed(seed)
     clock = make_clock([float("inf")] * 2, skip_first=False)  # the budget is in steps
-    out = RUNS / (f"{run}_seed{seed}" + (f"_limit{limit}" if limit else ""))
+    out = RUNS / (record_key(run, seed, minutes).replace("/", "_")
+                  + (f"_limit{limit}" if limit else ""))
     result = vggunet.finetune(
         build_model(config, weights), data, out_dir=out, **config["finetune"],
         phase1_epochs=epochs[0], phase2_epochs=epochs[1], steps_per_epoch=steps_per_epoch,
@@ -355,51 +297,6 @@ def run_once(run: str, seed: int, minutes: float, limit: int | None,
     }
     record["held_out"] = held_out_scores(result.model, held)
     return record
-
-
-def read_records(path: Path) -> dict[str, Any]:
-    """A results file's records by key ({} before the first run).
-
-    Args:
-        path: the JSON file.
-
-    Returns:
-        key -> record.
-    """
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def merge_record(path: Path, key: str, record: dict[str, Any]) -> None:
-    """Writes `record` under `key` into a results file, keeping the other keys (atomically).
-
-    Args:
-        path: the JSON file.
-        key: e.g. "recipe/seed0" or a run name.
-        record: the record.
-    """
-    from vggunet.fileio import write_json_atomic
-
-    write_json_atomic({**read_records(path), key: record}, path)
-
-
-def read_calibration(run: str) -> dict[str, Any]:
-    """The step times `--calibrate` recorded for `run`.
-
-    Args:
-        run: one of `RUN_NAMES`.
-
-    Returns:
-        The calibration record ("step_seconds", "load_before", "date").
-
-    Raises:
-        SystemExit: no calibration for `run` yet (says how to make one).
-    """
-    path = RESULTS / "photos_calibration.json"
-    records = read_records(path)
-    if run not in records:
-        raise SystemExit(f"no step times for {run!r} in {path}: run `benchmarks/photos.py "
-                         f"--calibrate --run {run}` first, with the machine otherwise idle")
-    return records[run]
 
 
 def calibrate(run: str, seed: int) -> dict[str, Any]:
@@ -449,10 +346,10 @@ def main(argv: list[str] | None = None) -> int:
         merge_record(path, args.run, record)
         print(f"{args.run}: {record}; wrote {path}")
         return 0
-    minutes = args.minutes or (40.0 if args.run in ("defaults", "recipe") else 15.0)
+    minutes = args.minutes or default_minutes(args.run)
     record = run_once(args.run, args.seed, minutes, args.limit, args.steps_per_epoch)
     path = RESULTS / ("photos_smoke.json" if args.limit else "photos.json")
-    merge_record(path, f"{args.run}/seed{args.seed}", record)
+    merge_record(path, record_key(args.run, args.seed, minutes), record)
     scores = record["held_out"]
     print(f"held out: mIoU {scores['mean_iou']}, pixel accuracy {scores['pixel_accuracy']}, "
           f"rare classes predicted/true {scores['rare_pred_over_true_all']}; wrote {path}")

@@ -25,7 +25,7 @@ def run_rows(results: dict[str, Any]) -> list[str]:
     """One table row per run: budget, steps, wall time, load, held-out scores.
 
     Args:
-        results: photos.json's contents (key "RUN/seedN" -> record).
+        results: photos.json's contents (key "RUN/seedN" or "RUN/seedN/Mmin" -> record).
 
     Returns:
         Markdown lines, header included.
@@ -42,6 +42,7 @@ def run_rows(results: dict[str, Any]) -> list[str]:
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for key, rec in results.items():
         run, seed = key.split("/seed")
+        seed = seed.split("/")[0]  # the budget has its own column
         scores = rec["held_out"]
         steps = " + ".join(str(s) for s in rec["steps_done"])
         lines.append(f"| {run} | {seed} | {rec['minutes']:g} | {steps} | "

@@ -6,6 +6,7 @@ Training runs take many minutes, so none runs here; checked: each run's settings
 
 from __future__ import annotations
 
+import doctest
 import json
 import sys
 from pathlib import Path
@@ -13,37 +14,38 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import photos as P  # noqa: E402
+import photos_runs as R  # noqa: E402
 import pytest  # noqa: E402
 
 from vggunet.training.recipes import recipe_keywords  # noqa: E402
 
 
 def test_runs_are_the_recipe_the_defaults_or_one_ingredient_less():
-    recipe = P.run_config("recipe")
+    recipe = R.run_config("recipe")
     assert recipe == {t: recipe_keywords("photos", t) for t in ("finetune", "data", "model")}
-    assert P.run_config("defaults") == {"finetune": {}, "data": {}, "model": {}}
-    for ingredient, changes in P.ABLATIONS.items():
-        ablated = P.run_config(f"recipe-minus-{ingredient}")
+    assert R.run_config("defaults") == {"finetune": {}, "data": {}, "model": {}}
+    for ingredient, changes in R.ABLATIONS.items():
+        ablated = R.run_config(f"recipe-minus-{ingredient}")
         changed = {(target, key) for target in recipe for key in
                    {*recipe[target], *ablated[target]}
                    if recipe[target].get(key) != ablated[target].get(key)}
         expected = {(target, key) for target, change in zip(("finetune", "data", "model"),
                                                              changes) for key in change}
         assert changed == expected and changed, ingredient
-    lovasz = P.run_config("recipe-lovasz")
+    lovasz = R.run_config("recipe-lovasz")
     assert lovasz["finetune"]["loss"] == "lovasz" and lovasz["data"]["sample_weights"] is None
     assert recipe["data"]["sample_weights"] == "inverse_sqrt_frequency"  # untouched
-    assert P.run_config("recipe-minus-flip")["data"]["augment"] == "scale=0.5:2,jitter"
+    assert R.run_config("recipe-minus-flip")["data"]["augment"] == "scale=0.5:2,jitter"
 
 
 def test_a_run_without_step_times_says_how_to_calibrate(tmp_path, monkeypatch):
-    monkeypatch.setattr(P, "RESULTS", tmp_path)
+    monkeypatch.setattr(R, "RESULTS", tmp_path)
     with pytest.raises(SystemExit, match=r"--calibrate --run recipe-ohem.*idle"):
-        P.read_calibration("recipe-ohem")
-    P.merge_record(tmp_path / "photos_calibration.json", "recipe-ohem", {"step_seconds": [1, 2]})
-    P.merge_record(tmp_path / "photos_calibration.json", "defaults", {"step_seconds": [3, 4]})
-    assert P.read_calibration("recipe-ohem")["step_seconds"] == [1, 2]  # kept by the merge
-    assert P.read_calibration("defaults")["step_seconds"] == [3, 4]
+        R.read_calibration("recipe-ohem")
+    R.merge_record(tmp_path / "photos_calibration.json", "recipe-ohem", {"step_seconds": [1, 2]})
+    R.merge_record(tmp_path / "photos_calibration.json", "defaults", {"step_seconds": [3, 4]})
+    assert R.read_calibration("recipe-ohem")["step_seconds"] == [1, 2]  # kept by the merge
+    assert R.read_calibration("defaults")["step_seconds"] == [3, 4]
 
 
 @pytest.mark.skipif(not P.DATA.is_dir(), reason="the CCP photos are not here")
@@ -54,8 +56,16 @@ def test_split_is_sorted_and_fixed_and_the_budget_fills_both_phases():
     assert Path(held[-1][1]).name == "1004.png"
     assert P.split_pairs(3)[1] == held[:3]
     # 40 min: 10 for phase 1 at 2 s x 50 steps = 6 epochs; 30 at 3 s x 50 = 12 epochs.
-    assert P.plan_epochs(40, [2.0, 3.0], 50) == [6, 12]
-    assert P.plan_epochs(1, [60.0, 60.0], 50) == [1, 1]
+    assert R.plan_epochs(40, [2.0, 3.0], 50) == [6, 12]
+    assert R.plan_epochs(1, [60.0, 60.0], 50) == [1, 1]
+
+
+def test_a_budget_other_than_the_runs_default_gets_its_own_key():
+    # The recipe's 15-min ablation reference must neither overwrite nor resume its 40-min run.
+    assert R.record_key("recipe", 1, R.default_minutes("recipe")) == "recipe/seed1"
+    assert R.record_key("recipe", 0, 15.0) == "recipe/seed0/15min"
+    assert R.record_key("recipe-minus-poly", 0, 15.0) == "recipe-minus-poly/seed0"
+    assert R.record_key("defaults", 2, 7.5) == "defaults/seed2/7.5min"
 
 
 def test_report_tables_of_the_results_file(tmp_path, capsys):
@@ -67,11 +77,21 @@ def test_report_tables_of_the_results_file(tmp_path, capsys):
     record = {"minutes": 40, "steps_done": [100, 225], "train_wall_s": 2700.0,
               "load_before": [2.0, 1.0, 1.0], "held_out": held}
     path = tmp_path / "photos.json"
-    path.write_text(json.dumps({"defaults/seed0": record, "recipe/seed1": record}))
+    path.write_text(json.dumps({"defaults/seed0": record, "recipe/seed1": record,
+                                "recipe/seed0/15min": {**record, "minutes": 15}}))
     assert photos_report.main(["--results", str(path)]) == 0
     out = capsys.readouterr().out
     assert "| recipe | 1 | 40 | 100 + 225 | 45.0 | 2.0 | 0.250 | 0.810 | 1.30 |" in out
+    assert "| recipe | 0 | 15 | 100 + 225 |" in out
     assert "| class | defaults/seed0 | recipe/seed1 |" in out and "| skin | 0.400 | 0.400 |" in out
     assert "| defaults/seed0 | 3 | 1.20 | 1 (bag) | 1 |" in out
     with pytest.raises(SystemExit, match="not in .*recipe/seed7"):
         photos_report.main(["--results", str(path), "--runs", "recipe/seed7"])
+
+
+def test_docstring_examples_of_the_bookkeeping_hold():
+    import photos_report
+
+    for module in (R, photos_report):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
