@@ -3,10 +3,12 @@
 Three tables: the runs (budget in steps, wall time, load, held-out mIoU and pixel accuracy,
 pooled rare-class predicted/true pixels), the IoU of the 10 classes with the most held-out
 pixels, and how the rare classes are predicted (median predicted/true ratio, how many are
-over-predicted more than 2x, how many never predicted).
+over-predicted more than 2x, how many never predicted). `--ablations KEY` prints instead the
+runs at the budget of the reference run KEY, each with its mIoU change against it.
 
     .venv/bin/python benchmarks/photos_report.py            # every run in photos.json
     .venv/bin/python benchmarks/photos_report.py --runs defaults/seed0 recipe/seed0
+    .venv/bin/python benchmarks/photos_report.py --ablations recipe/seed0/15min
 """
 
 from __future__ import annotations
@@ -110,6 +112,48 @@ def rare_rows(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def ablation_rows(results: dict[str, Any], reference: str) -> list[str]:
+    """The ablations against their reference run: held-out mIoU and its change, steps, rare ratio.
+
+    Args:
+        results: photos.json's contents.
+        reference: the key of the full recipe at the ablations' budget.
+
+    Returns:
+        Markdown lines, the reference first, then every run at its budget, by mIoU change.
+
+    Example:
+        >>> rec = lambda m: {"minutes": 15, "steps_done": [50, 75], "held_out": {
+        ...     "mean_iou": m, "pixel_accuracy": 0.7, "rare_pred_over_true_all": 0.5}}
+        >>> rows = ablation_rows({"recipe/seed0/15min": rec(0.03), "recipe/seed0": {
+        ...     **rec(0.05), "minutes": 40}, "recipe-minus-poly/seed0": rec(0.02)},
+        ...     "recipe/seed0/15min")
+        >>> for line in rows[2:]:
+        ...     print(line)
+        | recipe | 50 + 75 | 0.030 | — | 0.700 | 0.50 |
+        | minus poly | 50 + 75 | 0.020 | -0.010 | 0.700 | 0.50 |
+    """
+    if reference not in results:
+        raise SystemExit(f"no reference run {reference!r}; there: {', '.join(results)}")
+    base = results[reference]
+    same = {k: r for k, r in results.items()
+            if r["minutes"] == base["minutes"] and k != reference and k.startswith("recipe")}
+    lines = ["| run | steps (phase 1 + 2) | mIoU | change | pixel acc. | rare predicted / true |",
+             "|---|---:|---:|---:|---:|---:|"]
+
+    def row(key: str, rec: dict[str, Any]) -> str:
+        scores = rec["held_out"]
+        name = key.split("/seed")[0].replace("recipe-", "").replace("-", " ")
+        change = ("—" if key == reference else
+                  f"{scores['mean_iou'] - base['held_out']['mean_iou']:+.3f}")
+        steps = " + ".join(str(s) for s in rec["steps_done"])
+        return (f"| {name} | {steps} | {scores['mean_iou']:.3f} | {change} | "
+                f"{scores['pixel_accuracy']:.3f} | {scores['rare_pred_over_true_all']:.2f} |")
+
+    order = sorted(same, key=lambda k: same[k]["held_out"]["mean_iou"], reverse=True)
+    return lines + [row(reference, base)] + [row(k, same[k]) for k in order]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Prints the three tables.
 
@@ -122,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", nargs="*", default=None, help="RUN/seedN keys (default all)")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--ablations", metavar="KEY", default=None,
+                        help="print the ablation table against this reference run instead, "
+                             "e.g. recipe/seed0/15min")
     args = parser.parse_args(argv)
     results = json.loads(args.results.read_text())
     if args.runs:
@@ -130,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"not in {args.results}: {', '.join(missing)}; "
                              f"there: {', '.join(results)}")
         results = {k: results[k] for k in args.runs}
+    if args.ablations:
+        print("\n".join(ablation_rows(results, args.ablations)))
+        return 0
     for table in (run_rows, top10_rows, rare_rows):
         print("\n".join(table(results)) + "\n")
     return 0

@@ -87,6 +87,16 @@ def test_report_tables_of_the_results_file(tmp_path, capsys):
     assert "| defaults/seed0 | 3 | 1.20 | 1 (bag) | 1 |" in out
     with pytest.raises(SystemExit, match="not in .*recipe/seed7"):
         photos_report.main(["--results", str(path), "--runs", "recipe/seed7"])
+    capsys.readouterr()
+    ablated = {**record, "minutes": 15, "held_out": {**held, "mean_iou": 0.2}}
+    path.write_text(json.dumps({"recipe/seed0": record, "recipe/seed0/15min": {
+        **record, "minutes": 15}, "recipe-minus-scale/seed0": ablated}))
+    assert photos_report.main(["--results", str(path), "--ablations", "recipe/seed0/15min"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[2:] == ["| recipe | 100 + 225 | 0.250 | — | 0.810 | 1.30 |",
+                        "| minus scale | 100 + 225 | 0.200 | -0.050 | 0.810 | 1.30 |"]
+    with pytest.raises(SystemExit, match="no reference run 'recipe/seed3/15min'"):
+        photos_report.main(["--results", str(path), "--ablations", "recipe/seed3/15min"])
 
 
 def test_docstring_examples_of_the_bookkeeping_hold():
