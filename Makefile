@@ -19,8 +19,9 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/vggunet demo --out runs/demo
 
-# pytest-xdist runs the suite on up to 4 processes (2 on this project's 2-core machine: 7.5 min
-# instead of 12.5 min serially); tests must not depend on each other or on a shared folder.
+# pytest-xdist runs the suite on up to 4 processes (2 on this project's 2-core machine, where the
+# suite's wall time is about half the sum of its tests' times: 13.5-15 min idle); tests must not
+# depend on each other or on a shared folder.
 test: install
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n auto --maxprocesses 4
 
