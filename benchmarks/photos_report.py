@@ -143,7 +143,9 @@ def ablation_rows(results: dict[str, Any], reference: str) -> list[str]:
 
     def row(key: str, rec: dict[str, Any]) -> str:
         scores = rec["held_out"]
-        name = key.split("/seed")[0].replace("recipe-", "").replace("-", " ")
+        run, seed = key.split("/seed")
+        name = run.replace("recipe-", "").replace("-", " ")
+        name += "" if seed.split("/")[0] == "0" else f" (seed {seed.split('/')[0]})"
         change = ("—" if key == reference else
                   f"{scores['mean_iou'] - base['held_out']['mean_iou']:+.3f}")
         steps = " + ".join(str(s) for s in rec["steps_done"])

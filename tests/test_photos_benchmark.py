@@ -90,10 +90,12 @@ def test_report_tables_of_the_results_file(tmp_path, capsys):
     capsys.readouterr()
     ablated = {**record, "minutes": 15, "held_out": {**held, "mean_iou": 0.2}}
     path.write_text(json.dumps({"recipe/seed0": record, "recipe/seed0/15min": {
-        **record, "minutes": 15}, "recipe-minus-scale/seed0": ablated}))
+        **record, "minutes": 15}, "recipe-minus-scale/seed0": ablated,
+        "recipe/seed1/15min": {**ablated, "held_out": {**held, "mean_iou": 0.24}}}))
     assert photos_report.main(["--results", str(path), "--ablations", "recipe/seed0/15min"]) == 0
     rows = capsys.readouterr().out.splitlines()
     assert rows[2:] == ["| recipe | 100 + 225 | 0.250 | — | 0.810 | 1.30 |",
+                        "| recipe (seed 1) | 100 + 225 | 0.240 | -0.010 | 0.810 | 1.30 |",
                         "| minus scale | 100 + 225 | 0.200 | -0.050 | 0.810 | 1.30 |"]
     with pytest.raises(SystemExit, match="no reference run 'recipe/seed3/15min'"):
         photos_report.main(["--results", str(path), "--ablations", "recipe/seed3/15min"])
