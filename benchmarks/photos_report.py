@@ -14,13 +14,15 @@ runs at the budget of the reference run KEY, each with its mIoU change against i
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results" / "photos.json"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from photos_runs import RESULTS as RESULTS_DIR, read_records, split_key  # noqa: E402
+
+RESULTS = RESULTS_DIR / "photos.json"
 
 
 def run_rows(results: dict[str, Any]) -> list[str]:
@@ -43,8 +45,7 @@ def run_rows(results: dict[str, Any]) -> list[str]:
              "| mIoU | pixel acc. | rare classes predicted / true |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for key, rec in results.items():
-        run, seed = key.split("/seed")
-        seed = seed.split("/")[0]  # the budget has its own column
+        run, seed = split_key(key)  # the budget has its own column
         scores = rec["held_out"]
         steps = " + ".join(str(s) for s in rec["steps_done"])
         lines.append(f"| {run} | {seed} | {rec['minutes']:g} | {steps} | "
@@ -143,9 +144,8 @@ def ablation_rows(results: dict[str, Any], reference: str) -> list[str]:
 
     def row(key: str, rec: dict[str, Any]) -> str:
         scores = rec["held_out"]
-        run, seed = key.split("/seed")
-        name = run.replace("recipe-", "").replace("-", " ")
-        name += "" if seed.split("/")[0] == "0" else f" (seed {seed.split('/')[0]})"
+        run, seed = split_key(key)
+        name = run.replace("recipe-", "").replace("-", " ") + (f" (seed {seed})" if seed else "")
         change = ("—" if key == reference else
                   f"{scores['mean_iou'] - base['held_out']['mean_iou']:+.3f}")
         steps = " + ".join(str(s) for s in rec["steps_done"])
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="print the ablation table against this reference run instead, "
                              "e.g. recipe/seed0/15min")
     args = parser.parse_args(argv)
-    results = json.loads(args.results.read_text())
+    results = read_records(args.results)
     if args.runs:
         missing = [k for k in args.runs if k not in results]
         if missing:

@@ -108,6 +108,22 @@ def record_key(run: str, seed: int, minutes: float) -> str:
     return key if minutes == default_minutes(run) else f"{key}/{minutes:g}min"
 
 
+def split_key(key: str) -> tuple[str, int]:
+    """The run and seed of a results key (the inverse of `record_key`, less the budget).
+
+    Args:
+        key: e.g. "recipe/seed0/15min".
+
+    Returns:
+        (run, seed).
+
+    >>> split_key("recipe/seed0/15min"), split_key("recipe-minus-poly/seed1")
+    (('recipe', 0), ('recipe-minus-poly', 1))
+    """
+    run, rest = key.split("/seed")
+    return run, int(rest.split("/")[0])
+
+
 def read_records(path: Path) -> dict[str, Any]:
     """A results file's records by key ({} before the first run).
 

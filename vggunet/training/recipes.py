@@ -16,9 +16,10 @@ wins (`recipe_keywords`).
   fine-tuning): random scale 0.5-2 with padding by the ignore label, left-right flips and
   colour jitter, inverse-square-root class weights capped at 10, cross-entropy, polynomial
   decay after one warm-up epoch, the whole encoder unfrozen with layer-wise rates, BatchNorm
-  on the decoder and the skips. Measured on the CCP photos (`benchmarks/photos.py`, BENCHMARKS.md): at 40 minutes
-  of a 2-core CPU, held-out mIoU 0.048 and 0.051 (two seeds) against 0.015 for the defaults;
-  the values are the field's, not tuned here (2 of the 12 ablations are run so far).
+  on the decoder and the skips. Measured on the CCP photos (`benchmarks/photos.py`,
+  BENCHMARKS.md): at 40 minutes of a 2-core CPU, held-out mIoU 0.048 and 0.051 (two seeds)
+  against 0.015 for the defaults; the values are the field's, not tuned here (2 of the 12
+  ablations are run so far).
 
 Recipes set no epochs and no crop or resize: those follow the data and the time budget.
 Keras-free, so the CLI builds `--recipe` from it.
