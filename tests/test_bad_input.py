@@ -27,7 +27,7 @@ from PIL import Image
 
 keras = pytest.importorskip("keras")
 
-from conftest import two_stage_unet  # noqa: E402
+from conftest import shallow_unet  # noqa: E402
 from vggunet import build_vgg_unet  # noqa: E402
 from vggunet.cli import parse_size, positive_int  # noqa: E402
 from vggunet.data import (  # noqa: E402
@@ -62,7 +62,7 @@ _TF_NOISE = re.compile(r"^([IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\]|WARNING: All log m
                        r"absl|To enable the following instructions)")
 
 
-tiny_unet = two_stage_unet
+tiny_unet = shallow_unet
 
 
 def png(path: Path, array: Any, mode: str | None = None) -> Path:

@@ -17,11 +17,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from conftest import SHALLOW_FLAGS
+
 REPO = Path(__file__).resolve().parents[1]
 ISBI = REPO.parent / "shared" / "data" / "isbi2012"
 SAMPLE = REPO / "vggunet" / "sample" / "isbi"
-TINY_MODEL = ["--weights", "none", "--decoder-filters", "32,16,16,8,8",
-              "--bottleneck-filters", "32", "--precision", "float32"]
+# VGG16's first two blocks under a two-stage decoder (conftest.shallow_unet): a training step
+# traces in a third of the full encoder's time, and the CLI's model flags still build it.
+SHALLOW = list(SHALLOW_FLAGS)
+TINY_MODEL = ["--weights", "none", *SHALLOW, "--precision", "float32"]
 
 # TensorFlow's C++ runtime logs a few lines to stderr on import and first use whatever
 # TF_CPP_MIN_LOG_LEVEL says (absl "I0000 ..."/"E0000 ..." lines); they are not ours.
@@ -98,7 +102,7 @@ def test_help_lists_every_subcommand():
 
 def test_inspect_prints_layer_rows_with_freeze():
     proc = run_cli("inspect", "--backbone", "vgg16", "--input-size", "224x224", "--freeze",
-                   "block4", *TINY_MODEL[2:])
+                   "block4", "--decoder-filters", "8,8,8,8,8", "--bottleneck-filters", "8")
     assert_ok(proc)
     header = next(ln for ln in proc.stdout.splitlines() if "name" in ln and "trainable" in ln)
     assert "#" in header and "output shape" in header
@@ -108,6 +112,20 @@ def test_inspect_prints_layer_rows_with_freeze():
     assert " no " in rows["block4_conv1"]  # frozen by the block4 prefix
     assert " yes " in rows["block1_conv1"]
     assert " yes " in rows["decoder_stage1_conv1"]
+
+
+def test_inspect_builds_a_shallow_unet_from_skip_layer_flags(capsys):
+    from vggunet.cli import main
+
+    assert main(["inspect", "--input-size", "64x64", *SHALLOW]) == 0
+    rows = {ln.split()[1]: ln for ln in capsys.readouterr().out.splitlines()
+            if re.match(r"^\s*\d+\s+\S+", ln)}
+    assert rows["block1_conv2"].split()[-1] == rows["block2_conv2"].split()[-1] == "skip"
+    assert not any(name.startswith("block3") for name in rows)
+    assert "(None, 16, 16, 16)" in rows["bottleneck_conv2"]  # block2_pool, stride 4
+    assert {name.split("_")[1] for name in rows if name.startswith("decoder_")} == {
+        "stage1", "stage2"}
+    assert "(None, 64, 64, 2)" in rows["head_conv"]
 
 
 def test_train_writes_checkpoints_log_and_state(trained):
@@ -213,6 +231,8 @@ def test_export_rejects_other_formats(trained, tmp_path):
     (["train", "--bn-momentum", "1.5", "--out", "o"], ["--bn-momentum", "[0, 1)"]),
     (["finetune", "--recalibrate-bn", "-2", "--out", "o"], ["--recalibrate-bn"]),
     (["train", "--crop", "axb", "--out", "o"], ["--crop"]),
+    (["inspect", "--bottleneck-source", "block2_pool,block3_pool"], ["--bottleneck-source"]),
+    (["inspect", "--skip-layers", ","], ["--skip-layers", "layer names"]),
     (["predict", "--model", "m.keras", "--input", "in", "--out", "o", "--tile", "0"],
      ["--tile"]),
     (["export", "--model", "m.keras"], ["--out"]),
@@ -242,6 +262,9 @@ def test_bad_flag_values_give_one_line_and_exit_2(argv, fragments, capsys):
       "--out", "{tmp}/o"], ["--palette"]),
     (["train", "--data", "{data}", "--mask-format", "index", "--weights", "none",
       "--out", "{tmp}/o"], ["mask_format='binary'"]),
+    (["inspect", "--skip-layers", "block1_conv2,nope", *SHALLOW[2:]], ["['nope']", "block2_conv2"]),
+    # Without --bottleneck-source the registry's (stride 16) cannot feed 2 decoder stages.
+    (["inspect", *SHALLOW[:2], "--decoder-filters", "8,8"], ["stride 16", "2 decoder stages"]),
 ])
 def test_bad_inputs_give_one_line_and_exit_2_in_process(argv, fragments, tmp_path, tiny_isbi,
                                                         capsys):
@@ -292,14 +315,17 @@ def test_finetune_with_separate_validation_folders_and_augmentation(tiny_isbi, t
     assert "data: 4 training pairs, 4 validation pairs" in stdout
     assert "epochs completed: 2" in stdout
     state = json.loads((out / "state.json").read_text())
-    assert state  # written by the trainer
+    assert state["completed_epochs"] == 2 and state["phase"] == 2 and state["finished"]
     assert (out / "checkpoints" / "best.keras").is_file()
     from vggunet import load_model
 
     model = load_model(out / "checkpoints" / "last.keras", compile=False)
+    # --unfreeze top1 on this two-block encoder: block2 trains in phase 2, block1 stays frozen.
+    assert model.get_layer("block2_conv1").trainable
+    assert not model.get_layer("block1_conv1").trainable
     skip_bn = model.get_layer("decoder_stage1_skip_bn")
     assert skip_bn.momentum == 0.8
-    assert model.get_layer("decoder_stage5_conv2_bn").momentum == 0.8
+    assert model.get_layer("decoder_stage2_conv2_bn").momentum == 0.8
 
 
 def test_imagenet_offline_is_a_one_line_how_to(tiny_isbi, tmp_path):

@@ -19,6 +19,7 @@ import pytest
 
 from vggunet import distribute
 from vggunet.cli import main as cli_main
+from conftest import SHALLOW_FLAGS
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "vggunet" / "sample" / "isbi"
@@ -183,7 +184,7 @@ def test_multiworker_two_workers_one_checkpoint(tmp_path: Path) -> None:
     args = ["-m", "vggunet", "train", "--data", str(SAMPLE), "--mask-format", "binary",
             "--channels", "1", "--num-classes", "2", "--weights", "none", "--crop", "32x32",
             "--batch-size", "4", "--epochs", "1", "--steps-per-epoch", "2",
-            "--decoder-filters", "8,8,8,8,8", "--bottleneck-filters", "8",
+            *SHALLOW_FLAGS,
             "--precision", "float32", "--loss", "ce", "--metrics", "accuracy", "--seed", "0",
             "--strategy", "multiworker", "--quiet"]
     procs = []

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import two_stage_unet
+from conftest import shallow_unet
 from vggunet.errors import ArgumentError, SettingsMismatchError
 from vggunet.training.resume import check_resume, settings_record
 from vggunet.training.schedules import phase_schedule
@@ -90,7 +90,7 @@ def test_resume_refuses_warmup_or_layerwise_changes_of_a_phase_under_way():
 def test_multipliers_follow_the_encoder_stages():
     from vggunet.training.layerwise import layerwise_multipliers
 
-    model = two_stage_unet()
+    model = shallow_unet()
     multipliers = layerwise_multipliers(model, 0.25)
     # Stage 1 of 2 at 0.25 ** 1; stage 2 (the top), bottleneck, decoder and head at 1.
     assert multipliers == {"block1_conv1/kernel": 0.25, "block1_conv1/bias": 0.25,
@@ -105,7 +105,7 @@ def test_an_unfrozen_lower_block_moves_by_the_smaller_rate():
     from vggunet.training.layerwise import apply_layerwise_lr
     from vggunet.transfer.freezing import freeze, recompile
 
-    model = two_stage_unet()
+    model = shallow_unet()
     freeze(model, "encoder")
     compile_model(model, loss="ce", optimizer="sgd", learning_rate=0.1, metrics=[],
                   jit_compile=False)
@@ -179,7 +179,7 @@ def test_finetune_with_warmup_and_layerwise_rates_saves_loads_and_resumes(tmp_pa
                   phase2_lr=0.02, unfreeze="encoder", lr_schedule="poly", warmup_epochs=1,
                   layerwise_lr=0.5, optimizer="sgd", loss="ce", metrics=[],
                   tensorboard=False, verbose=0, jit_compile=False)
-    result = finetune(two_stage_unet(4), data, **kwargs)
+    result = finetune(shallow_unet(4), data, **kwargs)
     # Phase 2 (epochs 2-3): warm-up at a tenth of 0.02, then the poly curve's start.
     np.testing.assert_allclose(result.history["learning_rate"], [0.01, 0.002, 0.02],
                                rtol=1e-6)
@@ -192,8 +192,8 @@ def test_finetune_with_warmup_and_layerwise_rates_saves_loads_and_resumes(tmp_pa
 
     with pytest.raises(SettingsMismatchError, match=r"phase 2 layerwise_lr: stored 0\.5, "
                                                     r"requested 0\.25"):
-        finetune(two_stage_unet(4), data, resume=True, **{**kwargs, "layerwise_lr": 0.25})
-    resumed = finetune(two_stage_unet(4), data, resume=True, **{**kwargs, "phase2_epochs": 3})
+        finetune(shallow_unet(4), data, resume=True, **{**kwargs, "layerwise_lr": 0.25})
+    resumed = finetune(shallow_unet(4), data, resume=True, **{**kwargs, "phase2_epochs": 3})
     assert type(resumed.model.optimizer).__name__ == "LayerwiseSGD"
     assert resumed.epochs_completed == 4
     assert resumed.history["learning_rate"][-1] == pytest.approx(0.02 * 0.5 ** 0.9)

@@ -25,7 +25,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from conftest import two_stage_unet  # noqa: E402
+from conftest import SHALLOW_FLAGS, shallow_unet  # noqa: E402
 from vggunet.errors import RunLockedError, SettingsMismatchError  # noqa: E402
 from vggunet.training import finetune, train  # noqa: E402
 
@@ -35,7 +35,7 @@ LEGACY = TESTS / "fixtures" / "legacy_86619a9"
 QUIET = dict(jit_compile=False, tensorboard=False, verbose=0, metrics=("miou",))
 
 
-tiny_unet = two_stage_unet
+tiny_unet = shallow_unet
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +119,8 @@ def _cli_data(isbi_dir: Path, root: Path) -> list[str]:
 
     make_sample(isbi_dir, root, count=2, size=32)
     return ["--images", str(root / "image"), "--masks", str(root / "label"), "--mask-format",
-            "binary", "--num-classes", "2", "--weights", "none", "--decoder-filters",
-            "8,8,8,8,8", "--bottleneck-filters", "8", "--precision", "float32",
+            "binary", "--num-classes", "2", "--weights", "none", *SHALLOW_FLAGS,
+            "--precision", "float32",
             "--batch-size", "2", "--no-tensorboard"]
 
 

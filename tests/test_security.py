@@ -17,7 +17,7 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 import vggunet  # noqa: E402
-from conftest import two_stage_unet  # noqa: E402
+from conftest import shallow_unet  # noqa: E402
 from vggunet.inference import PredictionError, predict_folder  # noqa: E402
 from vggunet.inference.folder import _inside  # noqa: E402
 from vggunet.saving import UnsafeModelError, load_model, save_model  # noqa: E402
@@ -27,7 +27,7 @@ PACKAGE = Path(vggunet.__file__).resolve().parent
 KERAS_ARCHIVE_MEMBERS = {"config.json", "metadata.json", "model.weights.h5"}
 
 
-tiny_unet = two_stage_unet
+tiny_unet = shallow_unet
 
 
 @pytest.fixture(scope="module")

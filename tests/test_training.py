@@ -15,15 +15,9 @@ keras = pytest.importorskip("keras")
 from vggunet import build_vgg_unet, layer_roles, load_model  # noqa: E402
 from vggunet.losses import get_loss  # noqa: E402
 from vggunet.training import TrainResult, finetune, prepare_phase2, train  # noqa: E402
+from conftest import shallow_unet  # noqa: E402
 
 STEPS = 2
-
-
-def tiny_unet(decoder_filters=(32, 16, 16, 8, 8)):
-    keras.utils.set_random_seed(0)
-    return build_vgg_unet("vgg16", input_shape=(None, None, 3), num_classes=2, weights=None,
-                          decoder_filters=decoder_filters, bottleneck_filters=32,
-                          precision="float32")
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +73,7 @@ def changed(a, b):
 
 def test_finetune_end_to_end(isbi_crops, tmp_path):
     images, masks = isbi_crops
-    model = tiny_unet()
+    model = shallow_unet(blocks=3)
     loss_fn = get_loss("ce+dice", num_classes=2)
     loss_before = float(loss_fn(masks, model.predict(images, verbose=0)))
     initial = weights_by_layer(model)
@@ -109,10 +103,10 @@ def test_finetune_end_to_end(isbi_crops, tmp_path):
     assert enc and dec
     assert not any(changed(initial[n], snap.after_phase1[n]) for n in enc)
     assert all(changed(initial[n], snap.after_phase1[n]) for n in dec)
-    # Phase 2: top two blocks (block4, block5) trainable and trained; blocks 1-3 still frozen.
+    # Phase 2: top two blocks (block2, block3) trainable and trained; block1 still frozen.
     final = weights_by_layer(model)
     for name in enc:
-        top = name.startswith(("block4", "block5"))
+        top = name.startswith(("block2", "block3"))
         assert model.get_layer(name).trainable == top, name
         assert changed(snap.after_phase1[name], final[name]) == top, name
 
@@ -161,8 +155,8 @@ def resumed_run(isbi_crops, tmp_path_factory):
     out = tmp_path_factory.mktemp("resume")
     kwargs = dict(out_dir=out, learning_rate=1e-3, jit_compile=False, verbose=0,
                   steps_per_epoch=STEPS)
-    first = train(tiny_unet(), dataset(images, masks).repeat(), epochs=1, **kwargs)
-    second = train(tiny_unet(), dataset(images, masks).repeat(), epochs=2, resume=True,
+    first = train(shallow_unet(), dataset(images, masks).repeat(), epochs=1, **kwargs)
+    second = train(shallow_unet(), dataset(images, masks).repeat(), epochs=2, resume=True,
                    **kwargs)
     return first, second, out
 
@@ -186,7 +180,7 @@ def test_resume_of_finished_run_does_nothing(resumed_run, isbi_crops, tmp_path):
     shutil.copytree(out, copy)
     before = (copy / "checkpoints" / "last.keras").stat().st_mtime_ns
     images, masks = isbi_crops
-    again = train(tiny_unet(), dataset(images, masks), out_dir=copy, epochs=2, resume=True,
+    again = train(shallow_unet(), dataset(images, masks), out_dir=copy, epochs=2, resume=True,
                   jit_compile=False, verbose=0)
     assert again.epochs_completed == 2 and again.stopped_reason == "completed"
     assert (copy / "checkpoints" / "last.keras").stat().st_mtime_ns == before
@@ -196,7 +190,7 @@ def test_resume_of_finished_run_does_nothing(resumed_run, isbi_crops, tmp_path):
 def test_resume_with_other_model_raises(resumed_run, isbi_crops, tmp_path):
     _, _, out = resumed_run
     images, masks = isbi_crops
-    other = tiny_unet(decoder_filters=(16, 16, 8, 8, 8))
+    other = shallow_unet(filters=16)
     with pytest.raises(ValueError, match="last.keras"):
         train(other, dataset(images, masks), out_dir=out, epochs=3, resume=True,
               jit_compile=False, verbose=0)
@@ -211,7 +205,7 @@ def test_nan_stops_and_keeps_finite_checkpoint(resumed_run, isbi_crops, tmp_path
     weights = np.full(masks.shape, np.nan, dtype="float32")
     bad = tf.data.Dataset.from_tensor_slices((images, masks, weights)).batch(2).take(STEPS)
     before = weights_by_layer(load_model(copy / "checkpoints" / "last.keras", compile=False))
-    result = train(tiny_unet(), bad.repeat(), out_dir=copy, epochs=3,
+    result = train(shallow_unet(), bad.repeat(), out_dir=copy, epochs=3,
                    resume=True, jit_compile=False, verbose=0, steps_per_epoch=STEPS)
     assert result.stopped_reason == "nan"
     assert "NaN guard" in capsys.readouterr().out
@@ -227,7 +221,7 @@ def test_nan_stops_and_keeps_finite_checkpoint(resumed_run, isbi_crops, tmp_path
 
 def test_no_resume_point_starts_fresh(tmp_path, capsys, isbi_crops):
     images, masks = isbi_crops
-    result = train(tiny_unet(), dataset(images, masks), out_dir=tmp_path, epochs=0,
+    result = train(shallow_unet(), dataset(images, masks), out_dir=tmp_path, epochs=0,
                    resume=True, jit_compile=False, verbose=0)
     assert "starting fresh" in capsys.readouterr().out
     assert result.epochs_completed == 0 and result.last_checkpoint is None
@@ -238,7 +232,7 @@ def test_early_stopping(isbi_crops, tmp_path):
     from vggunet import freeze
 
     images, masks = isbi_crops
-    model = tiny_unet()
+    model = shallow_unet()
     freeze(model, "all")
     result = train(model, dataset(images[:2], masks[:2]), out_dir=tmp_path, epochs=5,
                    monitor="loss", early_stopping=0, jit_compile=False, verbose=0,
@@ -248,7 +242,7 @@ def test_early_stopping(isbi_crops, tmp_path):
     assert result.best_value == pytest.approx(result.history["loss"][0])
     # No validation data: none of the empty val_* columns Keras's CSVLogger writes.
     assert "loss" in result.history and not any(k.startswith("val_") for k in result.history)
-    again = train(tiny_unet(), dataset(images[:2], masks[:2]), out_dir=tmp_path, epochs=5,
+    again = train(shallow_unet(), dataset(images[:2], masks[:2]), out_dir=tmp_path, epochs=5,
                   monitor="loss", early_stopping=0, resume=True, verbose=0)
     assert again.stopped_reason == "early_stopping" and again.epochs_completed == 2
 
@@ -280,9 +274,7 @@ def test_train_recalibrates_batchnorm_before_validation_and_checkpoint(isbi_crop
     from vggunet import recalibrate_batchnorm
 
     images, masks = isbi_crops
-    model = build_vgg_unet("vgg16", input_shape=(None, None, 3), num_classes=2, weights=None,
-                           decoder_filters=(8, 8, 8, 8, 8), bottleneck_filters=8,
-                           decoder_batchnorm=True, skip_batchnorm=True, precision="float32")
+    model = shallow_unet(decoder_batchnorm=True, skip_batchnorm=True)
     # Unshuffled batches: every re-estimation sees the same 2 batches, so it is reproducible.
     data = tf.data.Dataset.from_tensor_slices((images, masks)).batch(4)
     seen_at_validation = []
@@ -379,9 +371,9 @@ def test_finetune_cosine_decays_phase2_per_epoch_and_survives_resume(isbi_crops,
                 raise RuntimeError("simulated crash")
 
     with pytest.raises(RuntimeError, match="simulated crash"):
-        finetune(tiny_unet(), data, phase1_epochs=1, phase2_epochs=3, callbacks=[Crash()],
+        finetune(shallow_unet(), data, phase1_epochs=1, phase2_epochs=3, callbacks=[Crash()],
                  **kwargs)
-    result = finetune(tiny_unet(), data, phase1_epochs=1, phase2_epochs=3, resume=True,
+    result = finetune(shallow_unet(), data, phase1_epochs=1, phase2_epochs=3, resume=True,
                       **kwargs)
     assert result.epochs_completed == 4
     rows = list(csv.DictReader(open(tmp_path / "log.csv")))
@@ -396,7 +388,7 @@ def test_train_poly_schedule_sets_poly_lr_per_epoch(isbi_crops, tmp_path):
     from vggunet.training import poly_lr
 
     images, masks = isbi_crops
-    train(tiny_unet(), dataset(images, masks).repeat(), out_dir=tmp_path, epochs=3,
+    train(shallow_unet(), dataset(images, masks).repeat(), out_dir=tmp_path, epochs=3,
           learning_rate=2e-3, lr_schedule="poly", steps_per_epoch=STEPS, jit_compile=False,
           verbose=0, metrics=("accuracy",), tensorboard=False)
     rows = list(csv.DictReader(open(tmp_path / "log.csv")))
@@ -409,6 +401,6 @@ def test_unknown_lr_schedule_is_refused_before_training(isbi_crops, tmp_path):
     images, masks = isbi_crops
     with pytest.raises(ValueError, match=r"lr_schedule must be one of \('constant', 'cosine', "
                                          r"'poly'\), got 'linear'"):
-        train(tiny_unet(), dataset(images, masks), out_dir=tmp_path, epochs=1,
+        train(shallow_unet(), dataset(images, masks), out_dir=tmp_path, epochs=1,
               lr_schedule="linear", verbose=0)
     assert not (tmp_path / "log.csv").exists()

@@ -137,6 +137,45 @@ def decoder_filters_arg(text: str) -> tuple[int, ...]:
                        "comma-separated positive integers like 512,256,128,64,64")
 
 
+def layer_refs_arg(text: str) -> tuple[str | int, ...]:
+    """argparse type: comma-separated backbone layer names or indices (`-1`: the last layer).
+
+    Args:
+        text: the flag's value, e.g. `"block1_conv2,block2_conv2"`.
+
+    Returns:
+        The names (str) and indices (int), in order.
+
+    Example:
+        >>> layer_refs_arg("block1_conv2, 5,-1")
+        ('block1_conv2', 5, -1)
+    """
+    return _flag_value(text, _layer_refs, bool, "comma-separated layer names or indices like "
+                                                "block1_conv2,block2_conv2")
+
+
+def layer_ref_arg(text: str) -> str | int:
+    """argparse type: one backbone layer name or index.
+
+    Args:
+        text: the flag's value, e.g. `"block2_pool"` or `"-1"`.
+
+    Returns:
+        The name (str) or index (int).
+
+    Example:
+        >>> layer_ref_arg("block2_pool"), layer_ref_arg("-1")
+        ('block2_pool', -1)
+    """
+    return _flag_value(text, _layer_refs, lambda refs: len(refs) == 1,
+                       "one layer name or index like block2_pool")[0]
+
+
+def _layer_refs(text: str) -> tuple[str | int, ...]:
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    return tuple(int(part) if part.lstrip("-").isdigit() else part for part in parts)
+
+
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0 (else `argparse.ArgumentTypeError`).
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from vggunet.choices import DECODERS, PRECISIONS
 from vggunet.cli.args import (
-    _bn_momentum_arg, _weights_arg, decoder_filters_arg, parse_size, positive_int,
+    _bn_momentum_arg, _weights_arg, decoder_filters_arg, layer_ref_arg, layer_refs_arg,
+    parse_size, positive_int,
 )
 
 
@@ -76,6 +77,12 @@ def add_model_args(parser: argparse.ArgumentParser, weights_default: str = "none
                              "(default 512,256,128,64,64)")
     parser.add_argument("--bottleneck-filters", type=positive_int, default=None, metavar="N",
                         help="channels of the bottleneck convolutions (default 1024)")
+    # With --decoder-filters these give a shallower U-Net: one decoder stage per skip layer.
+    parser.add_argument("--skip-layers", type=layer_refs_arg, default=None, metavar="L,L,...",
+                        help="backbone layers (names or indices) to skip-connect, high to low "
+                             "resolution (default: the backbone's registry entry)")
+    parser.add_argument("--bottleneck-source", type=layer_ref_arg, default=None, metavar="L",
+                        help="backbone layer (name or index) the bottleneck grows from")
 
 
 def build_model_from_args(args: argparse.Namespace, **overrides: Any) -> Any:
@@ -97,6 +104,10 @@ def build_model_from_args(args: argparse.Namespace, **overrides: Any) -> Any:
         kwargs["decoder_filters"] = args.decoder_filters
     if getattr(args, "bottleneck_filters", None):
         kwargs["bottleneck_filters"] = args.bottleneck_filters
+    if getattr(args, "skip_layers", None):
+        kwargs["skip_layers"] = list(args.skip_layers)
+    if getattr(args, "bottleneck_source", None) is not None:
+        kwargs["bottleneck_source"] = args.bottleneck_source
     if getattr(args, "skip_batchnorm", False):
         kwargs["skip_batchnorm"] = True
     if getattr(args, "bn_momentum", None) is not None:

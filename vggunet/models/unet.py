@@ -106,9 +106,10 @@ def _measured_levels(encoder: keras.Model, n_stages: int) -> list[float]:
     """log2 of the stride of each encoder output, from its size at a probe input size."""
     multiple = 2 ** n_stages
     _, height, width, channels = encoder.inputs[0].shape
-    # Static sizes must be probed as they are; free ones with any multiple of the total stride.
-    height = height or 2 * multiple
-    width = width or 2 * multiple
+    # Static sizes must be probed as they are; free ones with a multiple of the total stride
+    # large enough for the backbone's deeper layers (up to stride 32 even with few stages).
+    height = height or max(2 * multiple, 256)
+    width = width or max(2 * multiple, 256)
     shapes = encoder.compute_output_shape((1, height, width, channels))
     probe = -(-height // multiple) * multiple  # the height after PadToMultiple
     shapes = shapes if isinstance(shapes, list) else [shapes]
