@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import vggunet as vu
-from conftest import random_images
+from conftest import forward, random_images
 from vggunet.errors import ArgumentError
 from vggunet.models.registry import get_encoder_spec
 
@@ -70,7 +70,7 @@ def test_first_kernel_is_tiled_over_the_channels_and_scaled(vgg16_file, channels
     np.testing.assert_array_equal(model.get_layer("block2_conv1").get_weights()[0],
                                   source.get_layer("block2_conv1").get_weights()[0])
     assert model.get_layer("input_preprocess").mode == "caffe"
-    out = model.predict(random_images(rng, 1, 64, 48, channels), verbose=0)
+    out = forward(model, random_images(rng, 1, 64, 48, channels))
     assert out.shape == (1, 64, 48, 2) and np.isfinite(out).all()
 
 
@@ -114,11 +114,11 @@ def test_rgb_twice_gives_the_rgb_first_layer_response(family, tmp_path, rng):
     rgb_model = keras.Model(source.inputs, source.get_layer(first).output)
     preprocessed = rgb if spec.preprocessing == "none" else vu.BackbonePreprocess(
         spec.preprocessing)(rgb)
-    want = rgb_model.predict(preprocessed, verbose=0)
+    want = forward(rgb_model, preprocessed)
     encoder = vu.build_encoder(spec, [first], weights=tmp_path / "source.weights.h5",
                                bottleneck_source=after, input_shape=(None, None, 6),
                                precision="float32")
-    got = encoder.predict(np.concatenate([rgb, rgb], -1), verbose=0)[0]
+    got = forward(encoder, np.concatenate([rgb, rgb], -1))[0]
     scale = np.abs(want).max()
     assert scale > 0
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * scale)
@@ -153,4 +153,4 @@ def test_efficientnet_gets_keras_imagenet_normalisation(channels, tmp_path, rng)
     x = random_images(rng, 1, 32, 32, channels)
     cycled = np.arange(channels) % 3
     want = (x / 255 - mean[cycled]) / std[cycled] / np.sqrt(std[cycled])
-    np.testing.assert_allclose(normalised.predict(x, verbose=0), want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(forward(normalised, x), want, rtol=1e-4, atol=1e-5)

@@ -8,7 +8,7 @@ import pytest
 
 import vggunet as vu
 from vggunet.encoders import ENCODERS, EncoderSpec, encoder_layer_names
-from conftest import producer, random_images
+from conftest import forward, producer, random_images
 
 
 def test_vgg16_encoder_outputs_on_224():
@@ -35,7 +35,7 @@ def test_encoder_equals_hand_built_feature_extractor(rng):
     names = list(ENCODERS["vgg16"].skip_layers)
     by_hand = keras.Model(base.input, [base.get_layer(n).output for n in names])
     x = random_images(rng, 1, 64, 64)
-    for ours, theirs in zip(encoder.predict(x, verbose=0), by_hand.predict(x, verbose=0)):
+    for ours, theirs in zip(forward(encoder, x), forward(by_hand, x)):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-4)
 
 
@@ -64,7 +64,7 @@ def test_adding_a_backbone_is_one_registry_entry(monkeypatch, rng):
         "block4_conv3", "caffe", keras.applications.vgg16.preprocess_input,
         ENCODERS["vgg16"].weights_url))
     model = vu.build_vgg_unet("vgg16_shallow", weights=None, decoder_filters=(64, 32, 16, 16))
-    out = model.predict(random_images(rng, 1, 48, 80), verbose=0)
+    out = forward(model, random_images(rng, 1, 48, 80))
     assert out.shape == (1, 48, 80, 2)
 
 
@@ -94,7 +94,7 @@ def test_encoder_outputs_are_named_after_their_layers_also_after_save_load(tmp_p
     assert [t.name for t in loaded.outputs] == loaded.output_names == expected
     assert loaded.roles == encoder.roles
     x = random_images(np.random.default_rng(0), 1, 64, 64, channels=1)
-    for ours, theirs in zip(loaded.predict(x, verbose=0), encoder.predict(x, verbose=0)):
+    for ours, theirs in zip(forward(loaded, x), forward(encoder, x)):
         np.testing.assert_array_equal(ours, theirs)
 
 

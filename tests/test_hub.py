@@ -18,7 +18,7 @@ import vggunet as vu
 from vggunet.errors import ArgumentError, MissingFileError, WeightsError
 from vggunet.models import hub
 from vggunet.models.roles import graph_skip_names
-from conftest import REPO, input_sources, random_images
+from conftest import REPO, forward, input_sources, random_images
 
 keras_hub = pytest.importorskip(
     "keras_hub", reason="keras-hub is not installed: it is the optional extra [hub] "
@@ -69,7 +69,7 @@ def case(request):
 @pytest.mark.parametrize("size", [(64, 64), (80, 112)])
 def test_unet_output_matches_input_size_and_softmax_sums_to_one(case, size, rng):
     _, model = case
-    out = model.predict(random_images(rng, 2, *size), verbose=0)
+    out = forward(model, random_images(rng, 2, *size))
     assert out.shape == (2, *size, 3)
     np.testing.assert_allclose(out.sum(-1), 1.0, atol=1e-5)
 
@@ -135,7 +135,7 @@ def test_save_load_in_safe_mode_gives_identical_predictions(case, tmp_path, rng)
     assert (loaded.roles, loaded.stages, loaded.backbone_layers) == (
         model.roles, model.stages, model.backbone_layers)
     x = random_images(rng, 2, 48, 80)
-    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    np.testing.assert_array_equal(forward(loaded, x), forward(model, x))
 
 
 @pytest.mark.slow
@@ -174,7 +174,7 @@ def test_encoder_equals_the_backbone_on_preprocessed_pixels(resnet, rng):
     encoder = vu.build_encoder(resnet, input_shape=(64, 64, 3), preprocessing=False)
     features = keras.Model(resnet.inputs[0], list(resnet.pyramid_outputs.values()))
     x = random_images(rng, 2, 64, 64) / 255.0
-    for ours, theirs in zip(encoder.predict(x, verbose=0), features.predict(x, verbose=0)):
+    for ours, theirs in zip(forward(encoder, x), forward(features, x)):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
     assert list(resnet.layers) == layers_before
     assert not any(encoder.get_layer(layer.name) is layer for layer in resnet.layers[1:])
@@ -190,7 +190,7 @@ def test_image_task_supplies_its_converters_scale_and_offset(resnet, rng):
     encoder = vu.build_encoder(task, input_shape=(32, 32, 3))
     preprocess = keras.Model(encoder.inputs[0], encoder.get_layer("input_preprocess").output)
     x = random_images(rng, 1, 32, 32)
-    np.testing.assert_allclose(preprocess.predict(x, verbose=0),
+    np.testing.assert_allclose(forward(preprocess, x),
                                x * [0.5, 0.25, 2.0] + [-1.0, 0.0, 3.0], rtol=1e-6)
     assert "input_preprocess" not in [
         l.name for l in vu.build_encoder(task, preprocessing=False).layers]
@@ -200,7 +200,7 @@ def test_grey_input_is_repeated_to_the_backbones_channels(resnet, rng):
     grey = vu.build_encoder(resnet, input_shape=(None, None, 1), pad_to_multiple=32)
     rgb = vu.build_encoder(resnet, input_shape=(None, None, 3), pad_to_multiple=32)
     x = random_images(rng, 1, 40, 50, channels=1)
-    for a, b in zip(grey.predict(x, verbose=0), rgb.predict(np.repeat(x, 3, -1), verbose=0)):
+    for a, b in zip(forward(grey, x), forward(rgb, np.repeat(x, 3, -1))):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     assert grey.get_layer("input_gray_to_rgb").output.shape[-1] == 3
 
@@ -215,7 +215,7 @@ def test_weights_file_of_the_backbone_is_loaded_into_a_copy(resnet, tmp_path, rn
     from_file = vu.build_encoder(other, weights=path, input_shape=(32, 32, 3))
     reference = vu.build_encoder(resnet, input_shape=(32, 32, 3))
     x = random_images(rng, 1, 32, 32)
-    for a, b in zip(from_file.predict(x, verbose=0), reference.predict(x, verbose=0)):
+    for a, b in zip(forward(from_file, x), forward(reference, x)):
         np.testing.assert_array_equal(a, b)
     assert all(np.array_equal(a, b) for a, b in zip(before, other.get_weights()))
     with pytest.raises(MissingFileError, match="nowhere.weights.h5"):
@@ -268,7 +268,7 @@ def test_mixed_precision_decoder_with_a_float32_backbone(resnet, rng):
                               precision="mixed_bfloat16", **DECODER)
     assert model.get_layer("decoder_stage1_conv1").compute_dtype == "bfloat16"
     assert model.get_layer("conv1_conv").compute_dtype == "float32"
-    out = model.predict(random_images(rng, 1, 64, 64), verbose=0)
+    out = forward(model, random_images(rng, 1, 64, 64))
     assert out.dtype == np.float32 and np.isfinite(out).all()
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import vggunet as vu
-from conftest import input_sources, random_images
+from conftest import forward, input_sources, random_images
 
 SIZES = [(64, 64), (96, 160), (200, 300)]
 
@@ -35,7 +35,7 @@ def test_any_input_size_keeps_hw_and_softmax_sums_to_one(backbone, rng):
     model = vu.build_vgg_unet(backbone, num_classes=4, weights=None)
     _assert_as_released(model, backbone)
     for height, width in SIZES:
-        out = model.predict(random_images(rng, 2, height, width), verbose=0)
+        out = forward(model, random_images(rng, 2, height, width))
         assert out.shape == (2, height, width, 4)
         assert out.dtype == np.float32
         np.testing.assert_allclose(out.sum(axis=-1), 1.0, atol=1e-5)
@@ -45,7 +45,7 @@ def test_any_input_size_keeps_hw_and_softmax_sums_to_one(backbone, rng):
 def test_deep_resnets_build_and_run(backbone, rng):
     model = vu.build_vgg_unet(backbone, input_shape=(64, 64, 3), num_classes=2, weights=None)
     _assert_as_released(model, backbone)
-    assert model.predict(random_images(rng, 1, 64, 64), verbose=0).shape == (1, 64, 64, 2)
+    assert forward(model, random_images(rng, 1, 64, 64)).shape == (1, 64, 64, 2)
 
 
 def _concat_sources(model: keras.Model, concat_name: str) -> list[str]:
@@ -93,7 +93,7 @@ def test_fixed_input_shape_multiple_of_32_has_no_pad_layers():
 def test_fixed_input_shape_not_multiple_of_32_pads_and_crops(rng):
     model = vu.build_vgg_unet(input_shape=(200, 300, 3), weights=None)
     assert tuple(model.output.shape) == (None, 200, 300, 2)
-    assert model.predict(random_images(rng, 1, 200, 300), verbose=0).shape == (1, 200, 300, 2)
+    assert forward(model, random_images(rng, 1, 200, 300)).shape == (1, 200, 300, 2)
 
 
 def test_transpose_decoder_and_batchnorm(rng):
@@ -104,7 +104,7 @@ def test_transpose_decoder_and_batchnorm(rng):
     assert up.kernel_size == (3, 3) and up.strides == (2, 2)
     assert isinstance(model.get_layer("decoder_stage1_conv1_bn"), keras.layers.BatchNormalization)
     assert isinstance(model.get_layer("bottleneck_conv1_bn"), keras.layers.BatchNormalization)
-    assert model.predict(random_images(rng, 1, 64, 64), verbose=0).shape == (1, 64, 64, 2)
+    assert forward(model, random_images(rng, 1, 64, 64)).shape == (1, 64, 64, 2)
 
 
 def test_head_activations(rng):
@@ -114,7 +114,7 @@ def test_head_activations(rng):
     assert logits.min() < 0 or logits.max() > 1 or not np.allclose(logits.sum(-1), 1)
     sig = vu.build_vgg_unet(input_shape=(64, 64, 3), num_classes=1, weights=None)
     assert sig.get_layer("head_activation").activation.__name__ == "sigmoid"
-    out = sig.predict(x, verbose=0)
+    out = forward(sig, x)
     assert out.shape == (1, 64, 64, 1) and 0 <= out.min() and out.max() <= 1
 
 
@@ -124,7 +124,7 @@ def test_mixed_precision_computes_bf16_outputs_float32(rng):
     assert model.get_layer("block1_conv1").kernel.dtype == "float32"
     assert model.get_layer("input_preprocess").compute_dtype == "float32"
     assert model.output.dtype == "float32"
-    out = model.predict(random_images(rng, 1, 64, 64), verbose=0)
+    out = forward(model, random_images(rng, 1, 64, 64))
     assert out.dtype == np.float32
     # The global policy is restored after building.
     assert keras.config.dtype_policy().name == "float32"
@@ -141,21 +141,21 @@ def test_grayscale_input_is_repeated_to_rgb(rng):
     grey = random_images(rng, 1, 64, 64, channels=1)
     rgb = np.repeat(grey, 3, axis=-1)
     encoder = keras.Model(model.inputs, model.get_layer("input_preprocess").output)
-    np.testing.assert_allclose(encoder.predict(grey, verbose=0),
+    np.testing.assert_allclose(forward(encoder, grey),
                                keras.applications.vgg16.preprocess_input(rgb.copy()), atol=1e-4)
 
 
 def test_four_channels_without_weights_trains_first_conv_from_scratch(rng):
     model = vu.build_vgg_unet(input_shape=(64, 64, 4), weights=None)
     assert model.get_layer("block1_conv1").kernel.shape == (3, 3, 4, 64)
-    assert model.predict(random_images(rng, 1, 64, 64, 4), verbose=0).shape == (1, 64, 64, 2)
+    assert forward(model, random_images(rng, 1, 64, 64, 4)).shape == (1, 64, 64, 2)
 
 
 def test_custom_skip_layers_override(rng):
     model = vu.build_vgg_unet(input_shape=(64, 64, 3), weights=None,
                               skip_layers=["block1_conv1", "block3_conv3"])
     assert vu.inspect.skip_layer_names(model) == ["block1_conv1", "block3_conv3"]
-    assert model.predict(random_images(rng, 1, 64, 64), verbose=0).shape == (1, 64, 64, 2)
+    assert forward(model, random_images(rng, 1, 64, 64)).shape == (1, 64, 64, 2)
 
 
 @pytest.mark.parametrize(
@@ -191,7 +191,7 @@ def test_save_load_round_trip_safe_mode_identical(tmp_path, vgg_unet, rng):
     vgg_unet.save(path)
     loaded = keras.models.load_model(path)  # safe_mode on, no custom_objects
     x = random_images(rng, 1, 96, 160)
-    np.testing.assert_array_equal(loaded.predict(x, verbose=0), vgg_unet.predict(x, verbose=0))
+    np.testing.assert_array_equal(forward(loaded, x), forward(vgg_unet, x))
     assert [l.name for l in loaded.layers] == [l.name for l in vgg_unet.layers]
 
 

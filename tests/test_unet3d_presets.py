@@ -9,6 +9,7 @@ import pytest
 from vggunet.errors import ArgumentError
 from vggunet.models.precision import resolve_precision
 from vggunet.models.unet3d import UNET3D_PRESETS, build_unet_3d
+from conftest import forward
 
 
 def expected_params(depth: int, base: int, channels: int, classes: int) -> int:
@@ -81,7 +82,7 @@ def test_explicit_values_without_a_preset_keep_working():
 def test_assignment_preset_channels_last_predicts():
     model = build_unet_3d((8, 8, 8, 2), preset="assignment", data_format="channels_last",
                           n_classes=2)
-    y = model.predict(np.zeros((1, 8, 8, 8, 2), "float32"), verbose=0)
+    y = forward(model, np.zeros((1, 8, 8, 8, 2), "float32"))
     assert y.shape == (1, 8, 8, 8, 2)
     with pytest.raises(ArgumentError, match="divisible by 8"):  # depth 4 pools 3 times
         build_unet_3d((12, 8, 8, 2), preset="assignment", data_format="channels_last")
@@ -105,7 +106,7 @@ def test_mixed_precision_computes_in_bfloat16_with_float32_weights_and_output():
     assert {w.dtype for w in mixed.weights} == {"float32"}
     reference.set_weights(mixed.get_weights())
     x = np.random.default_rng(0).normal(size=(1, 8, 8, 8, 2)).astype("float32")
-    y_mixed, y_ref = mixed.predict(x, verbose=0), reference.predict(x, verbose=0)
+    y_mixed, y_ref = forward(mixed, x), forward(reference, x)
     assert y_mixed.dtype == np.float32
     # bfloat16 keeps 8 significant bits: sigmoid outputs agree to about 1e-2, not exactly.
     np.testing.assert_allclose(y_mixed, y_ref, atol=3e-2)
@@ -142,4 +143,4 @@ def test_mixed_precision_model_trains_and_round_trips(tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     assert loaded.get_layer("head_conv").dtype_policy.name == "mixed_bfloat16"
-    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    np.testing.assert_array_equal(forward(loaded, x), forward(model, x))
