@@ -20,11 +20,11 @@ demo: install
 	$(VENV)/bin/vggunet demo --out runs/demo
 
 # pytest-xdist runs the suite on up to 4 processes (2 on this project's 2-core machine, where the
-# suite's wall time is about half the sum of its tests' times: 15:19 idle on 2026-12-02, over the
-# 15-minute target); tests must not
-# depend on each other or on a shared folder.
+# suite's wall time is about half the sum of its tests' times). `--dist loadfile` keeps a file's
+# tests on one worker, so a module-scoped fixture (a training run, a saved model) is made once,
+# not once per worker. Tests must not depend on each other or on a shared folder.
 test: install
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n auto --maxprocesses 4
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 # Builders, freezing, losses, metrics and saving on the TensorFlow, JAX and PyTorch backends,
 # each in its own process; installs torch (CPU) and jax into the same venv.

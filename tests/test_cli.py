@@ -1,8 +1,10 @@
-"""The `vggunet` command, run as a subprocess like a user would.
+"""The `vggunet` command: training, exit codes and one-line errors as a subprocess, as a user
+runs it; the commands that read its run folder (resume, predict, evaluate, export) in process
+(`run_main`), which skips a TensorFlow start-up each.
 
-A tiny ISBI copy (4 tiles at 64×64) and a tiny decoder keep each training run to seconds. The
-runs build on each other (train → resume → predict/evaluate/export), so they share one
-module-scoped training run.
+A tiny ISBI copy (4 tiles at 64×64) and VGG16's first two blocks keep each training run to
+seconds. The runs build on each other (train → resume → predict/evaluate/export), so they share
+one module-scoped training run.
 """
 
 from __future__ import annotations
@@ -36,6 +38,20 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subproce
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", MPLBACKEND="Agg", CUDA_VISIBLE_DEVICES="")
     return subprocess.run([sys.executable, "-m", "vggunet", *args], capture_output=True,
                           text=True, cwd=cwd, env=env, timeout=timeout)
+
+
+def run_main(capsys, *args: str) -> subprocess.CompletedProcess:
+    """`vggunet <args>` run in this process, as `run_cli` reports it: no interpreter and
+    TensorFlow start-up (5-10 s on the CI machine). The subprocess runs here cover the entry
+    point itself."""
+    from vggunet.cli import main
+
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["vggunet", *args], code, out, err)
 
 
 def stderr_lines(proc: subprocess.CompletedProcess) -> list[str]:
@@ -100,9 +116,10 @@ def test_help_lists_every_subcommand():
         assert cmd in proc.stdout
 
 
-def test_inspect_prints_layer_rows_with_freeze():
-    proc = run_cli("inspect", "--backbone", "vgg16", "--input-size", "224x224", "--freeze",
-                   "block4", "--decoder-filters", "8,8,8,8,8", "--bottleneck-filters", "8")
+def test_inspect_prints_layer_rows_with_freeze(capsys):
+    proc = run_main(
+        capsys, "inspect", "--backbone", "vgg16", "--input-size", "224x224", "--freeze", "block4",
+        "--decoder-filters", "8,8,8,8,8", "--bottleneck-filters", "8")
     assert_ok(proc)
     header = next(ln for ln in proc.stdout.splitlines() if "name" in ln and "trainable" in ln)
     assert "#" in header and "output shape" in header
@@ -136,36 +153,38 @@ def test_train_writes_checkpoints_log_and_state(trained):
     assert len(rows) == 2  # header + 1 epoch
 
 
-def test_resume_continues_to_the_new_epoch_count(tiny_isbi, trained):
-    proc = run_cli("train", "--data", str(tiny_isbi), "--mask-format", "binary", *TINY_MODEL,
-                   "--epochs", "2", "--batch-size", "2", "--val-split", "0.25", "--seed", "0",
-                   "--out", str(trained), "--resume", "--quiet")
+def test_resume_continues_to_the_new_epoch_count(tiny_isbi, trained, capsys):
+    proc = run_main(
+        capsys, "train", "--data", str(tiny_isbi), "--mask-format", "binary", *TINY_MODEL,
+        "--epochs", "2", "--batch-size", "2", "--val-split", "0.25", "--seed", "0", "--out",
+        str(trained), "--resume", "--quiet")
     assert_ok(proc)
     assert "epochs completed: 2" in proc.stdout
     rows = (trained / "log.csv").read_text().strip().splitlines()
     assert len(rows) == 3
 
 
-def test_predict_folder_and_single_file_with_tiles(tiny_isbi, trained, tmp_path):
+def test_predict_folder_and_single_file_with_tiles(tiny_isbi, trained, tmp_path, capsys):
     from PIL import Image
 
     model = str(trained / "checkpoints" / "best.keras")
-    proc = run_cli("predict", "--model", model, "--input", str(tiny_isbi / "image"),
-                   "--out", str(tmp_path / "pred"))
+    proc = run_main(
+        capsys, "predict", "--model", model, "--input", str(tiny_isbi / "image"), "--out",
+        str(tmp_path / "pred"))
     assert_ok(proc)
     masks = sorted((tmp_path / "pred").glob("[0-9].png"))
     assert len(masks) == 4
     assert len(list((tmp_path / "pred").glob("*_overlay.png"))) == 4
     assert Image.open(masks[0]).size == (64, 64)
 
-    proc = run_cli("predict", "--model", model, "--input", str(tiny_isbi / "image" / "0.png"),
-                   "--out", str(tmp_path / "one"), "--tile", "32", "--overlap", "8", "--tta",
-                   "--no-overlay")
+    proc = run_main(
+        capsys, "predict", "--model", model, "--input", str(tiny_isbi / "image" / "0.png"),
+        "--out", str(tmp_path / "one"), "--tile", "32", "--overlap", "8", "--tta", "--no-overlay")
     assert_ok(proc)
     assert [p.name for p in (tmp_path / "one").iterdir()] == ["0.png"]
 
 
-def test_predict_mirror_pad_matches_the_python_api(tiny_isbi, trained, tmp_path):
+def test_predict_mirror_pad_matches_the_python_api(tiny_isbi, trained, tmp_path, capsys):
     import numpy as np
     from PIL import Image
 
@@ -174,25 +193,27 @@ def test_predict_mirror_pad_matches_the_python_api(tiny_isbi, trained, tmp_path)
 
     model_path = trained / "checkpoints" / "best.keras"
     source = tiny_isbi / "image" / "1.png"
-    proc = run_cli("predict", "--model", str(model_path), "--input", str(source),
-                   "--out", str(tmp_path / "mp"), "--mirror-pad", "16", "--no-overlay")
+    proc = run_main(
+        capsys, "predict", "--model", str(model_path), "--input", str(source), "--out",
+        str(tmp_path / "mp"), "--mirror-pad", "16", "--no-overlay")
     assert_ok(proc)
     written = np.asarray(Image.open(tmp_path / "mp" / "1.png"))
     model = load_model(model_path, compile=False)
     expected = predict_mask(model, read_image(source, 3), mirror_pad=16)
     np.testing.assert_array_equal(written, expected)
 
-    proc = run_cli("predict", "--model", str(model_path), "--input", str(source),
-                   "--out", str(tmp_path / "bad"), "--mirror-pad", "-3")
+    proc = run_main(
+        capsys, "predict", "--model", str(model_path), "--input", str(source), "--out",
+        str(tmp_path / "bad"), "--mirror-pad", "-3")
     assert_usage_error(proc, "--mirror-pad")
 
 
-def test_evaluate_writes_metrics_json(tiny_isbi, trained, tmp_path):
+def test_evaluate_writes_metrics_json(tiny_isbi, trained, tmp_path, capsys):
     out = tmp_path / "metrics.json"
-    proc = run_cli("evaluate", "--model", str(trained / "checkpoints" / "best.keras"),
-                   "--images", str(tiny_isbi / "image"), "--masks", str(tiny_isbi / "label"),
-                   "--mask-format", "binary", "--class-names", "membrane,cell",
-                   "--out", str(out))
+    proc = run_main(
+        capsys, "evaluate", "--model", str(trained / "checkpoints" / "best.keras"), "--images",
+        str(tiny_isbi / "image"), "--masks", str(tiny_isbi / "label"), "--mask-format", "binary",
+        "--class-names", "membrane,cell", "--out", str(out))
     assert_ok(proc)
     assert "mean IoU" in proc.stdout
     scores = json.loads(out.read_text())
@@ -202,10 +223,11 @@ def test_evaluate_writes_metrics_json(tiny_isbi, trained, tmp_path):
     assert abs(scores["pixel_accuracy"] + scores["pixel_error"] - 1.0) < 1e-9
 
 
-def test_export_writes_a_loadable_keras_file(trained, tmp_path):
+def test_export_writes_a_loadable_keras_file(trained, tmp_path, capsys):
     out = tmp_path / "exported" / "model.keras"
-    proc = run_cli("export", "--model", str(trained / "checkpoints" / "best.keras"),
-                   "--out", str(out))
+    proc = run_main(
+        capsys, "export", "--model", str(trained / "checkpoints" / "best.keras"), "--out",
+        str(out))
     assert_ok(proc)
     assert out.is_file()
     from vggunet.saving import load_model
@@ -214,9 +236,10 @@ def test_export_writes_a_loadable_keras_file(trained, tmp_path):
     assert model.output_shape[-1] == 2
 
 
-def test_export_rejects_other_formats(trained, tmp_path):
-    proc = run_cli("export", "--model", str(trained / "checkpoints" / "best.keras"),
-                   "--out", str(tmp_path / "m.pt"), "--format", "torchscript")
+def test_export_rejects_other_formats(trained, tmp_path, capsys):
+    proc = run_main(
+        capsys, "export", "--model", str(trained / "checkpoints" / "best.keras"), "--out",
+        str(tmp_path / "m.pt"), "--format", "torchscript")
     assert_usage_error(proc, "'torchscript'", "valid formats: keras, savedmodel, tflite, onnx")
 
 
