@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import vggunet as vu
-from test_cli import TINY_MODEL, tiny_isbi  # noqa: F401  (fixture)
+from test_cli import tiny_isbi  # noqa: F401  (fixture)
 
 TINY = dict(num_classes=2, weights=None, decoder_filters=(8,) * 5, bottleneck_filters=8)
 
@@ -29,7 +29,9 @@ def test_cli_finetunes_an_efficientnet_top_stage(tiny_isbi, tmp_path, capsys):  
 
     out = tmp_path / "ft"
     code = main(["finetune", "--data", str(tiny_isbi), "--mask-format", "binary",
-                 *TINY_MODEL, "--backbone", "EfficientNet-B0", "--phase1-epochs", "0",
+                 "--weights", "none", "--decoder-filters", "8,8,8,8,8", "--bottleneck-filters",
+                 "8", "--precision", "float32", "--backbone", "EfficientNet-B0",
+                 "--phase1-epochs", "0",
                  "--phase2-epochs", "1", "--unfreeze", "top1", "--batch-size", "2",
                  "--steps-per-epoch", "1", "--seed", "0", "--out", str(out), "--quiet",
                  "--no-tensorboard"])

@@ -179,7 +179,7 @@ def test_finetune_with_warmup_and_layerwise_rates_saves_loads_and_resumes(tmp_pa
                   phase2_lr=0.02, unfreeze="encoder", lr_schedule="poly", warmup_epochs=1,
                   layerwise_lr=0.5, optimizer="sgd", loss="ce", metrics=[],
                   tensorboard=False, verbose=0, jit_compile=False)
-    result = finetune(shallow_unet(4), data, **kwargs)
+    result = finetune(shallow_unet(filters=4), data, **kwargs)
     # Phase 2 (epochs 2-3): warm-up at a tenth of 0.02, then the poly curve's start.
     np.testing.assert_allclose(result.history["learning_rate"], [0.01, 0.002, 0.02],
                                rtol=1e-6)
@@ -192,8 +192,8 @@ def test_finetune_with_warmup_and_layerwise_rates_saves_loads_and_resumes(tmp_pa
 
     with pytest.raises(SettingsMismatchError, match=r"phase 2 layerwise_lr: stored 0\.5, "
                                                     r"requested 0\.25"):
-        finetune(shallow_unet(4), data, resume=True, **{**kwargs, "layerwise_lr": 0.25})
-    resumed = finetune(shallow_unet(4), data, resume=True, **{**kwargs, "phase2_epochs": 3})
+        finetune(shallow_unet(filters=4), data, resume=True, **{**kwargs, "layerwise_lr": 0.25})
+    resumed = finetune(shallow_unet(filters=4), data, resume=True, **{**kwargs, "phase2_epochs": 3})
     assert type(resumed.model.optimizer).__name__ == "LayerwiseSGD"
     assert resumed.epochs_completed == 4
     assert resumed.history["learning_rate"][-1] == pytest.approx(0.02 * 0.5 ** 0.9)
