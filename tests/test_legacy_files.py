@@ -5,7 +5,10 @@ the package was reorganised (`make_fixtures.py` there shows how). They hold ever
 (`vggunet>BackbonePreprocess`, `>PadToMultiple`, `>CropToReference`), the lab's 2D and 3D U-Nets,
 models compiled with vggunet's losses and metrics, and a checkpoint with Adam state written by a
 training run. Each must load in safe mode, through `vggunet.load_model` and through plain Keras
-after `import vggunet`, and predict exactly what it predicted when it was written.
+after `import vggunet`, and predict what it predicted when it was written: equal up to float32
+rounding, because oneDNN picks its kernels by the CPU's instruction set (the fixtures were written
+on an AVX-512 CPU; on an AVX2 one the same weights give outputs that differ by about 1e-5 of
+their range, while a weight that failed to load moves them by percents).
 """
 
 from __future__ import annotations
@@ -29,6 +32,12 @@ FILES = {
 }
 
 
+def assert_same_prediction(actual: np.ndarray, desired: np.ndarray) -> None:
+    """Equal up to float32 rounding across CPU kernels (1e-4 of the output's range)."""
+    scale = float(np.abs(desired).max())
+    np.testing.assert_allclose(actual, desired, rtol=1e-4, atol=1e-4 * scale)
+
+
 @pytest.fixture(scope="module")
 def expected() -> dict[str, np.ndarray]:
     with np.load(FIXTURES / "expected.npz") as data:
@@ -42,7 +51,7 @@ def test_legacy_file_loads_and_predicts_identically(name, expected):
     model = load_model(FIXTURES / name, compile=True)
     output, image = FILES[name]
     prediction = np.asarray(model.predict_on_batch(expected[image]))
-    np.testing.assert_array_equal(prediction, expected[output])
+    assert_same_prediction(prediction, expected[output])
 
 
 @pytest.mark.parametrize("name", ["compiled_focal.keras", "compiled_jaccard.keras"])
@@ -50,8 +59,8 @@ def test_legacy_compiled_files_restore_their_losses(name, expected):
     from vggunet import load_model
 
     model = load_model(FIXTURES / name, compile=True)
-    np.testing.assert_array_equal(model.predict_on_batch(expected["image"]),
-                                  expected["small_unet"])
+    assert_same_prediction(np.asarray(model.predict_on_batch(expected["image"])),
+                           expected["small_unet"])
     loss = model.loss
     config = loss.get_config()
     if name == "compiled_focal.keras":
@@ -104,4 +113,4 @@ def test_legacy_files_load_with_plain_keras_after_import_vggunet(expected):
     assert done.returncode == 0, done.stderr[-2000:]
     loss_name, prediction = json.loads(done.stdout.strip().splitlines()[-1])
     assert loss_name == "CombinedLoss"
-    np.testing.assert_array_equal(np.asarray(prediction, "float32"), expected["compiled"])
+    assert_same_prediction(np.asarray(prediction, "float32"), expected["compiled"])
