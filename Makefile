@@ -22,13 +22,9 @@ demo: install
 # pytest-xdist runs the suite on up to 4 processes (2 on this project's 2-core machine, where the
 # suite's wall time is about half the sum of its tests' times). `--dist loadfile` keeps a file's
 # tests on one worker, so a module-scoped fixture (a training run, a saved model) is made once,
-# not once per worker. `--no-loadscope-reorder` keeps the order tests/conftest.py gives (slowest
-# files first): xdist's default hands out files with the most tests first, which left the
-# one-test end-to-end files for last, each on one worker while the other sat idle.
-# Tests must not depend on each other or on a shared folder.
+# not once per worker. Tests must not depend on each other or on a shared folder.
 test: install
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile \
-		--no-loadscope-reorder
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 # Builders, freezing, losses, metrics and saving on the TensorFlow, JAX and PyTorch backends,
 # each in its own process; installs torch (CPU) and jax into the same venv.

@@ -14,22 +14,6 @@ import pytest  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 ISBI = REPO.parent / "shared" / "data" / "isbi2012"
 
-# The slowest files (`pytest --durations`, 2026-12-02), slowest first. `make test` hands whole
-# files to its workers in collection order, so a long file collected last (alphabetically,
-# the volume workflows) kept one worker busy for minutes after the other had finished.
-SLOW_FILES_FIRST: tuple[str, ...] = (
-    "test_backbones.py", "test_backbone_workflow.py", "test_run_folder.py",
-    "test_training.py", "test_faults.py", "test_volume_cli.py", "test_demo.py",
-    "test_volume_workflow.py", "test_notebooks.py", "test_cli.py", "test_distribute.py",
-    "test_channels_data.py", "test_fuzz.py",
-)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Runs `SLOW_FILES_FIRST` before the other files; each file keeps its own test order."""
-    rank = {name: index for index, name in enumerate(SLOW_FILES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-
 
 @pytest.fixture(scope="session")
 def isbi_dir() -> Path:
