@@ -18,8 +18,9 @@ wins (`recipe_keywords`).
   decay after one warm-up epoch, the whole encoder unfrozen with layer-wise rates, BatchNorm
   on the decoder and the skips. Measured on the CCP photos (`benchmarks/photos.py`,
   BENCHMARKS.md): at 40 minutes of a 2-core CPU, held-out mIoU 0.048 and 0.051 (two seeds)
-  against 0.015 for the defaults; the values are the field's, not tuned here (2 of the 12
-  ablations are run so far).
+  against 0.015 for the defaults; the values are the field's, not tuned here. Of the 15-min
+  ablations run so far (BENCHMARKS.md), decoder-side BatchNorm is essential and scale
+  augmentation costs mIoU at that budget (not yet measured at 40 min).
 
 Recipes set no epochs and no crop or resize: those follow the data and the time budget.
 Keras-free, so the CLI builds `--recipe` from it.
