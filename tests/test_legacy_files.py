@@ -45,7 +45,7 @@ def expected() -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("name", sorted(FILES))
-def test_legacy_file_loads_and_predicts_identically(name, expected):
+def test_legacy_file_loads_and_predicts_the_same(name, expected):
     from vggunet import load_model
 
     model = load_model(FIXTURES / name, compile=True)
