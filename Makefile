@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-backends bench bench-quick clean
+.PHONY: install demo test test-every-backbone test-backends bench bench-quick clean
 
 # The [hub] extra (keras-hub backbones) installs nothing on Python 3.10: tests/test_hub.py skips.
 $(STAMP): pyproject.toml
@@ -23,8 +23,16 @@ demo: install
 # suite's wall time is about half the sum of its tests' times). `--dist loadfile` keeps a file's
 # tests on one worker, so a module-scoped fixture (a training run, a saved model) is made once,
 # not once per worker. Tests must not depend on each other or on a shared folder.
+# `-m "not every_backbone"` leaves out the U-Nets of each backbone family's other members
+# (tests/test_backbones.py: the first member's code path, 4-5 minutes of model building);
+# `make test-every-backbone` runs them, and `.ci/run` runs both.
 test: install
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile \
+		-m "not every_backbone"
+
+test-every-backbone: install
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n auto --maxprocesses 4 -m every_backbone \
+		tests/test_backbones.py
 
 # Builders, freezing, losses, metrics and saving on the TensorFlow, JAX and PyTorch backends,
 # each in its own process; installs torch (CPU) and jax into the same venv.

@@ -9,11 +9,16 @@ graph, `freeze(m, "encoder")` leaves only bottleneck, decoder and head trainable
 `top_blocks(m, 1)` selects exactly the last stage, and `.keras` save/load in safe mode gives
 identical predictions.
 
-`.keras` save/load runs for one member of each family (`SAVE_LOAD`, its lightest, plus the
+`.keras` save/load runs for one member of each family (`FAMILY_FIRST`, its lightest, plus the
 Inception-ResNet and MobileNetV3-Small layouts): a family's members are built from the same layer
 classes (ConvNeXt's LayerScale, Inception-ResNet's CustomScaleLayer, NASNet's cells, ...), so the
 others would add 8-45 s each of saving and rebuilding on the 2-core machine (files of 160-1,400 MB)
-and no coverage; every other check runs on all 40. The whole file takes about 2 minutes with `-n 2`.
+and no coverage.
+
+`make test` runs `test_every_backbone_unet` on those 14 entries; the other 26 members (the same
+code path with other widths, depths and layer names, 4-5 minutes of building on the 2-core AVX2
+machine, 27 s for NASNetLarge alone) carry the `every_backbone` mark, which `make test` deselects
+and `make test-every-backbone` runs; `.ci/run` runs both, so CI still checks all 40.
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ CHANNELS = {
 # more; ConvNeXt's stem is stride 4; every other entry taps 2, 4, 8, 16 and 32.
 STRIDES = {"vgg16": (1, 2, 4, 8, 16, 16), "vgg19": (1, 2, 4, 8, 16, 16),
            **{name: (4, 8, 16, 32) for name in ENCODERS if name.startswith("convnext")}}
-SAVE_LOAD = {"vgg16", "resnet50", "resnet50v2", "densenet121", "mobilenet", "mobilenetv2",
+FAMILY_FIRST = {"vgg16", "resnet50", "resnet50v2", "densenet121", "mobilenet", "mobilenetv2",
              "mobilenetv3small", "efficientnetb0", "efficientnetv2b0", "convnexttiny", "xception",
              "inceptionv3", "inceptionresnetv2", "nasnetmobile"}
 TINY = dict(num_classes=3, weights=None, decoder_filters=(8,) * 5, bottleneck_filters=8,
@@ -73,7 +78,7 @@ def test_registry_holds_every_keras_application():
     assert set(CHANNELS) == set(ENCODERS)
     # Save/load covers every family (keras.applications module; VGG19 is VGG16's layers).
     families = {spec.preprocess_input.module for spec in ENCODERS.values()}
-    assert {ENCODERS[n].preprocess_input.module for n in SAVE_LOAD} == families - {
+    assert {ENCODERS[n].preprocess_input.module for n in FAMILY_FIRST} == families - {
         "keras.applications.vgg19"}
     for key, spec in ENCODERS.items():
         assert spec.name == key == spec.constructor.name.lower()
@@ -201,7 +206,12 @@ def _check_save_load(model: keras.Model, outs: list, tmp_path) -> None:
         np.testing.assert_array_equal(np.asarray(loaded(x, training=False)), out)
 
 
-@pytest.mark.parametrize("name", list(ENCODERS))
+def _entry(name: str):
+    """A family's first member runs in `make test`; the others in `make test-every-backbone`."""
+    return pytest.param(name, marks=() if name in FAMILY_FIRST else pytest.mark.every_backbone)
+
+
+@pytest.mark.parametrize("name", [_entry(name) for name in ENCODERS])
 def test_every_backbone_unet(name, tmp_path):
     spec = vu.get_encoder_spec(name)
     side = max(64, spec.min_input_size)
@@ -218,7 +228,7 @@ def test_every_backbone_unet(name, tmp_path):
     _check_skips_feed_the_decoder(model, name, taps)
     fits = [l.name for l in model.layers if isinstance(l, vu.CropOrPadToReference)]
     assert bool(fits) == spec.valid_padding
-    if name in SAVE_LOAD:
+    if name in FAMILY_FIRST:
         _check_save_load(model, outs[-1:], tmp_path)
     _check_freezing(model, spec)
 
