@@ -136,18 +136,27 @@ def test_rgb_twice_gives_the_rgb_first_layer_response(family, tmp_path, rng):
         assert encoder.get_layer("input_preprocess").mode == "torch"
 
 
+IMAGENET_MEAN, IMAGENET_STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+
+
+@pytest.fixture(scope="module")
+def b0_imagenet_file(tmp_path_factory):
+    """EfficientNetB0 weights whose Normalization holds ImageNet's statistics, as Keras's file."""
+    source = keras.applications.EfficientNetB0(include_top=False, weights=None,
+                                               input_shape=(32, 32, 3))
+    _normalization(source).set_weights([IMAGENET_MEAN, IMAGENET_STD ** 2, np.array(1)])
+    path = tmp_path_factory.mktemp("b0") / "b0.weights.h5"
+    source.save_weights(path)
+    return path
+
+
 @pytest.mark.parametrize("channels", [3, 4])
-def test_efficientnet_gets_keras_imagenet_normalisation(channels, tmp_path, rng):
+def test_efficientnet_gets_keras_imagenet_normalisation(channels, b0_imagenet_file, rng):
     """Keras's ImageNet EfficientNetB0 computes ((x/255 - mean) / std) / sqrt(std) before its
     stem (an extra Rescaling only weights="imagenet" builds have); a vggunet encoder given the
     weights computes the same, statistics cycled for 4 channels."""
-    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
-    source = keras.applications.EfficientNetB0(include_top=False, weights=None,
-                                               input_shape=(32, 32, 3))
-    norm = _normalization(source)
-    norm.set_weights([mean, std ** 2, np.array(1)])
-    source.save_weights(tmp_path / "b0.weights.h5")
-    encoder = vu.build_encoder("efficientnetb0", weights=tmp_path / "b0.weights.h5",
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    encoder = vu.build_encoder("efficientnetb0", weights=b0_imagenet_file,
                                input_shape=(32, 32, channels), precision="float32")
     normalised = keras.Model(encoder.inputs, _normalization(encoder).output)
     x = random_images(rng, 1, 32, 32, channels)

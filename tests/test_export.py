@@ -3,21 +3,20 @@
 One tiny VGG16 U-Net (the first two blocks under a narrow two-stage decoder, random weights,
 float32) is shared by the module;
 each export is loaded with the runtime a server would use (tf.saved_model, tf.lite.Interpreter,
-onnxruntime) and compared with `model.predict` on the same raw-pixel input.
+onnxruntime) and compared with the Keras model's output on the same raw-pixel input, computed
+eagerly (`forward`): `model.predict` would trace a graph per input shape and model.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import forward
+from test_cli import run_main
 
 TINY = dict(num_classes=2, weights=None, skip_layers=["block1_conv2", "block2_conv2"],
             bottleneck_source="block2_pool", decoder_filters=(16, 8), bottleneck_filters=16)
@@ -60,7 +59,7 @@ def test_savedmodel_serves_two_sizes_like_keras(tiny, images, tmp_path):
     assert spec.shape.as_list() == [None, None, None, 3]
     for x in images:
         got = serve(input_image=tf.constant(x))["output_0"].numpy()
-        want = tiny.predict(x, verbose=0)
+        want = forward(tiny, x)
         assert got.shape == x.shape[:3] + (2,)
         np.testing.assert_allclose(got, want, atol=ATOL)
 
@@ -82,7 +81,7 @@ def test_tflite_fixed_size_matches_keras_and_takes_any_batch(tiny, images, tmp_p
     interpreter.set_tensor(detail["index"], x)
     interpreter.invoke()
     got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-    np.testing.assert_allclose(got, tiny.predict(x, verbose=0), atol=ATOL)
+    np.testing.assert_allclose(got, forward(tiny, x), atol=ATOL)
 
 
 def test_onnx_runs_two_sizes_in_onnxruntime(tiny, images, tmp_path):
@@ -97,7 +96,7 @@ def test_onnx_runs_two_sizes_in_onnxruntime(tiny, images, tmp_path):
     assert (outp.name, outp.shape) == ("output_0", ["batch", "height", "width", 2])
     for x in images:
         got = session.run(None, {"input_image": x})[0]
-        np.testing.assert_allclose(got, tiny.predict(x, verbose=0), atol=ATOL)
+        np.testing.assert_allclose(got, forward(tiny, x), atol=ATOL)
 
 
 def test_bfloat16_model_exports_in_float32(tiny, images, tmp_path):
@@ -111,10 +110,10 @@ def test_bfloat16_model_exports_in_float32(tiny, images, tmp_path):
     copy = float32_copy(mixed)
     assert {layer.compute_dtype for layer in copy.layers} == {"float32"}
     x = images[0]
-    want = tiny.predict(x, verbose=0)
-    np.testing.assert_allclose(copy.predict(x, verbose=0), want, atol=1e-5)
+    want = forward(tiny, x)
+    np.testing.assert_allclose(forward(copy, x), want, atol=1e-5)
     # bfloat16 compute really differs, so matching `want` below proves the float32 rebuild.
-    assert np.abs(mixed.predict(x, verbose=0) - want).max() > 1e-3
+    assert np.abs(forward(mixed, x) - want).max() > 1e-3
 
     out = export_model(mixed, tmp_path / "serving", format="savedmodel")
     serve = tf.saved_model.load(str(out)).signatures["serving_default"]
@@ -130,21 +129,20 @@ def test_keras_export_drops_optimizer_unless_kept(tiny, tiny_file, images, tmp_p
     lean = load_model(export_model(tiny_file, tmp_path / "lean.keras"))
     assert getattr(lean, "optimizer", None) is None
     x = images[0]
-    np.testing.assert_allclose(lean.predict(x, verbose=0), tiny.predict(x, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(forward(lean, x), forward(tiny, x), atol=1e-6)
     full = load_model(export_model(tiny_file, tmp_path / "full.keras", keep_optimizer=True))
     assert full.optimizer is not None and full.loss == "sparse_categorical_crossentropy"
 
 
-def test_cli_exports_savedmodel_over_an_older_one(tiny_file, images, tmp_path):
+def test_cli_exports_savedmodel_over_an_older_one(tiny_file, images, tmp_path, capsys):
+    """In this process: test_cli runs the entry point itself as a subprocess."""
     import tensorflow as tf
 
     out = tmp_path / "serving"
     out.mkdir()
     (out / "saved_model.pb").write_bytes(b"stale")  # an older export is replaced whole
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, "-m", "vggunet", "export", "--model", str(tiny_file),
-                           "--out", str(out), "--format", "savedmodel"],
-                          capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    proc = run_main(capsys, "export", "--model", str(tiny_file), "--out", str(out),
+                    "--format", "savedmodel")
     assert proc.returncode == 0, proc.stderr
     assert f"to {out}" in proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["serving"]  # no temp folders left
@@ -153,7 +151,7 @@ def test_cli_exports_savedmodel_over_an_older_one(tiny_file, images, tmp_path):
 
     x = images[1]
     np.testing.assert_allclose(serve(input_image=tf.constant(x))["output_0"].numpy(),
-                               load_model(tiny_file, compile=False).predict(x, verbose=0),
+                               forward(load_model(tiny_file, compile=False), x),
                                atol=ATOL)
 
 
