@@ -1,7 +1,7 @@
 """Image files with any number of channels: .npy arrays, RGBA/LA kept, the pipeline, the CLI.
 
 One end-to-end `vggunet train/predict/evaluate --channels 4` run on ISBI tiles made 4-band (the
-EM image three times + its gradient magnitude) with a ResNet50 weights file the test writes; then
+EM image three times + its gradient magnitude) with a VGG16 weights file the test writes; then
 the decoding rules (in Python, no TensorFlow), masks and pairing, the tf.data pipeline and
 prediction on 4- and 2-channel files.
 """
@@ -22,6 +22,8 @@ from vggunet.data.masks import load_mask
 from vggunet.data.pairs import find_pairs
 from vggunet.data.validate import validate_pairs
 from vggunet.errors import ArgumentError, DataError, PredictionError
+
+from conftest import SHALLOW_FLAGS
 
 ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
 
@@ -74,19 +76,20 @@ def test_cli_train_predict_evaluate_4_channel_npy_tiles(tmp_path, capsys):
 
     images, labels = _four_band_tiles(tmp_path / "isbi4")
     keras.utils.set_random_seed(0)
-    base = keras.applications.ResNet50(include_top=False, weights=None)
-    weights = tmp_path / "resnet50_notop.weights.h5"
+    base = keras.applications.VGG16(include_top=False, weights=None)
+    weights = tmp_path / "vgg16_notop.weights.h5"
     base.save_weights(weights)
-    rgb_kernel = keras.ops.convert_to_numpy(base.get_layer("conv1_conv").kernel)
+    rgb_kernel = keras.ops.convert_to_numpy(base.get_layer("block1_conv1").kernel)
     del base
 
-    # The encoder frozen (transfer learning's first phase) keeps the step cheap on CPU and the
-    # adapted first convolution exactly as loaded.
+    # The encoder frozen (transfer learning's first phase) keeps the adapted first convolution
+    # exactly as loaded. VGG16's first two blocks (test_cli's shallow U-Net) load from the whole
+    # file and trace in a fraction of a deep encoder's time; test_channels covers the tiling for
+    # ResNet50, EfficientNet and ConvNeXt too.
     run = tmp_path / "run"
     assert main(["train", "--images", str(images), "--masks", str(labels),
-                 "--mask-format", "binary", "--channels", "4", "--backbone", "resnet50",
-                 "--weights", str(weights), "--decoder-filters", "32,16,16,8,8",
-                 "--bottleneck-filters", "32", "--precision", "float32",
+                 "--mask-format", "binary", "--channels", "4", "--backbone", "vgg16",
+                 "--weights", str(weights), *SHALLOW_FLAGS, "--precision", "float32",
                  "--freeze", "encoder", "--epochs", "1", "--batch-size", "4",
                  "--seed", "0", "--no-tensorboard", "--out", str(run), "--quiet"]) == 0
     best = run / "checkpoints" / "best.keras"
@@ -96,8 +99,8 @@ def test_cli_train_predict_evaluate_4_channel_npy_tiles(tmp_path, capsys):
     assert main(["evaluate", "--model", str(best), "--images", str(images), "--masks",
                  str(labels), "--mask-format", "binary", "--out", str(metrics), "--quiet"]) == 0
     model = load_model(best, compile=False)
-    kernel = keras.ops.convert_to_numpy(model.get_layer("conv1_conv").kernel)
-    assert kernel.shape == (7, 7, 4, 64) and model.input_shape[-1] == 4
+    kernel = keras.ops.convert_to_numpy(model.get_layer("block1_conv1").kernel)
+    assert kernel.shape == (3, 3, 4, 64) and model.input_shape[-1] == 4
     # The written RGB kernel tiled over 4 channels (x 3/4), untouched by the frozen epoch.
     np.testing.assert_allclose(kernel, tile_input_kernel(rgb_kernel, 4), rtol=1e-6)
     for stem in ("0", "1", "2", "3"):

@@ -1,6 +1,7 @@
-"""The `vggunet` command on volumes, run as a subprocess: train → resume → predict → evaluate →
-export on three of the shared BraTS patches (tiny 3D U-Net, 32×32×16 patches), an index-label
-run on Decathlon hippocampus NIfTI files, `inspect` of the lab's presets, and one-line errors."""
+"""The `vggunet` command on volumes, run in this process (test_cli runs the entry point as
+a subprocess): train → resume → predict → evaluate → export on three of the shared BraTS patches
+(tiny 3D U-Net, 32×32×16 patches), an index-label run on Decathlon hippocampus NIfTI files,
+`inspect` of the lab's presets, and one-line errors."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_cli import assert_ok, run_cli
+from tests.test_cli import assert_ok, run_main
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 BRATS = SHARED / "brats3d" / "train"
@@ -26,15 +27,16 @@ TINY_3D = ["--model-type", "unet3d", "--depth", "2", "--base-filters", "4",
 pytestmark = pytest.mark.slow
 
 
-def _brats_run(root: Path):
+def _brats_run(root: Path, capsys):
     """Three shared patches; a 2-epoch run holding one of them out."""
     data = root / "h5"
     data.mkdir()
     for path in sorted(BRATS.glob("*.h5"))[:3]:
         shutil.copy(path, data / path.name)
     out = root / "run"
-    proc = run_cli("train", *TINY_3D, "--data", str(data), "--val-split", "0.34", "--seed", "0",
-                   "--epochs", "1", "--batch-size", "2", "--out", str(out), "--quiet")
+    proc = run_main(capsys, "train", *TINY_3D, "--data", str(data), "--val-split", "0.34",
+                    "--seed", "0", "--epochs", "1", "--batch-size", "2", "--out", str(out),
+                    "--quiet")
     assert_ok(proc)
     return root, data, out, proc
 
@@ -45,9 +47,9 @@ def _log_rows(out: Path) -> list[dict]:
 
 
 def test_volume_workflow_train_resume_predict_evaluate(tmp_path, capsys):
-    """One chain (so the training runs once, whichever worker runs it): train, predict and
-    evaluate as subprocesses, the resume in this process."""
-    root, data, out, proc = _brats_run(tmp_path)
+    """One chain (so the training runs once, whichever worker runs it), all in this process:
+    each subprocess would pay a TensorFlow start-up."""
+    root, data, out, proc = _brats_run(tmp_path, capsys)
     assert "data: 2 training volumes, 1 validation volumes" in proc.stdout
     assert "best val_dice_coefficient" in proc.stdout
     rows = _log_rows(out)
@@ -62,15 +64,15 @@ def test_volume_workflow_train_resume_predict_evaluate(tmp_path, capsys):
                          "--quiet", "--resume")
     assert code == 0, err
     assert [r["epoch"] for r in _log_rows(out)] == ["0", "1"]
-    _predict_and_evaluate(root, data, out)
+    _predict_and_evaluate(root, data, out, capsys)
 
 
-def _predict_and_evaluate(root: Path, data: Path, out: Path) -> None:
+def _predict_and_evaluate(root: Path, data: Path, out: Path, capsys) -> None:
     model = out / "checkpoints" / "last.keras"
     one = sorted(data.glob("*.h5"))[0]
     pred = root / "pred"
-    proc = run_cli("predict", "--model", str(model), "--input", str(one), "--out", str(pred),
-                   "--slices", "--quiet")
+    proc = run_main(capsys, "predict", "--model", str(model), "--input", str(one), "--out",
+                    str(pred), "--slices", "--quiet")
     assert_ok(proc)
     name = one.name[: -len(".h5")]
     labels = nibabel.load(pred / f"{name}.nii.gz")
@@ -79,8 +81,8 @@ def _predict_and_evaluate(root: Path, data: Path, out: Path) -> None:
     assert Image.open(pred / f"{name}_slices.png").size[0] > 200
     report = root / "scores.json"
     slices = root / "slices.png"
-    proc = run_cli("evaluate", "--model", str(model), "--data", str(data), "--out", str(report),
-                   "--slices", str(slices), "--quiet")
+    proc = run_main(capsys, "evaluate", "--model", str(model), "--data", str(data), "--out",
+                    str(report), "--slices", str(slices), "--quiet")
     assert_ok(proc)
     scores = json.loads(report.read_text())
     assert "dice" in json.dumps(scores).lower() and "specificity" in json.dumps(scores).lower()
