@@ -1,7 +1,7 @@
 """Faults: SIGKILL during training and checkpoint writes, NaN losses, and determinism.
 
 The kill test drives `tests/_kill_driver.py`, a fork server that imports TensorFlow once and
-forks one real training process per attempt, so a dozen kill/resume cycles fit in about a
+forks one real training process per attempt, so ten kill/resume cycles fit in about a
 minute. The NaN stop is covered by
 `tests/test_training.py::test_nan_stops_and_keeps_finite_checkpoint` (training stops with a
 message, `stopped_reason == "nan"`, and `last.keras` keeps the last finite weights).
@@ -25,7 +25,8 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 DRIVER = TESTS / "_kill_driver.py"
 
-KILLS = 12              # kill attempts in one run (the issue asks for at least 10)
+# Kill attempts in one run: the issue asks for at least 10; the first 6 cover every kind.
+KILLS = 10
 EPOCHS = 8              # epochs of the whole run
 STEPS = 3               # batches per epoch
 KINDS = ("batch", "timer", "CKPT_PARTIAL", "CKPT_RENAME", "CKPT_RENAMED", "batch")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import vggunet as vu
+from conftest import shallow_unet
 from vggunet.errors import ArgumentError
 from vggunet.inspect import all_layers as nested_layers
 from vggunet.inspect import layer_roles
@@ -116,18 +117,20 @@ def test_frozen_batchnorm_runs_in_inference_mode(resnet_unet):
 
 
 def test_train_step_after_freeze_changes_only_trainable_weights():
-    model = _small_vgg()
+    # The two-block U-Net: a fit traces its step in a third of the full encoder's time, and
+    # freezing works on it the same way.
+    model = shallow_unet()
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     vu.freeze(model, "encoder")
     vu.recompile(model)
     enc_before = model.get_layer("block1_conv1").get_weights()[0].copy()
-    dec_before = model.get_layer("decoder_stage5_conv2").get_weights()[0].copy()
+    dec_before = model.get_layer("decoder_stage2_conv2").get_weights()[0].copy()
     rng = np.random.default_rng(0)
     x = rng.random((2, 64, 64, 3)).astype("float32") * 255
     y = rng.integers(0, 2, (2, 64, 64))
     model.fit(x, y, epochs=1, verbose=0)
     np.testing.assert_array_equal(model.get_layer("block1_conv1").get_weights()[0], enc_before)
-    assert not np.array_equal(model.get_layer("decoder_stage5_conv2").get_weights()[0], dec_before)
+    assert not np.array_equal(model.get_layer("decoder_stage2_conv2").get_weights()[0], dec_before)
     assert not any("block" in w.path for w in model.trainable_weights)
 
 

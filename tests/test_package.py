@@ -111,7 +111,7 @@ def test_import_vggunet_loads_no_tensorflow_keras_or_matplotlib():
     assert loaded == []
 
 
-@pytest.mark.parametrize("order", [
+IMPORT_ORDERS = [
     "import vggunet; import keras",
     "import keras; import vggunet",
     "import vggunet.losses",
@@ -119,15 +119,88 @@ def test_import_vggunet_loads_no_tensorflow_keras_or_matplotlib():
     "from vggunet.models.precision import resolve_precision",
     "from vggunet.transfer import freeze",
     "import vggunet; vggunet.build_unet",
-])
-def test_keras_knows_vggunet_classes_whatever_the_import_order(order):
-    names = ["vggunet>PadToMultiple", "vggunet>BackbonePreprocess", "vggunet>CropToReference",
-             "vggunet>MeanIoU", "vggunet>DiceLoss", "vggunet>CombinedLoss"]
-    found = json.loads(_run(
-        f"import json\n{order}\nimport keras\n"
-        f"print(json.dumps([keras.saving.get_registered_object(n) is not None for n in {names!r}]))"
-    ))
-    assert found == [True] * len(names)
+]
+
+# Runs every order of argv[1] (a JSON list) in a child forked from an interpreter that has
+# imported TensorFlow but neither Keras nor vggunet. The registration under test hooks only the
+# imports of `keras` and `vggunet.*`; TensorFlow is what makes a fresh interpreter cost 8-10 s
+# of CPU, and its import has the same effect whether Keras's import triggers it (a fresh
+# interpreter) or it comes first. TensorFlow's `__init__` preloads `keras.src.optimizers` if it
+# can (an ImportError is skipped), so Keras is made unimportable while TensorFlow loads: each
+# child then starts with no `keras*` or `vggunet*` module and no vggunet import hook, and
+# imports Keras itself, as a fresh interpreter does; the child says so (`fresh`).
+FORKED_ORDERS = r"""
+import importlib.abc, importlib.machinery, json, os, sys
+
+
+class NoKeras(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path, target=None):
+        if name != "keras":
+            return None
+        real = importlib.machinery.PathFinder.find_spec(name, path)
+        return importlib.machinery.ModuleSpec(name, self, origin=real and real.origin)
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        raise ImportError("keras is left to each import order")
+
+
+blocker = NoKeras()
+sys.meta_path.insert(0, blocker)
+import tensorflow  # noqa: F401
+sys.meta_path.remove(blocker)
+NAMES = json.loads(sys.argv[2])
+results = {}
+for order in json.loads(sys.argv[1]):
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        code = 1
+        try:
+            fresh = not any(m == "keras" or m.startswith(("keras.", "vggunet"))
+                            for m in sys.modules) and not any(
+                type(f).__module__.startswith("vggunet") or f is blocker for f in sys.meta_path)
+            scope = {"NAMES": NAMES, "__name__": "__main__"}
+            exec(f"{order}\nimport keras\n"
+                 "found = [keras.saving.get_registered_object(n) is not None for n in NAMES]",
+                 scope)
+            os.write(write, json.dumps({"fresh": fresh, "found": scope["found"]}).encode())
+            code = 0
+        except BaseException as exc:
+            os.write(write, json.dumps({"error": repr(exc)}).encode())
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        reply = json.loads(pipe.read() or b"{}")
+    _, status = os.waitpid(pid, 0)
+    results[order] = {**reply, "exit": os.waitstatus_to_exitcode(status)}
+print(json.dumps(results))
+"""
+
+REGISTERED = ["vggunet>PadToMultiple", "vggunet>BackbonePreprocess", "vggunet>CropToReference",
+              "vggunet>MeanIoU", "vggunet>DiceLoss", "vggunet>CombinedLoss"]
+
+
+@pytest.fixture(scope="module")
+def registered_after_each_order() -> dict:
+    """What each import order registered, each in a child interpreter with no Keras yet."""
+    done = subprocess.run([sys.executable, "-c", FORKED_ORDERS, json.dumps(IMPORT_ORDERS),
+                           json.dumps(REGISTERED)], capture_output=True, text=True, env=ENV,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("order", IMPORT_ORDERS)
+def test_keras_knows_vggunet_classes_whatever_the_import_order(order,
+                                                              registered_after_each_order):
+    result = registered_after_each_order[order]
+    assert result["exit"] == 0 and result["fresh"] is True, result
+    assert result["found"] == [True] * len(REGISTERED)
 
 
 def test_error_family():
