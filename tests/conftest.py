@@ -46,6 +46,10 @@ SHALLOW_FLAGS = ("--skip-layers", "block1_conv2,block2_conv2", "--bottleneck-sou
                  "block2_pool", "--decoder-filters", "8,8", "--bottleneck-filters", "16")
 """The CLI's model flags for `shallow_unet()`'s architecture (its seed aside)."""
 
+ONE_BLOCK_FLAGS = ("--skip-layers", "block1_conv2", "--bottleneck-source", "block1_pool",
+                   "--decoder-filters", "8", "--bottleneck-filters", "16")
+"""The CLI's model flags for `shallow_unet(blocks=1)`'s architecture (its seed aside)."""
+
 
 def shallow_unet(blocks: int = 2, filters: int = 8, **options):
     """VGG16's first `blocks` blocks (1-3) under a `blocks`-stage decoder, float32, seeded.

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import SHALLOW_FLAGS
+from conftest import ONE_BLOCK_FLAGS, SHALLOW_FLAGS
 
 REPO = Path(__file__).resolve().parents[1]
 ISBI = REPO.parent / "shared" / "data" / "isbi2012"
@@ -32,9 +32,7 @@ SHALLOW = list(SHALLOW_FLAGS)
 TINY_MODEL = ["--weights", "none", *SHALLOW, "--precision", "float32"]
 # VGG16's first block under one decoder stage: the shared run's train, resume, predict and
 # evaluate steps trace in about 60% of the two-block model's time.
-ONE_BLOCK_MODEL = ["--weights", "none", "--skip-layers", "block1_conv2", "--bottleneck-source",
-                   "block1_pool", "--decoder-filters", "8", "--bottleneck-filters", "16",
-                   "--precision", "float32"]
+ONE_BLOCK_MODEL = ["--weights", "none", *ONE_BLOCK_FLAGS, "--precision", "float32"]
 
 # TensorFlow's C++ runtime logs a few lines to stderr on import and first use whatever
 # TF_CPP_MIN_LOG_LEVEL says (absl "I0000 ..."/"E0000 ..." lines); they are not ours.

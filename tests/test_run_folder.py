@@ -25,7 +25,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from conftest import shallow_unet  # noqa: E402
+from conftest import ONE_BLOCK_FLAGS, shallow_unet  # noqa: E402
 from vggunet.errors import RunLockedError, SettingsMismatchError  # noqa: E402
 from vggunet.training import finetune, train  # noqa: E402
 
@@ -41,9 +41,7 @@ def tiny_unet(**options) -> keras.Model:
     return shallow_unet(blocks=1, **options)
 
 
-# The command line's flags for the same architecture.
-TINY_FLAGS = ("--skip-layers", "block1_conv2", "--bottleneck-source", "block1_pool",
-              "--decoder-filters", "8", "--bottleneck-filters", "16")
+TINY_FLAGS = ONE_BLOCK_FLAGS  # the command line's flags for the same architecture
 
 
 @pytest.fixture(scope="module")
