@@ -48,15 +48,25 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subproce
 def run_main(capsys, *args: str) -> subprocess.CompletedProcess:
     """`vggunet <args>` run in this process, as `run_cli` reports it: no interpreter and
     TensorFlow start-up (5-10 s on the CI machine). The subprocess runs here cover the entry
-    point itself."""
+    point itself. `capsys` None (a module-scoped fixture has none) captures with
+    `contextlib.redirect_stdout` / `redirect_stderr` instead."""
+    import contextlib
+    import io
+
     from vggunet.cli import main
 
-    try:
-        code = main(list(args))
-    except SystemExit as exc:  # argparse's usage errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(["vggunet", *args], code, out, err)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.ExitStack() as stack:
+        if capsys is None:
+            stack.enter_context(contextlib.redirect_stdout(out))
+            stack.enter_context(contextlib.redirect_stderr(err))
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code
+    if capsys is not None:
+        return subprocess.CompletedProcess(["vggunet", *args], code, *capsys.readouterr())
+    return subprocess.CompletedProcess(["vggunet", *args], code, out.getvalue(), err.getvalue())
 
 
 def stderr_lines(proc: subprocess.CompletedProcess) -> list[str]:
@@ -104,22 +114,13 @@ def tiny_isbi(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(tiny_isbi, tmp_path_factory) -> Path:
-    """A run folder after one epoch of `vggunet train` (in process: a module-scoped fixture
-    has no capsys, so the output is captured here)."""
-    import contextlib
-    import io
-
-    from vggunet.cli import main
-
+    """A run folder after one epoch of `vggunet train` (in process)."""
     out = tmp_path_factory.mktemp("runs") / "run"
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = main(["train", "--data", str(tiny_isbi), "--mask-format", "binary",
-                     *ONE_BLOCK_MODEL, "--epochs", "1", "--batch-size", "2", "--val-split",
-                     "0.25", "--seed", "0", "--out", str(out), "--quiet"])
-    assert_ok(subprocess.CompletedProcess(["vggunet", "train"], code, stdout.getvalue(),
-                                          stderr.getvalue()))
-    assert "best checkpoint:" in stdout.getvalue()
+    proc = run_main(None, "train", "--data", str(tiny_isbi), "--mask-format", "binary",
+                    *ONE_BLOCK_MODEL, "--epochs", "1", "--batch-size", "2", "--val-split",
+                    "0.25", "--seed", "0", "--out", str(out), "--quiet")
+    assert_ok(proc)
+    assert "best checkpoint:" in proc.stdout
     return out
 
 
