@@ -27,7 +27,7 @@ from PIL import Image
 
 keras = pytest.importorskip("keras")
 
-from conftest import shallow_unet  # noqa: E402
+from conftest import one_block_unet  # noqa: E402
 from vggunet import build_vgg_unet  # noqa: E402
 from vggunet.cli import parse_size, positive_int  # noqa: E402
 from vggunet.data import (  # noqa: E402
@@ -62,10 +62,7 @@ _TF_NOISE = re.compile(r"^([IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\]|WARNING: All log m
                        r"absl|To enable the following instructions)")
 
 
-def tiny_unet(**options) -> keras.Model:
-    """conftest.shallow_unet(blocks=1): VGG16's first block under one decoder stage; the rows
-    that train it trace its step in about 60% of the two-block model's time."""
-    return shallow_unet(blocks=1, **options)
+tiny_unet = one_block_unet
 
 
 def png(path: Path, array: Any, mode: str | None = None) -> Path:

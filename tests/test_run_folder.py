@@ -25,7 +25,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from conftest import ONE_BLOCK_FLAGS, shallow_unet  # noqa: E402
+from conftest import ONE_BLOCK_FLAGS, one_block_unet  # noqa: E402
 from vggunet.errors import RunLockedError, SettingsMismatchError  # noqa: E402
 from vggunet.training import finetune, train  # noqa: E402
 
@@ -35,10 +35,7 @@ LEGACY = TESTS / "fixtures" / "legacy_86619a9"
 QUIET = dict(jit_compile=False, tensorboard=False, verbose=0, metrics=("miou",))
 
 
-def tiny_unet(**options) -> keras.Model:
-    """conftest.shallow_unet(blocks=1): what a run folder holds does not depend on the encoder's
-    depth, and this model's training step traces in about 60% of the two-block one's time."""
-    return shallow_unet(blocks=1, **options)
+tiny_unet = one_block_unet
 
 
 TINY_FLAGS = ONE_BLOCK_FLAGS  # the command line's flags for the same architecture

@@ -17,7 +17,7 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 import vggunet  # noqa: E402
-from conftest import shallow_unet  # noqa: E402
+from conftest import one_block_unet  # noqa: E402
 from vggunet.inference import PredictionError, predict_folder  # noqa: E402
 from vggunet.inference.folder import _inside  # noqa: E402
 from vggunet.saving import UnsafeModelError, load_model, save_model  # noqa: E402
@@ -27,11 +27,7 @@ PACKAGE = Path(vggunet.__file__).resolve().parent
 KERAS_ARCHIVE_MEMBERS = {"config.json", "metadata.json", "model.weights.h5"}
 
 
-def tiny_unet(**options) -> keras.Model:
-    """conftest.shallow_unet(blocks=1): VGG16's first block under one decoder stage; what is
-    checked here does not depend on the encoder's depth, and its step traces in about 60% of the
-    two-block model's time."""
-    return shallow_unet(blocks=1, **options)
+tiny_unet = one_block_unet
 
 
 @pytest.fixture(scope="module")

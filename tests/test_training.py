@@ -15,16 +15,12 @@ keras = pytest.importorskip("keras")
 from vggunet import build_vgg_unet, layer_roles, load_model  # noqa: E402
 from vggunet.losses import get_loss  # noqa: E402
 from vggunet.training import TrainResult, finetune, prepare_phase2, train  # noqa: E402
-from conftest import forward, shallow_unet  # noqa: E402
+from conftest import forward, one_block_unet, shallow_unet  # noqa: E402
 
 STEPS = 2
 
 
-def small_unet(**options):
-    """VGG16's first block under one decoder stage (conftest.shallow_unet(blocks=1)): the loops
-    tested here do not depend on the encoder's depth, and its training step traces in about 60%
-    of the two-block model's time."""
-    return shallow_unet(blocks=1, **options)
+small_unet = one_block_unet
 
 
 @pytest.fixture(scope="module")
