@@ -111,3 +111,24 @@ def forward(model, x):
     import keras
 
     return keras.tree.map_structure(keras.ops.convert_to_numpy, model(x, training=False))
+
+
+# The test files that take longest in all (one worker's seconds summed over a file, from
+# `pytest --durations=0`, 2026-12-02), heaviest first. `make test` runs whole files on 2
+# workers (`--dist loadfile --no-loadscope-reorder`) in collection order. xdist's own order
+# (most tests first) left these few-test, long files for the end, where one worker ran them
+# alone for minutes. This list only orders files: a stale or missing entry changes the suite's
+# time, never a result (tests/test_suite.py checks that each entry is a test file).
+HEAVIEST_FILES_FIRST = (
+    "test_backbones.py", "test_notebooks.py", "test_training.py", "test_backbone_workflow.py",
+    "test_run_folder.py", "test_faults.py", "test_cli.py", "test_demo.py", "test_unet.py",
+    "test_distribute.py", "test_volume_cli.py", "test_bad_input.py", "test_freezing.py",
+    "test_weights.py", "test_volume_workflow.py", "test_hub.py", "test_channels.py",
+    "test_fuzz.py",
+)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Heaviest files first (a stable sort: each file's tests keep their order)."""
+    rank = {name: i for i, name in enumerate(HEAVIEST_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
