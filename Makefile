@@ -7,10 +7,13 @@ STAMP := $(VENV)/.installed
 .PHONY: install demo test test-every-backbone test-backends bench bench-quick clean
 
 # The [hub] extra (keras-hub backbones) installs nothing on Python 3.10: tests/test_hub.py skips.
-# uv (from PyPI, into the venv) installs the project and its extras: about 20 s on the 2-core
-# machine against about 110 s for pip, which unpacks and byte-compiles TensorFlow on one core.
-# Both resolve from the same index; `make test-backends` keeps pip, which reads pip's
-# configuration (a local torch wheel and its version cap, where a machine has them).
+# uv (from PyPI, into the venv) installs the project and its extras: the whole install takes
+# about 40 s on the 2-core machine against about 2 min with pip, which unpacks and byte-compiles
+# TensorFlow on one core. --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as on the CI
+# machine) nothing else writes .pyc files, and TensorFlow's import then takes 20 s, not 8 s.
+# uv may pick other minor versions of dependencies than pip would. `make test-backends` keeps
+# pip, which reads pip's configuration (a local torch wheel and its version cap, where a
+# machine has them).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip uv
