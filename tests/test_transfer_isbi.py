@@ -14,7 +14,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import isbi_scoring as S  # noqa: E402
 import transfer_isbi as T  # noqa: E402
+import transfer_report as R  # noqa: E402
+import transfer_run as TR  # noqa: E402
 
 
 def _cfg(*argv: str, name: str = "hed_finetune_long") -> dict:
@@ -50,9 +53,9 @@ def test_unknown_loss_is_refused_by_the_parser(capsys):
 
 def test_tagged_runs_get_their_own_folder(tmp_path):
     plain, tagged = _cfg(), _cfg("--tag", "s_ce")
-    assert T.run_dir(plain, 0, tmp_path) == tmp_path / "hed_finetune_long_seed0"
-    assert T.run_dir(tagged, 0, tmp_path) == tmp_path / "hed_finetune_long_seed0" / "s_ce"
-    assert T.run_dir(tagged, 1, tmp_path) != T.run_dir(tagged, 0, tmp_path)
+    assert TR.run_dir(plain, 0, tmp_path) == tmp_path / "hed_finetune_long_seed0"
+    assert TR.run_dir(tagged, 0, tmp_path) == tmp_path / "hed_finetune_long_seed0" / "s_ce"
+    assert TR.run_dir(tagged, 1, tmp_path) != TR.run_dir(tagged, 0, tmp_path)
 
 
 def _row(**extra):
@@ -73,11 +76,11 @@ def _row(**extra):
 
 
 def test_render_table_names_loss_tag_and_curve():
-    table = T.render_table({"runs": {
+    table = R.render_table({"runs": {
         "a": _row(),  # a row from before --loss: CE + Dice
         "b": _row(loss="ce", tag="ce_only", seed=1,
                   plain=dict(_row()["plain"], pixel_error=0.0712)),
-    }})
+    }}, T.CONFIGS)
     rows = [line for line in table.splitlines() if line.startswith("| `hed_finetune_long`")]
     assert len(rows) == 2
     assert "loss CE+Dice" in rows[0] and "| 0.0844 |" in rows[0] and "| 0.0784 |" in rows[0]
@@ -88,11 +91,19 @@ def test_render_table_names_loss_tag_and_curve():
     assert "| 100 | 2.1 | 0.0994 | 0.760 | 0.748 | 0.733 |" in table
 
 
+def test_render_table_orders_rows_by_configuration_then_seed():
+    runs = {"a": _row(config="unet_scratch", seed=1), "b": _row(config="hed_frozen", seed=1),
+            "c": _row(config="unet_scratch", seed=0), "d": _row(config="not_listed", seed=0)}
+    rows = [line.split("`")[1] + f" {line.split('|')[7].strip()}"
+            for line in R.render_table({"runs": runs}, T.CONFIGS).splitlines()[2:6]]
+    assert rows == ["hed_frozen 1", "unet_scratch 0", "unet_scratch 1", "not_listed 0"]
+
+
 def test_update_benchmarks_md_replaces_only_the_marked_table(tmp_path):
     md = tmp_path / "BENCHMARKS.md"
-    md.write_text(f"# Benchmarks\n\n{T.SECTION}\n\nprose before\n\n{T.TABLE_BEGIN}\nold table\n"
-                  f"{T.TABLE_END}\n\nprose after\n\n## Next section\n\nkept\n")
-    T.update_benchmarks_md("| new | table |", md)
+    md.write_text(f"# Benchmarks\n\n{R.SECTION}\n\nprose before\n\n{R.TABLE_BEGIN}\nold table\n"
+                  f"{R.TABLE_END}\n\nprose after\n\n## Next section\n\nkept\n")
+    R.update_benchmarks_md("| new | table |", md)
     text = md.read_text()
     assert "old table" not in text and "| new | table |" in text
     assert text.index("prose before") < text.index("| new | table |") < text.index("prose after")
@@ -104,8 +115,8 @@ def test_held_out_arrays_scale_like_training_and_keep_the_two_classes():
     if not T.DEFAULT_DATA.is_dir():
         pytest.skip(f"ISBI data not found at {T.DEFAULT_DATA}")
     _, held_out = T._split(T.DEFAULT_DATA)
-    raw, masks = T.held_out_arrays(held_out[:2], "raw")
-    unit, _ = T.held_out_arrays(held_out[:2], "unit")
+    raw, masks = S.held_out_arrays(held_out[:2], "raw")
+    unit, _ = S.held_out_arrays(held_out[:2], "unit")
     assert raw.shape == (2, 512, 512, 1) and masks.shape == (2, 512, 512)
     assert raw.max() > 1.0 and abs(float(unit.max()) - float(raw.max()) / 255.0) < 1e-6
     assert set(map(int, set(masks.ravel().tolist()))) == {0, 1}
@@ -116,7 +127,7 @@ def test_schedule_flags_resolve_and_step_decay_applies_to_the_last_epochs():
     assert cfg["lr_schedule"] == "cosine" and cfg["mirror_pad"] == 64
     assert _cfg()["lr_schedule"] == "constant" and _cfg()["mirror_pad"] == 0
     step = _cfg("--lr-decay-last", "0.17", "--lr-finetune", "3e-4")
-    rates = [T.step_decay_lr(step, e, epochs=12, lr=3e-4) for e in range(12)]
+    rates = [TR.step_decay_lr(step, e, epochs=12, lr=3e-4) for e in range(12)]
     assert rates[:10] == [3e-4] * 10 and rates[10:] == pytest.approx([3e-5, 3e-5])
     with pytest.raises(SystemExit):
         T.build_parser().parse_args(["--lr-schedule", "linear"])
@@ -126,7 +137,7 @@ def test_render_table_shows_cosine_and_mirror_padded_scores():
     mirror = dict(_row()["plain"], pixel_error=0.0701)
     row = _row(lr_schedule="cosine", mirror_pad=64, mirror=mirror,
                tta_mirror=dict(mirror, pixel_error=0.0688), tag="cos")
-    table = T.render_table({"runs": {"a": row, "b": _row(seed=1)}})
+    table = R.render_table({"runs": {"a": row, "b": _row(seed=1)}}, T.CONFIGS)
     lines = [line for line in table.splitlines() if line.startswith("| `hed_finetune_long`")]
     assert "cosine decay over the phase" in lines[0] and "×0.1" not in lines[0]
     assert "| 64 px: 0.0701 (0.0688) |" in lines[0]
@@ -157,7 +168,7 @@ def test_error_breakdown_locates_edge_and_border_errors():
     pred = masks.copy()
     pred[0, 40:50, 29] = 0  # 10 errors on the class edge, 16+ px from the image border
     pred[0, 0:2, 5:10] = 0  # 10 errors off the edges, inside the 8-px border band
-    e = T.error_breakdown(masks, pred, border=8)
+    e = S.error_breakdown(masks, pred, border=8)
     assert e["edge_share"] == pytest.approx(4 / 64)
     assert e["edge_error"] == pytest.approx(10 / (4 * 64), abs=1e-5)
     assert e["off_edge_error"] == pytest.approx(10 / (60 * 64), abs=1e-5)
@@ -172,6 +183,6 @@ def test_render_table_lists_where_the_errors_sit():
     errors = {"edge_share": 0.155, "edge_error": 0.318, "off_edge_error": 0.0313,
               "edge_error_share": 0.65, "border_px": 32, "border_share": 0.234,
               "border_error": 0.0822, "interior_error": 0.0738}
-    table = T.render_table({"runs": {"a": _row(errors=errors, tag="cos")}})
+    table = R.render_table({"runs": {"a": _row(errors=errors, tag="cos")}}, T.CONFIGS)
     assert "| `hed_finetune_long` cos seed 0 | 15.5% | 0.318 / 0.0313 | 65% | " \
            "0.0822 / 0.0738 (32 px) |" in table
