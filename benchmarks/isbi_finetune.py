@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"| {figures['backbone']} U-Net, {figures['weights']} encoder, {figures['precision']} | "
         f"{figures['budget']} | {figures['pixel_error']:.4f} | {figures['membrane_dice']:.3f} | "
-        f"{figures['cell_dice']:.3f} | {figures['mean_iou']:.3f} | {figures['train_wall_s']:.0f} s |"
+        f"{figures['cell_dice']:.3f} | {figures['mean_iou']:.3f} | "
+        f"{figures['train_wall_s']:.0f} s |"
     )
     return 0
 

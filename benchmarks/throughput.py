@@ -8,7 +8,8 @@ training at 448². Usage (from the repository root, after `make install`):
     .venv/bin/python benchmarks/throughput.py            # full run, updates BENCHMARKS.md
     .venv/bin/python benchmarks/throughput.py --quick    # 128², fewer steps, < 3 minutes
 
-Raw figures go to `benchmarks/results/throughput.json` (`throughput_quick.json` for --quick).
+Raw figures go to `benchmarks/results/throughput.json` (`throughput_quick.json` for --quick);
+`throughput_report.py` turns them into BENCHMARKS.md's section.
 Contenders need the `bench` extra: `pip install -e ".[bench]"`.
 """
 
@@ -31,16 +32,10 @@ from typing import Any, Callable
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 ISBI = REPO.parent / "shared" / "data" / "isbi2012"
-SECTION = "## Throughput (issue 4)"
-
-CONTENDERS = {
-    "vggunet": "vggunet `build_vgg_unet(\"vgg16\")`, defaults (precision auto)",
-    "vggunet_fp32": "vggunet, `precision=\"float32\"`",
-    "vggunet_matched": "vggunet, `decoder_filters=(256, 128, 64, 32, 16)`",
-    "sm": "segmentation_models 1.0.1 `Unet(\"vgg16\")`",
-    "kuc": "keras-unet-collection 0.1.13 `unet_2d(backbone=\"VGG16\")`",
-}
-EXTRAS = ("vggunet_jit", "vggunet_matched_jit")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from throughput_report import (  # noqa: E402
+    CONTENDERS, EXTRAS, markdown, summarize, write_section,
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,158 +385,18 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def ratio(a: float | None, b: float | None) -> float | None:
-    """a / b, or None if either is missing."""
-    return None if not a or not b else a / b
-
-
-def summarize(results: dict[str, Any]) -> dict[str, Any]:
-    """Ratios and efficiencies the issue's targets are stated in."""
-    def get(key: str, field: str) -> float | None:
-        return results.get(key, {}).get(field)
-
-    peaks = [get(k, "peak_bfloat16_gflop_s") for k in ("conv_peak", "conv_peak_end")]
-    peak = max((p for p in peaks if p), default=None)
-    s: dict[str, Any] = {"bf16_peak_gflop_s": peak}
-    for mode in ("train", "infer"):
-        s[f"{mode}_vggunet_over_sm"] = ratio(get("vggunet", f"{mode}_img_s"), get("sm", f"{mode}_img_s"))
-        s[f"{mode}_matched_over_sm"] = ratio(get("vggunet_matched", f"{mode}_img_s"),
-                                             get("sm", f"{mode}_img_s"))
-        s[f"{mode}_vggunet_over_kuc"] = ratio(get("vggunet", f"{mode}_img_s"),
-                                              get("kuc", f"{mode}_img_s"))
-        s[f"{mode}_efficiency_vs_bf16_peak"] = ratio(get("vggunet", f"{mode}_gflop_s"), peak)
-        s[f"{mode}_jit_over_nojit"] = ratio(get("vggunet_jit", f"{mode}_img_s"),
-                                            get("vggunet", f"{mode}_img_s"))
-    s["frozen_over_trainable_step"] = get("vggunet", "frozen_over_trainable")
-    s["frozen_over_trainable_step_matched"] = get("vggunet_matched", "frozen_over_trainable")
-    s["train_efficiency_vs_probe"] = get("vggunet", "train_efficiency_vs_probe")
-    s["infer_efficiency_vs_probe"] = get("vggunet", "infer_efficiency_vs_probe")
-    s["train_rss_vggunet_over_sm"] = ratio(get("vggunet", "peak_rss_train_mib"),
-                                           get("sm", "peak_rss_train_mib"))
-    tiled = [results[k]["s_per_mpix"] for k in ("tiled_1024", "tiled_2048", "tiled_4096")
-             if "s_per_mpix" in results.get(k, {})]
-    if len(tiled) == 3:
-        s["tiled_s_per_mpix_spread"] = max(tiled) / min(tiled) - 1
-        s["tiled_4096_peak_rss_gib"] = results["tiled_4096"]["peak_rss_mib"] / 1024
-    base = get("vggunet", "train_step_s")
-    if base and "s_per_mpix" in results.get("train_448", {}):
-        per_mpix_224 = base / 8 / (224 * 224 / 1e6)
-        s["train_448_over_224_per_pixel"] = results["train_448"]["s_per_mpix"] / per_mpix_224
-    return s
-
-
-def fmt(value: float | None, spec: str = ".1f", suffix: str = "") -> str:
-    """Formats a figure or an em dash when it is missing."""
-    return "—" if value is None else f"{value:{spec}}{suffix}"
-
-
-def markdown(report: dict[str, Any]) -> str:
-    """The BENCHMARKS.md section for a run."""
-    r, s, m = report["results"], report["summary"], report["machine"]
-    size = r.get("vggunet", {}).get("size", "?")
-    lines = [SECTION, "",
-             f"Measured {report['date']} on {m['cpu']} ({m['cores']} cores; "
-             f"{', '.join(m.get('bf16_flags', []))}), TensorFlow {m['versions']['tensorflow']}, "
-             f"Keras {m['versions']['keras']}, Python {m['python']}. Every contender runs in "
-             f"its own process, one after another in the same run. Input {size}×{size}×3, batch "
-             "8, 2 classes, `weights=None`, Adam + sparse cross-entropy, medians of the timed "
-             "steps after warm-up. Runs (load average at start / end):", ""]
-    for run in report.get("runs") or [{k: report[k] for k in ("command", "date", "loadavg_start",
-                                                               "loadavg_end")}
-                                      | {"jobs": sorted(r)}]:
-        lines.append(f"- `{run['command']}` ({run['date']}; load {run['loadavg_start']} / "
-                     f"{run['loadavg_end']}): {', '.join(run['jobs'])}")
-    lines += ["",
-             "",
-             "| contender | policy | params | fwd GFLOPs/img | train img/s | infer img/s | "
-             "train GFLOP/s | infer GFLOP/s | peak RSS train |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for key in list(CONTENDERS) + list(EXTRAS):
-        row = r.get(key)
-        if row is None:
-            continue
-        label = CONTENDERS.get(key, key.replace("_jit", "") + ", `jit_compile=True`")
-        if "error" in row:
-            lines.append(f"| {label} | failed: {row['error'][:120]} |||||||")
-            continue
-        lines.append(
-            f"| {label} | {row['policy']} | {row['params']:,} | "
-            f"{row['forward_gflops_per_image']:.1f} | {row['train_img_s']:.2f} | "
-            f"{row['infer_img_s']:.2f} | {row['train_gflop_s']:.0f} | {row['infer_gflop_s']:.0f} | "
-            f"{row['peak_rss_train_mib'] / 1024:.2f} GiB |")
-    def best(field: str) -> float | None:
-        values = [r.get(k, {}).get(field) for k in ("conv_peak", "conv_peak_end")]
-        return max((v for v in values if v), default=None)
-
-    lines += ["",
-              f"Convolution limit (Keras Conv2D 3×3, forward, best of 4 shapes, measured first and "
-              f"last in the run): float32 {fmt(best('peak_float32_gflop_s'), '.0f')} GFLOP/s, "
-              f"bfloat16 {fmt(best('peak_bfloat16_gflop_s'), '.0f')} GFLOP/s.", "",
-              "| target | measured | goal |", "|---|---:|---:|"]
-
-    def x(v: float | None) -> str:
-        return fmt(v, ".2f", "×")
-
-    def pct(v: float | None) -> str:
-        return "—" if v is None else f"{100 * v:.0f}%"
-
-    lines += [
-        f"| training img/s, vggunet default / segmentation_models | {x(s['train_vggunet_over_sm'])} | ≥ 1.2× |",
-        f"| inference img/s, vggunet default / segmentation_models | {x(s['infer_vggunet_over_sm'])} | ≥ 1.3× |",
-        f"| training img/s, matched decoder / segmentation_models | {x(s['train_matched_over_sm'])} | ≥ 1.8× |",
-        f"| inference img/s, matched decoder / segmentation_models | {x(s['infer_matched_over_sm'])} | ≥ 1.8× |",
-        f"| training img/s, vggunet / keras-unet-collection | {x(s['train_vggunet_over_kuc'])} | ≥ 3× |",
-        f"| inference img/s, vggunet / keras-unet-collection | {x(s['infer_vggunet_over_kuc'])} | ≥ 3× |",
-        f"| training GFLOP/s / bfloat16 conv peak | {pct(s['train_efficiency_vs_bf16_peak'])} | ≥ 85% |",
-        f"| inference GFLOP/s / bfloat16 conv peak | {pct(s['infer_efficiency_vs_bf16_peak'])} | ≥ 90% |",
-        f"| same, against the bf16 conv probed in the contender's own process just before and after | "
-        f"{pct(s['train_efficiency_vs_probe'])} · {pct(s['infer_efficiency_vs_probe'])} | (shared-machine check) |",
-        f"| frozen-encoder step / trainable step (default · matched decoder) | "
-        f"{x(s['frozen_over_trainable_step'])} · {x(s['frozen_over_trainable_step_matched'])} | ≤ 0.6× |",
-        f"| peak RSS in training, vggunet / segmentation_models | {x(s['train_rss_vggunet_over_sm'])} | ≤ 1× |",
-    ]
-    if "tiled_s_per_mpix_spread" in s:
-        lines += [
-            f"| `predict_tiled` s/MPix spread over 1024², 2048², 4096² | "
-            f"{pct(s['tiled_s_per_mpix_spread'])} | ≤ 15% |",
-            f"| `predict_tiled` peak RSS at 4096² | {s['tiled_4096_peak_rss_gib']:.2f} GiB | < 3 GiB |"]
-    if "train_448_over_224_per_pixel" in s:
-        lines.append(f"| training time per pixel, 448² / 224² | "
-                     f"{x(s['train_448_over_224_per_pixel'])} | ≤ 1× (linear) |")
-    if s.get("train_jit_over_nojit"):
-        lines.append(f"| `jit_compile=True` / default, training · inference img/s | "
-                     f"{x(s['train_jit_over_nojit'])} · {x(s['infer_jit_over_nojit'])} | "
-                     "kept only if > 1× |")
-    pipe = r.get("pipeline")
-    if pipe and "error" not in pipe:
-        lines += ["", f"tf.data pipeline alone (ISBI, {pipe['size']}² crops, batch {pipe['batch']}): "
-                  f"{pipe['crop_flip_img_s']:.0f} img/s with crop+flip, "
-                  f"{pipe['crop_flip_rot90_elastic_img_s']:.0f} img/s with rot90+elastic, against "
-                  f"{fmt(r.get('vggunet', {}).get('train_img_s'), '.1f')} img/s of model training."]
-    tiled = [r[k] for k in ("tiled_1024", "tiled_2048", "tiled_4096") if "s_per_mpix" in r.get(k, {})]
-    if tiled:
-        lines += ["", "`predict_tiled` (default model, tile 512, overlap 64): " + "; ".join(
-            f"{t['side']}²: {t['seconds']:.1f} s, {t['s_per_mpix']:.2f} s/MPix, peak RSS "
-            f"{t['peak_rss_mib'] / 1024:.2f} GiB" for t in tiled) + "."]
-    return "\n".join(lines) + "\n"
-
-
-def write_section(path: Path, section: str, heading: str = SECTION) -> None:
-    """Replaces (or appends) the `heading` section of BENCHMARKS.md, leaving the others."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find(heading)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        nxt = text.find("\n## ", start + len(heading))
-        text = text[:start] + section + ("" if nxt < 0 else "\n" + text[nxt + 1:])
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Runs the benchmark (or, with --worker, one job)."""
+    """Runs the benchmark (or, with --worker, one job).
+
+    Args:
+        argv: command-line arguments (None: sys.argv).
+
+    Returns:
+        The exit status.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="128² input, fewer steps, no scale jobs")
+    parser.add_argument("--quick", action="store_true",
+                        help="128² input, fewer steps, no scale jobs")
     parser.add_argument("--only", default=None, help="comma-separated job keys to run")
     parser.add_argument("--no-markdown", action="store_true", help="do not touch BENCHMARKS.md")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -570,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         report["results"][key] = result
         brief = result.get("error") or ", ".join(
             f"{k}={v:.3g}" for k, v in result.items()
-            if isinstance(v, float) and k.endswith(("img_s", "gflop_s", "s_per_mpix", "over_trainable")))
+            if isinstance(v, float)
+            and k.endswith(("img_s", "gflop_s", "s_per_mpix", "over_trainable")))
         print(f"[{time.perf_counter() - t0:6.0f} s] {key}: {brief}", flush=True)
     report["loadavg_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
     report["wall_s"] = time.perf_counter() - t0
