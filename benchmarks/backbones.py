@@ -42,8 +42,8 @@ from throughput import (  # noqa: E402
     random_batch,
     run_job,
     time_calls,
-    write_section,
 )
+from throughput_report import write_section  # noqa: E402
 
 SECTION = "## Backbones (issue 16)"
 BACKBONES = ("vgg16", "resnet50", "resnet50v2", "densenet121", "mobilenetv2", "mobilenetv3large",
@@ -208,6 +208,9 @@ def markdown(report: dict[str, Any]) -> str:
     if sentences:
         lines += ["", "What the figures say (sentences written by `benchmarks/backbones.py` "
                   "from the figures): " + " ".join(sentences)]
+    lines += ["", "No GPU machine was lent to this issue, so there are no GPU figures. The "
+              "README's backbone table (all 40 entries: parameters and GFLOPs) comes from "
+              "`benchmarks/backbone_table.py`."]
     return "\n".join(lines) + "\n"
 
 
