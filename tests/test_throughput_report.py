@@ -1,7 +1,7 @@
 """The throughput benchmark's report (`benchmarks/throughput_report.py`, issue 4).
 
 The measuring takes an hour and needs the `bench` extra, so it is not run here; what is checked
-is that the committed results file and BENCHMARKS.md agree, and how figures become ratios.
+is how figures become ratios and rows (that BENCHMARKS.md holds them: `test_benchmarks_md.py`).
 """
 
 from __future__ import annotations
