@@ -13,11 +13,17 @@ STAMP := $(VENV)/.installed
 # machine) nothing else writes .pyc files, and TensorFlow's import then takes 20 s, not 8 s.
 # uv may pick other minor versions of dependencies than pip would. `make test-backends` keeps
 # pip, which reads pip's configuration (a local torch wheel and its version cap, where a
-# machine has them).
+# machine has them). Where uv cannot be installed (a registry without it), pip installs the
+# project instead; a failure of uv's own install is an error, not a reason to fall back.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip uv
-	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -e ".[test,hub]"
+	$(PY) -m pip install --quiet --upgrade pip
+	if $(PY) -m pip install --quiet uv; then \
+		$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -e ".[test,hub]"; \
+	else \
+		echo "uv could not be installed: installing with pip (about 2 minutes)"; \
+		$(PY) -m pip install --quiet -e ".[test,hub]"; \
+	fi
 	$(PY) -m ipykernel install --sys-prefix >/dev/null
 	touch $(STAMP)
 
