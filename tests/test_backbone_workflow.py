@@ -3,9 +3,9 @@ mixed precision.
 
 `test_backbones.py` checks every registry entry's model; this file runs the commands and
 conversions around a model on representative families: EfficientNetB0 (in-model Normalization,
-nested BatchNorm) through `vggunet finetune --unfreeze top1` on ISBI tiles, `vggunet inspect` in the backbone's
-own numbering, SavedModel export of a valid-padding (Xception) and a LayerNorm (ConvNeXt) U-Net
-served by TensorFlow, and ConvNeXt/MobileNetV3 U-Nets under `mixed_bfloat16`.
+nested BatchNorm) through `vggunet finetune --unfreeze top1` on ISBI tiles, `vggunet inspect` in
+the backbone's own numbering, SavedModel export of a valid-padding (Xception) and a LayerNorm
+(ConvNeXt) U-Net served by TensorFlow, and ConvNeXt/MobileNetV3 U-Nets under `mixed_bfloat16`.
 """
 
 from __future__ import annotations

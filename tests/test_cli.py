@@ -36,7 +36,8 @@ ONE_BLOCK_MODEL = ["--weights", "none", *ONE_BLOCK_FLAGS, "--precision", "float3
 
 # TensorFlow's C++ runtime logs a few lines to stderr on import and first use whatever
 # TF_CPP_MIN_LOG_LEVEL says (absl "I0000 ..."/"E0000 ..." lines); they are not ours.
-_TF_NOISE = re.compile(r"^([IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\]|WARNING: All log messages before absl)")
+_TF_NOISE = re.compile(r"^([IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\]"
+                       r"|WARNING: All log messages before absl)")
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -86,7 +87,8 @@ def stderr_lines(proc: subprocess.CompletedProcess) -> list[str]:
 
 
 def assert_ok(proc: subprocess.CompletedProcess) -> None:
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode == 0, (f"exit {proc.returncode}\nstdout:\n{proc.stdout}\n"
+                                  f"stderr:\n{proc.stderr}")
 
 
 def assert_usage_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vggunet import data as D
 from vggunet.data import weightmaps as DP
 from vggunet.data import (
     DataError,

@@ -87,7 +87,8 @@ def _round_trip_x2(images: np.ndarray) -> np.ndarray:
     for axis in (1, 2):
         padded = np.concatenate([np.take(out, [0], axis), out, np.take(out, [-1], axis)], axis)
         n = out.shape[axis]
-        out = (0.125 * np.take(padded, range(0, n), axis) + 0.75 * np.take(padded, range(1, n + 1), axis)
+        out = (0.125 * np.take(padded, range(0, n), axis)
+               + 0.75 * np.take(padded, range(1, n + 1), axis)
                + 0.125 * np.take(padded, range(2, n + 2), axis))
     return out
 

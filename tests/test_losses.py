@@ -383,7 +383,8 @@ def test_unknown_names_and_arguments_are_vggunet_errors_with_suggestions():
 
     with pytest.raises(ArgumentError, match=r"Unknown loss 'jacard'.*Did you mean 'jaccard'\?"):
         L.get_loss("jacard")
-    with pytest.raises(ArgumentError, match=r"Unknown loss 'ce dice'.*Did you mean 'ce\+dice' or 'dice'\?"):
+    with pytest.raises(ArgumentError,
+                       match=r"Unknown loss 'ce dice'.*Did you mean 'ce\+dice' or 'dice'\?"):
         L.get_loss("ce dice")
     with pytest.raises(ArgumentError, match=r"Unknown loss 42"):
         L.get_loss(42)
@@ -399,7 +400,8 @@ def test_unknown_names_and_arguments_are_vggunet_errors_with_suggestions():
 def test_argument_errors_name_the_argument_and_what_is_valid():
     cases = [
         (lambda: L.DiceLoss(num_classes=0), "num_classes must be a positive integer or None"),
-        (lambda: L.SparseCategoricalCrossentropy(from_logits=1), "from_logits must be True or False"),
+        (lambda: L.SparseCategoricalCrossentropy(from_logits=1),
+         "from_logits must be True or False"),
         (lambda: L.FocalLoss(alpha=1.5), r"alpha must be a number in \[0, 1\]"),
         (lambda: L.FocalLoss(gamma=float("nan")), "gamma must be a number >= 0"),
         (lambda: L.JaccardLoss(smooth="x"), "smooth must be a number >= 0"),
@@ -441,7 +443,8 @@ class _Replicas:
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.distribute scaling")
 def test_mean_losses_are_divided_by_the_replica_count(monkeypatch):
-    """Under tf.distribute a replica's mean loss is divided by the replicas (gradients are summed)."""
+    """Under tf.distribute a replica's mean loss is divided by the replicas (gradients are
+    summed)."""
     import tensorflow as tf
 
     labels, logits = random_batch(10)

@@ -86,7 +86,8 @@ def test_writing_plots_leaves_the_users_backend_and_pyplot_alone(tmp_path):
         f"P.plot_history({{'loss': [1.0, 0.5]}}, {str(tmp_path / 'h.png')!r}, dpi=20)\n"
         "P.plot_predictions(np.zeros((1, 8, 8, 3)), np.zeros((1, 8, 8), int),\n"
         f"                  np.ones((1, 8, 8, 2)), {str(tmp_path / 'g.png')!r}, dpi=20)\n"
-        f"P.display([np.zeros((8, 8, 3)), np.zeros((8, 8), int)], path={str(tmp_path / 'd.png')!r})\n"
+        "P.display([np.zeros((8, 8, 3)), np.zeros((8, 8), int)],\n"
+        f"          path={str(tmp_path / 'd.png')!r})\n"
         "print(json.dumps([matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules]))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}

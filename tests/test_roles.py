@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import vggunet as vu
-from vggunet.models.model import Encoder, SegmentationModel
+from vggunet.models.model import SegmentationModel
 from vggunet.models.roles import infer_roles
 from conftest import forward
 

@@ -132,7 +132,8 @@ def test_finetune_end_to_end(isbi_crops, tmp_path):
     assert not list(ckpt.glob(".*"))  # no temp files left behind
     # TensorBoard (on by default): one event file per phase for each of the train and
     # validation writers.
-    events = sorted(p.parent.name for p in (tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+    events = sorted(p.parent.name
+                    for p in (tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
     assert events == ["train", "train", "validation", "validation"]
 
 

@@ -1,4 +1,5 @@
-"""Volume readers, layouts and validation on the shared BraTS patches and hippocampus NIfTI files."""
+"""Volume readers, layouts and validation on the shared BraTS patches and hippocampus NIfTI
+files."""
 
 from __future__ import annotations
 

@@ -55,7 +55,8 @@ _EXPORTS: dict[str, str] = {
 _SUBMODULES = frozenset({
     "augment", "blocks", "checks", "cli", "data", "demo", "distribute", "encoders", "errors",
     "evaluate", "export", "fileio", "freezing", "inference", "inspect", "layers", "losses",
-    "metrics", "models", "plots", "plots_volume", "precision", "predict", "saving", "training", "transfer",
+    "metrics", "models", "plots", "plots_volume", "precision", "predict", "saving", "training",
+    "transfer",
     "unet", "unet3d", "volume_evaluation", "weights",
 })
 

@@ -82,7 +82,8 @@ def check_choice(
         >>> check_choice("cosin", ("constant", "cosine"), "lr_schedule")
         Traceback (most recent call last):
         ...
-        vggunet.errors.ArgumentError: lr_schedule must be one of ('constant', 'cosine'), got 'cosin'. Did you mean 'cosine'?
+        vggunet.errors.ArgumentError: lr_schedule must be one of ('constant', 'cosine'), got
+        'cosin'. Did you mean 'cosine'?
     """
     for option in options:
         if value == option and type(value) is type(option):
@@ -238,7 +239,8 @@ def check_min_side(input_shape: Sequence[Any], min_size: float, why: str) -> Non
         >>> check_min_side((20, None, 3), 32, "the network pools 5 times and needs")
         Traceback (most recent call last):
         ...
-        vggunet.errors.ArgumentError: input height 20 is too small: the network pools 5 times and needs at least 32 px (got input_shape=(20, None, 3)).
+        vggunet.errors.ArgumentError: input height 20 is too small: the network pools 5 times
+        and needs at least 32 px (got input_shape=(20, None, 3)).
     """
     for label, dim in (("height", input_shape[0]), ("width", input_shape[1])):
         if dim is not None and int(dim) < min_size:

@@ -44,7 +44,8 @@ def _lambda_layers(path: Path) -> list[str]:
     return found
 
 
-def load_model(path: str | os.PathLike, *, compile: bool = True, safe_mode: bool = True) -> keras.Model:
+def load_model(path: str | os.PathLike, *, compile: bool = True,
+               safe_mode: bool = True) -> keras.Model:
     """Loads a `.keras` model with vggunet's layers, losses and metrics registered.
 
     Args:

@@ -15,6 +15,7 @@ value is ever invented.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 
 import tensorflow as tf
@@ -153,7 +154,7 @@ def _smooth_field(h, w, sigma: float, seed) -> tf.Tensor:
 
 
 def elastic_deform(image: tf.Tensor, mask: tf.Tensor, alpha: float, sigma: float,
-                   seed) -> tuple[tf.Tensor, tf.Tensor]:
+                   seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Elastic deformation (Simard et al. 2003) of an image and its mask.
 
     A per-pixel displacement drawn from uniform(-1, 1) is smoothed with a
@@ -180,7 +181,7 @@ def elastic_deform(image: tf.Tensor, mask: tf.Tensor, alpha: float, sigma: float
 
 
 def random_rotate(image: tf.Tensor, mask: tf.Tensor, max_degrees: float,
-                  seed) -> tuple[tf.Tensor, tf.Tensor]:
+                  seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Rotate by an angle uniform in ``[-max_degrees, max_degrees]`` about the centre.
 
     Args:
@@ -203,7 +204,7 @@ def random_rotate(image: tf.Tensor, mask: tf.Tensor, max_degrees: float,
     return _resample(image, mask, cy + c * dy - s * dx, cx + s * dy + c * dx)
 
 
-def random_flip(image: tf.Tensor, mask: tf.Tensor, seed) -> tuple[tf.Tensor, tf.Tensor]:
+def random_flip(image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Independent random horizontal and vertical flips of image and mask together.
 
     Args:
@@ -221,7 +222,7 @@ def random_flip(image: tf.Tensor, mask: tf.Tensor, seed) -> tuple[tf.Tensor, tf.
     return image, mask
 
 
-def random_rot90(image: tf.Tensor, mask: tf.Tensor, seed) -> tuple[tf.Tensor, tf.Tensor]:
+def random_rot90(image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Rotate image and mask together by a random multiple of 90 degrees.
 
     Non-square inputs are only rotated by 0 or 180 degrees so that every
@@ -244,7 +245,7 @@ def random_rot90(image: tf.Tensor, mask: tf.Tensor, seed) -> tuple[tf.Tensor, tf
 
 
 def random_brightness_contrast(image: tf.Tensor, brightness: float, contrast: float,
-                               seed) -> tf.Tensor:
+                               seed: tf.Tensor) -> tf.Tensor:
     """Brightness and contrast jitter of a raw-range [0, 255] image (mask untouched).
 
     Args:
@@ -410,7 +411,8 @@ class Augment:
               if getattr(self, f.name) != f.default]
         return "Augment(" + ", ".join(on) + ")"
 
-    def apply(self, image: tf.Tensor, mask: tf.Tensor, seed, *, crop=None,
+    def apply(self, image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, *,
+              crop: Sequence[int] | None = None,
               ignore_index: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         """Apply the enabled augmentations to one (image, mask) pair.
 

@@ -20,7 +20,7 @@ colour, where it is; a bad argument is an :class:`~vggunet.errors.ArgumentError`
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,8 @@ MASK_FORMATS = choices.MASK_FORMATS
 
 MaskDecoder = Callable[[str | os.PathLike], np.ndarray]
 Palette = tuple[np.ndarray, np.ndarray]
+# What users pass as `palette=`: {class: (r, g, b)} or a list of (r, g, b), class = position.
+PaletteSpec = Mapping[int, Sequence[int]] | Sequence[Sequence[int]]
 """Palette colours as sorted 24-bit RGB codes, and the class of each."""
 
 
@@ -168,7 +170,8 @@ def _mask_array(img: Image.Image, path: Path, mask_format: str, lut: Palette | N
     return _binary(arr) if mask_format == "binary" else arr
 
 
-def mask_decoder(mask_format: str = "index", palette=None, mask_channel: int = 0
+def mask_decoder(mask_format: str = "index", palette: PaletteSpec | None = None,
+                 mask_channel: int = 0
                  ) -> MaskDecoder:
     """Checks a mask encoding once and returns the function that reads masks in it.
 
@@ -237,7 +240,8 @@ def check_mask_values(mask: np.ndarray, path: str | os.PathLike, num_classes: in
 
 
 def load_mask(path: str | os.PathLike, mask_format: str = "index", *,
-              num_classes: int | None = None, palette=None, mask_channel: int = 0,
+              num_classes: int | None = None, palette: PaletteSpec | None = None,
+              mask_channel: int = 0,
               ignore_index: int | None = None) -> np.ndarray:
     """Read one mask as class indices.
 

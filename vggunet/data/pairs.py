@@ -324,7 +324,8 @@ def read_pairs_list(list_file: str | Path, root: str | Path | None = None) -> li
         >>> read_pairs_list(root / "bad.txt")
         Traceback (most recent call last):
         ...
-        vggunet.errors.DataError: ...bad.txt, line 1: path '../a.png' contains '..'; list paths must stay inside ...
+        vggunet.errors.DataError: ...bad.txt, line 1: path '../a.png' contains '..'; list paths
+        must stay inside ...
     """
     list_file = Path(list_file)
     if not list_file.is_file():

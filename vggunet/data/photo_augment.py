@@ -23,11 +23,15 @@ for them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
 from vggunet.checks import check_number
 from vggunet.errors import ArgumentError
+
+if TYPE_CHECKING:  # pragma: no cover (augment.py imports this module)
+    from vggunet.data.augment import Augment
 
 __all__ = [
     "DEFAULT_HUE",
@@ -190,7 +194,7 @@ def photo_fields(flags: dict) -> dict:
     return fields
 
 
-def check_photo_fields(augment) -> None:
+def check_photo_fields(augment: Augment) -> None:
     """Check (and normalise) the photo fields of an `Augment` (from its ``__post_init__``).
 
     Args:
@@ -214,7 +218,8 @@ def _photo_seed(seed, step: int) -> tf.Tensor:
     return tf.random.experimental.stateless_fold_in(_seed(seed), 1700 + step)
 
 
-def scale_step(augment, image: tf.Tensor, mask: tf.Tensor, seed, crop: Sequence[int] | None,
+def scale_step(augment: Augment, image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor,
+               crop: Sequence[int] | None,
                ignore_index: int | None) -> tuple[tf.Tensor, tf.Tensor]:
     """`Augment.apply`'s scale-then-crop step (first: it sets the output size).
 
@@ -234,8 +239,8 @@ def scale_step(augment, image: tf.Tensor, mask: tf.Tensor, seed, crop: Sequence[
                              ignore_index)
 
 
-def hflip_step(augment, image: tf.Tensor, mask: tf.Tensor,
-               seed) -> tuple[tf.Tensor, tf.Tensor]:
+def hflip_step(augment: Augment, image: tf.Tensor, mask: tf.Tensor,
+               seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """`Augment.apply`'s left-right flip (``hflip``), of image and mask together.
 
     Args:
@@ -253,7 +258,7 @@ def hflip_step(augment, image: tf.Tensor, mask: tf.Tensor,
                    lambda: (image, mask))
 
 
-def colour_step(augment, image: tf.Tensor, seed) -> tf.Tensor:
+def colour_step(augment: Augment, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """`Augment.apply`'s saturation and hue step (image only).
 
     Args:
@@ -280,7 +285,7 @@ def _window(n, c, u):
 
 
 def random_scale_crop(image: tf.Tensor, mask: tf.Tensor, scale: Sequence[float],
-                      crop: Sequence[int] | None, seed, ignore_index: int | None,
+                      crop: Sequence[int] | None, seed: tf.Tensor, ignore_index: int | None,
                       image_fill: float = 0.0) -> tuple[tf.Tensor, tf.Tensor]:
     """Resize by a factor uniform in ``scale``, then a random window of size ``crop``.
 
@@ -326,7 +331,8 @@ def random_scale_crop(image: tf.Tensor, mask: tf.Tensor, scale: Sequence[float],
     return image, tf.where(inside, mask, tf.constant(fill, tf.int32))
 
 
-def adjust_saturation_hue(image: tf.Tensor, saturation_factor, hue_delta) -> tf.Tensor:
+def adjust_saturation_hue(image: tf.Tensor, saturation_factor: float | tf.Tensor,
+                          hue_delta: float | tf.Tensor) -> tf.Tensor:
     """Scale saturation and rotate hue of a raw-range RGB image (deterministic).
 
     Args:
@@ -347,7 +353,8 @@ def adjust_saturation_hue(image: tf.Tensor, saturation_factor, hue_delta) -> tf.
     return tf.clip_by_value(unit * 255.0, 0.0, 255.0)
 
 
-def random_saturation_hue(image: tf.Tensor, saturation: float, hue: float, seed) -> tf.Tensor:
+def random_saturation_hue(image: tf.Tensor, saturation: float, hue: float,
+                          seed: tf.Tensor) -> tf.Tensor:
     """Saturation factor uniform in ``[1 - saturation, 1 + saturation]``, hue shift
     uniform in ``[-hue, hue]`` turns; the mask is not involved.
 

@@ -35,7 +35,7 @@ import numpy as np
 from vggunet import choices
 from vggunet.checks import check_choice, check_int, check_number
 from vggunet.data.images import check_channels, decode_image
-from vggunet.data.masks import MaskDecoder, mask_decoder
+from vggunet.data.masks import MaskDecoder, PaletteSpec, mask_decoder
 from vggunet.data.pairs import Pair, find_pairs
 from vggunet.data.validate import (
     check_at_least_one, check_same_size, class_weights, validate_pairs,
@@ -44,6 +44,8 @@ from vggunet.data.weightmaps import border_weight_map
 from vggunet.errors import ArgumentError, DataError
 
 if TYPE_CHECKING:  # pragma: no cover
+    import tensorflow as tf
+
     from vggunet.data.augment import Augment
 
 __all__ = ["SAMPLE_WEIGHTS", "SCALES", "make_dataset"]
@@ -289,8 +291,9 @@ def _assemble(tf, n: int, tf_decode: Callable, transform: Callable, *, batch_siz
 
 def make_dataset(image_dir: str | Path | None = None, mask_dir: str | Path | None = None, *,
                  pairs: Sequence[Pair] | None = None, num_classes: int,
-                 mask_format: str = "index", palette=None, mask_channel: int = 0,
-                 ignore_index: int | None = None, mask_suffix: str | None = None,
+                 mask_format: str = "index", palette: PaletteSpec | None = None,
+                 mask_channel: int = 0, ignore_index: int | None = None,
+                 mask_suffix: str | None = None,
                  channels: int = 3, scale: str = "raw",
                  size: tuple[int, int] | None = None, crop: tuple[int, int] | None = None,
                  flip: bool = False, pad_to: int | None = None,
@@ -298,7 +301,8 @@ def make_dataset(image_dir: str | Path | None = None, mask_dir: str | Path | Non
                  shuffle: bool = True, seed: int | None = None, repeat: bool = False,
                  cache: bool = False, validate: bool = True,
                  sample_weights: str | None = None, border_w0: float = 10.0,
-                 border_sigma: float = 5.0, max_weight: float | None = None):
+                 border_sigma: float = 5.0, max_weight: float | None = None
+                 ) -> tf.data.Dataset:
     """Build a ``tf.data`` pipeline of (images, masks[, weights]) batches.
 
     Per element: decode (PIL) -> resize ``size`` -> random ``crop`` -> ``flip``

@@ -17,7 +17,7 @@ import numpy as np
 
 from vggunet.checks import check_choice, check_int
 from vggunet.data.images import check_channels, convert_channels, decode_image
-from vggunet.data.masks import check_mask_values, mask_decoder
+from vggunet.data.masks import PaletteSpec, check_mask_values, mask_decoder
 from vggunet.data.pairs import Pair
 from vggunet.data.weightmaps import FREQUENCY_WEIGHTS, frequency_weights
 from vggunet.errors import ArgumentError, DataError
@@ -152,7 +152,8 @@ def _add(info: DatasetInfo, image_path: Path, image: np.ndarray, mask: np.ndarra
 
 
 def validate_pairs(pairs: Sequence[Pair], num_classes: int, mask_format: str = "index",
-                   palette=None, mask_channel: int = 0, ignore_index: int | None = None, *,
+                   palette: PaletteSpec | None = None, mask_channel: int = 0,
+                   ignore_index: int | None = None, *,
                    channels: int | None = None) -> DatasetInfo:
     """Check every pair up front, one file at a time, and gather statistics.
 
@@ -207,9 +208,10 @@ def _info_from_masks(masks: Sequence[np.ndarray], num_classes: int,
     return info
 
 
-def class_weights(info_or_pairs, num_classes: int, method: str = "median_frequency",
+def class_weights(info_or_pairs: DatasetInfo | Sequence[Pair] | np.ndarray | Sequence[np.ndarray],
+                  num_classes: int, method: str = "median_frequency",
                   ignore_index: int | None = None, *, mask_format: str = "index",
-                  palette=None, mask_channel: int = 0,
+                  palette: PaletteSpec | None = None, mask_channel: int = 0,
                   max_weight: float | None = None) -> np.ndarray:
     """Per-class loss weights from class pixel frequencies (formulas: ``frequency_weights``).
 

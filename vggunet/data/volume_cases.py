@@ -294,7 +294,8 @@ def load_case(case: VolumeCase, *, h5_keys: tuple[str, str] = ("x", "y"),
     return image, label
 
 
-def check_volume_pair(image: np.ndarray, label: np.ndarray | None, *, num_classes: int | None = None,
+def check_volume_pair(image: np.ndarray, label: np.ndarray | None, *,
+                      num_classes: int | None = None,
                       channels: int | None = None, where: str | os.PathLike = "volume",
                       image_where: str | os.PathLike | None = None) -> None:
     """Checks one loaded (image, label) pair: shapes, channel count and label values.

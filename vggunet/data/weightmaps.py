@@ -1,11 +1,11 @@
 """Loss weights from masks: per-class frequency weights, and U-Net border weights.
 
 Class weights (:func:`frequency_weights`, the formulas behind ``sample_weights=`` /
-``--sample-weights``) turn per-class pixel counts into one weight per class. Border weights:
-pixels in the narrow gaps between touching objects weigh more. Objects are the 4-connected components of a mask's foreground; the distances to the nearest and
-second-nearest object give the separation term of Ronneberger et al. (2015, eq. 2). scipy's
-``ndimage`` does the labelling and distance transforms when installed; exact numpy fallbacks
-(same results) are used without it.
+``--sample-weights``) turn per-class pixel counts into one weight per class. Border weights: pixels
+in the narrow gaps between touching objects weigh more. Objects are the 4-connected components of a
+mask's foreground; the distances to the nearest and second-nearest object give the separation term
+of Ronneberger et al. (2015, eq. 2). scipy's ``ndimage`` does the labelling and distance transforms
+when installed; exact numpy fallbacks (same results) are used without it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ FREQUENCY_WEIGHTS = ("median_frequency", "inverse_frequency", "inverse_sqrt_freq
 """The class weightings of :func:`frequency_weights` (the non-border ``SAMPLE_WEIGHTS``)."""
 
 
-def frequency_weights(counts, image_pixels, method: str = "median_frequency",
+def frequency_weights(counts: np.ndarray, image_pixels: np.ndarray | None,
+                      method: str = "median_frequency",
                       max_weight: float | None = None) -> np.ndarray:
     """Per-class loss weights from per-class pixel counts.
 

@@ -247,8 +247,9 @@ def predict_proba(model: Any, image: Any, *, tta: bool = False, batch_size: int 
     values and a channel count other than the model's raise `PredictionError`; a grey image
     (H, W) or (H, W, 1) is repeated to the model's channel count. For models that take any
     H×W, images smaller than the model's minimum (`model.min_input_size`, else 32 px) on a
-    side are reflect-padded (centred) to it and the output is cropped back. Models with a fixed input size (e.g. the lab U-Net, 96×128) are run
-    through `predict_tiled` with tiles of exactly that size, whatever the image's size.
+    side are reflect-padded (centred) to it and the output is cropped back. Models with a
+    fixed input size (e.g. the lab U-Net, 96×128) are run through `predict_tiled` with tiles
+    of exactly that size, whatever the image's size.
 
     The output is what the model outputs per pixel (probabilities for `build_vgg_unet`
     models) as float32; with `from_logits=True` a softmax (sigmoid for one channel) is applied

@@ -33,7 +33,8 @@ class _PixelwiseLoss(SegmentationLoss):
     """
 
     def _pixel_losses(self, onehot: Any, probs: Any, log_probs: Any) -> Any:
-        """Unweighted per-pixel loss ``(B, *spatial)`` from one-hot inputs (subclasses define it)."""
+        """Unweighted per-pixel loss ``(B, *spatial)`` from one-hot inputs (subclasses define
+        it)."""
         raise NotImplementedError(f"{type(self).__name__} must define _pixel_losses")
 
     def _selected(self, onehot: Any, probs: Any, valid: Any) -> Any:

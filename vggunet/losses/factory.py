@@ -116,7 +116,8 @@ def get_loss(name: str | keras.losses.Loss, **kwargs: Any) -> keras.losses.Loss:
         >>> get_loss("jacard")
         Traceback (most recent call last):
         ...
-        vggunet.errors.ArgumentError: Unknown loss 'jacard'; valid names are: ce, crossentropy, dice, jaccard, focal, ce+dice, lovasz, ohem, soft_dice. Did you mean 'jaccard'?
+        vggunet.errors.ArgumentError: Unknown loss 'jacard'; valid names are: ce, crossentropy,
+        dice, jaccard, focal, ce+dice, lovasz, ohem, soft_dice. Did you mean 'jaccard'?
     """
     if isinstance(name, keras.losses.Loss):
         if kwargs:

@@ -1,4 +1,5 @@
-"""Metrics by name: ``METRIC_NAMES`` and ``get_metrics`` (what ``--metrics`` and ``compile_model`` use).
+"""Metrics by name: ``METRIC_NAMES`` and ``get_metrics`` (what ``--metrics`` and
+``compile_model`` use).
 
 To add a metric, define its class in :mod:`vggunet.metrics.confusion` (or a new module of this
 package; register it with ``@keras.saving.register_keras_serializable(package=PACKAGE)``), add
@@ -84,7 +85,9 @@ def get_metrics(
         >>> get_metrics("mean_iou", num_classes=2)
         Traceback (most recent call last):
         ...
-        vggunet.errors.ArgumentError: Unknown metric 'mean_iou'; valid names are: miou, iou, dice, accuracy, dice_coefficient, class_dice, sensitivity, specificity. Did you mean 'miou'?
+        vggunet.errors.ArgumentError: Unknown metric 'mean_iou'; valid names are: miou, iou,
+        dice, accuracy, dice_coefficient, class_dice, sensitivity, specificity. Did you mean
+        'miou'?
     """
     if isinstance(names, str):
         names = [part for part in names.split(",") if part.strip()]

@@ -59,7 +59,8 @@ def conv_block(
     )(conv)
     if dropout_prob > 0:
         conv = layers.Dropout(dropout_prob, name=_named(name, "dropout"))(conv)
-    next_layer = layers.MaxPooling2D((2, 2), name=_named(name, "pool"))(conv) if max_pooling else conv
+    next_layer = (layers.MaxPooling2D((2, 2), name=_named(name, "pool"))(conv) if max_pooling
+                  else conv)
     return next_layer, conv
 
 

@@ -1,4 +1,5 @@
-"""`build_encoder`: a keras.applications backbone truncated to its skip tensors and bottleneck source."""
+"""`build_encoder`: a keras.applications backbone truncated to its skip tensors and bottleneck
+source."""
 
 from __future__ import annotations
 

@@ -254,7 +254,8 @@ def _mobilenet_v3(size: str, skips: tuple[int, ...]) -> EncoderSpec:
 def _nasnet(size: str, cells: int) -> EncoderSpec:
     """NASNet-A with `cells` normal cells per resolution: the stem's BatchNorm, the first
     reduction cell, the last normal cell at stride 8 and 16, and the final (automatically
-    named) ReLU, the last layer (-1). Valid padding, and a static input size (its cells pad by the static shape)."""
+    named) ReLU, the last layer (-1). Valid padding, and a static input size (its cells pad
+    by the static shape)."""
     return _entry(f"NASNet{size}", "nasnet",
                   ("stem_bn1", "reduction_concat_stem_1", f"normal_concat_{cells - 1}",
                    f"normal_concat_{2 * cells}"), -1, "tf",

@@ -3,9 +3,10 @@
 Modules: `settings` (the typed settings, their defaults, the resume rule), `resume` (the
 rule applied to `state.json`), `api` (`train`, `finetune`, `prepare_phase2`), `compiling`
 (`compile_model`), `loop` (the run engine), `callbacks`, `schedules`, `batchnorm`,
-`layerwise` (layer-wise learning rates), `recipes` (named bundles of settings), `checkpoint` (loading for a resume), `state`
-(state.json, log.csv), `lock` (the run lock), `distribute`. Names load on first use (PEP 562): importing this package, or its
-keras-free `settings` module, does not import Keras.
+`layerwise` (layer-wise learning rates), `recipes` (named bundles of settings), `checkpoint`
+(loading for a resume), `state` (state.json, log.csv), `lock` (the run lock), `distribute`.
+Names load on first use (PEP 562): importing this package, or its keras-free `settings`
+module, does not import Keras.
 """
 
 from vggunet._lazy import lazy_namespace

@@ -129,7 +129,8 @@ def get_recipe(name: str) -> Recipe:
         >>> get_recipe("photo")
         Traceback (most recent call last):
         ...
-        vggunet.errors.ArgumentError: recipe must be one of ('em', 'photos'), got 'photo'. Did you mean 'photos'?
+        vggunet.errors.ArgumentError: recipe must be one of ('em', 'photos'), got 'photo'. Did
+        you mean 'photos'?
     """
     return RECIPES[check_choice(name, tuple(RECIPES), "recipe")]
 

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 from vggunet.errors import SettingsMismatchError
 from vggunet.training.settings import (
-    TRAIN_PHASE, CompileSettings, DataSettings, PhaseSettings, RunSettings,
+    CompileSettings, DataSettings, PhaseSettings, RunSettings,
 )
 
 __all__ = ["SettingChange", "check_resume", "phase_status", "settings_record"]
@@ -57,6 +57,7 @@ def settings_record(compile: CompileSettings, phases: Sequence[PhaseSettings],
         `{"compile": {...}, "phases": [{...}, ...], "run": {...}, "data": {...} or None}`.
 
     Example:
+        >>> from vggunet.training.settings import TRAIN_PHASE
         >>> record = settings_record(CompileSettings(), [TRAIN_PHASE], RunSettings())
         >>> record["compile"]["metrics"], record["phases"][0]["learning_rate"]
         (['miou', 'dice', 'accuracy'], 0.001)

@@ -4,7 +4,8 @@ the `vggunet train`/`finetune` flags and `state.json`.
 Four frozen dataclasses describe a run, and their field defaults are the defaults everywhere:
 `CompileSettings` (how the model is compiled), `PhaseSettings` (one phase: epochs, learning rate,
 schedule, what is unfrozen), `RunSettings` (monitoring, early stopping, steps, logs) and
-`DataSettings` (the CLI's pipeline flags; `VolumeDataSettings` for volumes). The phases of the two entry points:
+`DataSettings` (the CLI's pipeline flags; `VolumeDataSettings` for volumes). The phases of the
+two entry points:
 
 * `TRAIN_PHASE`: `train` and `vggunet train` (10 epochs at 1e-3; the API requires `epochs`);
 * `FINETUNE_PHASE1`: 5 epochs at 1e-3 with the encoder frozen;
@@ -21,15 +22,15 @@ the requested ones with them (`vggunet.training.resume.check_resume`):
   `jit_compile` (how steps execute, not what they compute), the data pipeline
   (`DataSettings`, `max_weight` included), and any setting of a phase that has not started
   yet;
-* refused with `SettingsMismatchError`, each difference named with its stored and requested
-  value: the kind of run (train/finetune); the other `CompileSettings` fields (the checkpoint's
-  optimizer state, loss and metrics were built from them); the monitored quantity and its mode
-  (`best.keras` and the best value were chosen by them); the learning rate, schedule,
-  `warmup_epochs`, `layerwise_lr`, unfreeze spec and `train_bn` of a phase under way (its optimizer state and learning-rate curve were
-  built on them; a silent switch would leave `log.csv` and `state.json` describing a run that
-  never happened); and anything of a phase that has ended. To go on with such a change, start
-  a new run from the checkpoint: `train(load_model(".../checkpoints/last.keras"), ...,
-  out_dir=<another folder>)`.
+* refused with `SettingsMismatchError`, each difference named with its stored and requested value:
+  the kind of run (train/finetune); the other `CompileSettings` fields (the checkpoint's optimizer
+  state, loss and metrics were built from them); the monitored quantity and its mode (`best.keras`
+  and the best value were chosen by them); the learning rate, schedule, `warmup_epochs`,
+  `layerwise_lr`, unfreeze spec and `train_bn` of a phase under way (its optimizer state and
+  learning-rate curve were built on them; a silent switch would leave `log.csv` and `state.json`
+  describing a run that never happened); and anything of a phase that has ended. To go on with such
+  a change, start a new run from the checkpoint: `train(load_model(".../checkpoints/last.keras"),
+  ..., out_dir=<another folder>)`.
 
 `state.json` files of version 1 (written before the settings were recorded) hold the phases'
 epochs, learning rates and schedules and the monitor: those are compared as above; compile, run
