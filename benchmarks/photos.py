@@ -28,14 +28,21 @@ of each phase are the budget's steps (so the poly decay spans the budget).
 Scores on the held-out photos (vggunet.evaluate, 59 classes): mean IoU, pixel accuracy, the
 IoU of the 10 classes with the most held-out pixels, and predicted / true pixels of the rarer
 classes present (>1: over-predicted). Results merge into benchmarks/results/photos.json keyed
-by run, seed and, if not the run's default, budget (`--limit` runs go to photos_smoke.json:
-they are smoke tests, not results). Runs, budgets and keys: benchmarks/photos_runs.py.
+by run, seed and, if not the run's default, budget and precision (`--limit` runs go to
+photos_smoke.json: they are smoke tests, not results). Runs, budgets and keys:
+benchmarks/photos_runs.py.
+
+Precision: `--precision` (default "auto", `build_vgg_unet`'s: mixed_bfloat16 on a CPU with
+AVX512-BF16, float32 elsewhere). A record says which policy its model ran in (`policy`); runs
+on machines without bfloat16 can be compared with a float32 run of the reference
+(`--run recipe --minutes 15 --precision float32`), which trains for the same steps.
 
     .venv/bin/python benchmarks/photos.py --calibrate --run defaults  # machine otherwise idle
     .venv/bin/python benchmarks/photos.py --run defaults
     .venv/bin/python benchmarks/photos.py --run recipe --seed 0
     .venv/bin/python benchmarks/photos.py --run recipe-minus-poly
     .venv/bin/python benchmarks/photos.py --run recipe --minutes 15   # the ablations' reference
+    .venv/bin/python benchmarks/photos.py --run recipe --minutes 15 --precision float32
     .venv/bin/python benchmarks/photos.py --run recipe --minutes 1 --limit 16   # smoke test
     (a `--limit` run times its own steps instead of reading the calibration)
 """
@@ -144,12 +151,14 @@ def make_clock(deadlines: list[float], skip_first: bool = True) -> Any:
     return _Clock()
 
 
-def build_model(config: dict[str, Any], weights: str | None) -> Any:
+def build_model(config: dict[str, Any], weights: str | None, precision: str = "auto") -> Any:
     """The VGG16 U-Net of a run (59 classes, any input size, the run's model keywords).
 
     Args:
         config: `run_config`'s result.
         weights: `encoder_weights`'s first value.
+        precision: `build_vgg_unet`'s precision ("auto": mixed_bfloat16 on a CPU with
+            AVX512-BF16, float32 on one without).
 
     Returns:
         The uncompiled model.
@@ -157,7 +166,8 @@ def build_model(config: dict[str, Any], weights: str | None) -> Any:
     import vggunet
 
     return vggunet.build_vgg_unet("vgg16", input_shape=(None, None, 3),
-                                  num_classes=NUM_CLASSES, weights=weights, **config["model"])
+                                  num_classes=NUM_CLASSES, weights=weights, precision=precision,
+                                  **config["model"])
 
 
 def train_data(pairs: list, config: dict[str, Any], seed: int) -> Any:
@@ -244,7 +254,7 @@ def held_out_scores(model: Any, pairs: list) -> dict[str, Any]:
 
 
 def run_once(run: str, seed: int, minutes: float, limit: int | None,
-             steps_per_epoch: int) -> dict[str, Any]:
+             steps_per_epoch: int, precision: str = "auto") -> dict[str, Any]:
     """Trains one run within the budget and scores it on the held-out photos.
 
     Args:
@@ -253,6 +263,8 @@ def run_once(run: str, seed: int, minutes: float, limit: int | None,
         minutes: training wall-clock budget.
         limit: keep the first N pairs of each part (smoke tests), or None.
         steps_per_epoch: steps per epoch.
+        precision: the model's precision; the step budget is the "auto" calibration's either
+            way, so runs in another precision train for the same steps.
 
     Returns:
         The run's record for the JSON file.
@@ -260,6 +272,7 @@ def run_once(run: str, seed: int, minutes: float, limit: int | None,
     import keras
 
     import vggunet
+    from vggunet.models.precision import cpu_has_bfloat16, resolve_precision
 
     config = run_config(run)
     weights, weights_name = encoder_weights()
@@ -275,10 +288,10 @@ def run_once(run: str, seed: int, minutes: float, limit: int | None,
           f"epochs {epochs[0]} + {epochs[1]} of {steps_per_epoch} steps in {minutes:g} min")
     keras.utils.set_random_seed(seed)
     clock = make_clock([float("inf")] * 2, skip_first=False)  # the budget is in steps
-    out = RUNS / (record_key(run, seed, minutes).replace("/", "_")
+    out = RUNS / (record_key(run, seed, minutes, precision).replace("/", "_")
                   + (f"_limit{limit}" if limit else ""))
     result = vggunet.finetune(
-        build_model(config, weights), data, out_dir=out, **config["finetune"],
+        build_model(config, weights, precision), data, out_dir=out, **config["finetune"],
         phase1_epochs=epochs[0], phase2_epochs=epochs[1], steps_per_epoch=steps_per_epoch,
         tensorboard=False, verbose=2, callbacks=[clock])
     record = {
@@ -294,6 +307,8 @@ def run_once(run: str, seed: int, minutes: float, limit: int | None,
         "train_wall_s": round(result.wall_time_s, 1), "load_before": load_before,
         "load_after": [round(v, 2) for v in os.getloadavg()],
         "keras": keras.__version__, "python": platform.python_version(),
+        "precision": precision, "policy": resolve_precision(precision),
+        "cpu_bfloat16": cpu_has_bfloat16(),
     }
     record["held_out"] = held_out_scores(result.model, held)
     return record
@@ -337,6 +352,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="first N training and N held-out photos only (smoke test)")
     parser.add_argument("--steps-per-epoch", type=int, default=25,
                         help="steps per epoch (the budget is rounded to whole epochs)")
+    parser.add_argument("--precision", default="auto",
+                        choices=("auto", "float32", "mixed_bfloat16"),
+                        help="the model's precision (default auto: mixed_bfloat16 on an "
+                             "AVX512-BF16 CPU, float32 elsewhere); another than auto gets its "
+                             "own results key, and the same step budget")
     parser.add_argument("--calibrate", action="store_true",
                         help="time the run's steps (machine otherwise idle) instead of running it")
     args = parser.parse_args(argv)
@@ -347,9 +367,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.run}: {record}; wrote {path}")
         return 0
     minutes = args.minutes or default_minutes(args.run)
-    record = run_once(args.run, args.seed, minutes, args.limit, args.steps_per_epoch)
+    record = run_once(args.run, args.seed, minutes, args.limit, args.steps_per_epoch,
+                      args.precision)
     path = RESULTS / ("photos_smoke.json" if args.limit else "photos.json")
-    merge_record(path, record_key(args.run, args.seed, minutes), record)
+    merge_record(path, record_key(args.run, args.seed, minutes, args.precision), record)
     scores = record["held_out"]
     print(f"held out: mIoU {scores['mean_iou']}, pixel accuracy {scores['pixel_accuracy']}, "
           f"rare classes predicted/true {scores['rare_pred_over_true_all']}; wrote {path}")

@@ -113,47 +113,62 @@ def rare_rows(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _policy(record: dict[str, Any]) -> str:
+    """The dtype policy a run's model trained in ("?" for a record that does not say)."""
+    return record.get("policy", "?")
+
+
 def ablation_rows(results: dict[str, Any], reference: str) -> list[str]:
     """The ablations against their reference run: held-out mIoU and its change, steps, rare ratio.
+
+    A run's change is against the reference in the same precision: `reference` itself, or its
+    run in another precision (`reference + "/float32"`, ...) when the ablation ran in that one.
 
     Args:
         results: photos.json's contents.
         reference: the key of the full recipe at the ablations' budget.
 
     Returns:
-        Markdown lines, the reference first, then every run at its budget, by mIoU change.
+        Markdown lines, the references first, then every run at its budget, by mIoU.
 
     Example:
-        >>> rec = lambda m: {"minutes": 15, "steps_done": [50, 75], "held_out": {
-        ...     "mean_iou": m, "pixel_accuracy": 0.7, "rare_pred_over_true_all": 0.5}}
+        >>> rec = lambda m, p="mixed_bfloat16": {"minutes": 15, "steps_done": [50, 75],
+        ...     "policy": p, "held_out": {"mean_iou": m, "pixel_accuracy": 0.7,
+        ...     "rare_pred_over_true_all": 0.5}}
         >>> rows = ablation_rows({"recipe/seed0/15min": rec(0.03), "recipe/seed0": {
-        ...     **rec(0.05), "minutes": 40}, "recipe-minus-poly/seed0": rec(0.02)},
-        ...     "recipe/seed0/15min")
+        ...     **rec(0.05), "minutes": 40}, "recipe-minus-poly/seed0": rec(0.02),
+        ...     "recipe/seed0/15min/float32": rec(0.04, "float32"),
+        ...     "recipe-ohem/seed0": rec(0.045, "float32")}, "recipe/seed0/15min")
         >>> for line in rows[2:]:
         ...     print(line)
-        | recipe | 50 + 75 | 0.030 | — | 0.700 | 0.50 |
-        | minus poly | 50 + 75 | 0.020 | -0.010 | 0.700 | 0.50 |
+        | recipe | mixed_bfloat16 | 50 + 75 | 0.030 | — | 0.700 | 0.50 |
+        | recipe | float32 | 50 + 75 | 0.040 | — | 0.700 | 0.50 |
+        | ohem | float32 | 50 + 75 | 0.045 | +0.005 | 0.700 | 0.50 |
+        | minus poly | mixed_bfloat16 | 50 + 75 | 0.020 | -0.010 | 0.700 | 0.50 |
     """
     if reference not in results:
         raise SystemExit(f"no reference run {reference!r}; there: {', '.join(results)}")
     base = results[reference]
-    same = {k: r for k, r in results.items()
-            if r["minutes"] == base["minutes"] and k != reference and k.startswith("recipe")}
-    lines = ["| run | steps (phase 1 + 2) | mIoU | change | pixel acc. | rare predicted / true |",
-             "|---|---:|---:|---:|---:|---:|"]
+    references = [reference] + [k for k in results if k.startswith(reference + "/")]
+    by_policy = {_policy(results[k]): results[k] for k in references}
+    same = {k: r for k, r in results.items() if r["minutes"] == base["minutes"]
+            and k not in references and k.startswith("recipe")}
+    lines = ["| run | precision | steps (phase 1 + 2) | mIoU | change | pixel acc. | "
+             "rare predicted / true |", "|---|---|---:|---:|---:|---:|---:|"]
 
     def row(key: str, rec: dict[str, Any]) -> str:
         scores = rec["held_out"]
         run, seed = split_key(key)
         name = run.replace("recipe-", "").replace("-", " ") + (f" (seed {seed})" if seed else "")
-        change = ("—" if key == reference else
-                  f"{scores['mean_iou'] - base['held_out']['mean_iou']:+.3f}")
+        ref = by_policy.get(_policy(rec), base)
+        change = ("—" if key in references else
+                  f"{scores['mean_iou'] - ref['held_out']['mean_iou']:+.3f}")
         steps = " + ".join(str(s) for s in rec["steps_done"])
-        return (f"| {name} | {steps} | {scores['mean_iou']:.3f} | {change} | "
+        return (f"| {name} | {_policy(rec)} | {steps} | {scores['mean_iou']:.3f} | {change} | "
                 f"{scores['pixel_accuracy']:.3f} | {scores['rare_pred_over_true_all']:.2f} |")
 
     order = sorted(same, key=lambda k: same[k]["held_out"]["mean_iou"], reverse=True)
-    return lines + [row(reference, base)] + [row(k, same[k]) for k in order]
+    return lines + [row(k, results[k]) for k in references] + [row(k, same[k]) for k in order]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -88,31 +88,37 @@ def default_minutes(run: str) -> float:
     return 40.0 if run in ("defaults", "recipe") else 15.0
 
 
-def record_key(run: str, seed: int, minutes: float) -> str:
-    """The results key (and run folder) of a run: a budget other than its default is named.
+def record_key(run: str, seed: int, minutes: float, precision: str = "auto") -> str:
+    """The results key (and run folder) of a run: a budget other than its default is named, and
+    so is a precision other than "auto".
 
-    So the recipe at the ablations' 15 minutes neither overwrites nor resumes its 40-minute run.
+    So the recipe at the ablations' 15 minutes neither overwrites nor resumes its 40-minute run,
+    and a float32 run on a bfloat16 machine (or the reverse) keeps the "auto" one.
 
     Args:
         run: one of `RUN_NAMES`.
         seed: Keras and data seed.
         minutes: training budget.
+        precision: `build_vgg_unet`'s precision.
 
     Returns:
-        e.g. "recipe/seed0", "recipe/seed0/15min".
+        e.g. "recipe/seed0", "recipe/seed0/15min", "recipe/seed0/15min/float32".
 
     >>> record_key("recipe", 0, 40.0), record_key("recipe", 0, 15.0)
     ('recipe/seed0', 'recipe/seed0/15min')
+    >>> record_key("recipe", 0, 15.0, "float32"), record_key("recipe", 1, 40.0, "float32")
+    ('recipe/seed0/15min/float32', 'recipe/seed1/float32')
     """
     key = f"{run}/seed{seed}"
-    return key if minutes == default_minutes(run) else f"{key}/{minutes:g}min"
+    key = key if minutes == default_minutes(run) else f"{key}/{minutes:g}min"
+    return key if precision == "auto" else f"{key}/{precision}"
 
 
 def split_key(key: str) -> tuple[str, int]:
-    """The run and seed of a results key (the inverse of `record_key`, less the budget).
+    """The run and seed of a results key (the inverse of `record_key`, less budget and precision).
 
     Args:
-        key: e.g. "recipe/seed0/15min".
+        key: e.g. "recipe/seed0/15min", "recipe/seed0/15min/float32".
 
     Returns:
         (run, seed).

@@ -66,6 +66,8 @@ def test_a_budget_other_than_the_runs_default_gets_its_own_key():
     assert R.record_key("recipe", 0, 15.0) == "recipe/seed0/15min"
     assert R.record_key("recipe-minus-poly", 0, 15.0) == "recipe-minus-poly/seed0"
     assert R.record_key("defaults", 2, 7.5) == "defaults/seed2/7.5min"
+    assert R.record_key("recipe", 0, 15.0, "float32") == "recipe/seed0/15min/float32"
+    assert R.split_key("recipe/seed0/15min/float32") == ("recipe", 0)
 
 
 def test_report_tables_of_the_results_file(tmp_path, capsys):
@@ -94,9 +96,10 @@ def test_report_tables_of_the_results_file(tmp_path, capsys):
         "recipe/seed1/15min": {**ablated, "held_out": {**held, "mean_iou": 0.24}}}))
     assert photos_report.main(["--results", str(path), "--ablations", "recipe/seed0/15min"]) == 0
     rows = capsys.readouterr().out.splitlines()
-    assert rows[2:] == ["| recipe | 100 + 225 | 0.250 | — | 0.810 | 1.30 |",
-                        "| recipe (seed 1) | 100 + 225 | 0.240 | -0.010 | 0.810 | 1.30 |",
-                        "| minus scale | 100 + 225 | 0.200 | -0.050 | 0.810 | 1.30 |"]
+    # Records from before the policy was recorded say "?" (and share the reference's).
+    assert rows[2:] == ["| recipe | ? | 100 + 225 | 0.250 | — | 0.810 | 1.30 |",
+                        "| recipe (seed 1) | ? | 100 + 225 | 0.240 | -0.010 | 0.810 | 1.30 |",
+                        "| minus scale | ? | 100 + 225 | 0.200 | -0.050 | 0.810 | 1.30 |"]
     with pytest.raises(SystemExit, match="no reference run 'recipe/seed3/15min'"):
         photos_report.main(["--results", str(path), "--ablations", "recipe/seed3/15min"])
 
