@@ -26,10 +26,10 @@ RESULTS = RESULTS_DIR / "photos.json"
 
 
 def run_rows(results: dict[str, Any]) -> list[str]:
-    """One table row per run: budget, steps, wall time, load, held-out scores.
+    """One table row per run: budget, precision, steps, wall time, load, held-out scores.
 
     Args:
-        results: photos.json's contents (key "RUN/seedN" or "RUN/seedN/Mmin" -> record).
+        results: photos.json's contents (key "RUN/seedN[/Mmin][/precision]" -> record).
 
     Returns:
         Markdown lines, header included.
@@ -39,16 +39,18 @@ def run_rows(results: dict[str, Any]) -> list[str]:
         ...           "load_before": [1.0, 1.0, 1.0], "held_out": {"mean_iou": 0.2,
         ...           "pixel_accuracy": 0.8, "rare_pred_over_true_all": 1.5}}
         >>> run_rows({"recipe/seed0": record})[-1]
-        '| recipe | 0 | 40 | 100 + 225 | 50.0 | 1.0 | 0.200 | 0.800 | 1.50 |'
+        '| recipe | 0 | 40 | ? | 100 + 225 | 50.0 | 1.0 | 0.200 | 0.800 | 1.50 |'
+        >>> run_rows({"recipe/seed0/float32": {**record, "policy": "float32"}})[-1][:35]
+        '| recipe | 0 | 40 | float32 | 100 +'
     """
-    lines = ["| run | seed | budget (min) | steps (phase 1 + 2) | wall (min) | load before "
-             "| mIoU | pixel acc. | rare classes predicted / true |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| run | seed | budget (min) | precision | steps (phase 1 + 2) | wall (min) | "
+             "load before | mIoU | pixel acc. | rare classes predicted / true |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for key, rec in results.items():
         run, seed = split_key(key)  # the budget has its own column
         scores = rec["held_out"]
         steps = " + ".join(str(s) for s in rec["steps_done"])
-        lines.append(f"| {run} | {seed} | {rec['minutes']:g} | {steps} | "
+        lines.append(f"| {run} | {seed} | {rec['minutes']:g} | {_policy(rec)} | {steps} | "
                      f"{rec['train_wall_s'] / 60:.1f} | {rec['load_before'][0]:.1f} | "
                      f"{scores['mean_iou']:.3f} | {scores['pixel_accuracy']:.3f} | "
                      f"{scores['rare_pred_over_true_all']:.2f} |")

@@ -83,8 +83,8 @@ def test_report_tables_of_the_results_file(tmp_path, capsys):
                                 "recipe/seed0/15min": {**record, "minutes": 15}}))
     assert photos_report.main(["--results", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "| recipe | 1 | 40 | 100 + 225 | 45.0 | 2.0 | 0.250 | 0.810 | 1.30 |" in out
-    assert "| recipe | 0 | 15 | 100 + 225 |" in out
+    assert "| recipe | 1 | 40 | ? | 100 + 225 | 45.0 | 2.0 | 0.250 | 0.810 | 1.30 |" in out
+    assert "| recipe | 0 | 15 | ? | 100 + 225 |" in out
     assert "| class | defaults/seed0 | recipe/seed1 |" in out and "| skin | 0.400 | 0.400 |" in out
     assert "| defaults/seed0 | 3 | 1.20 | 1 (bag) | 1 |" in out
     with pytest.raises(SystemExit, match="not in .*recipe/seed7"):
