@@ -10,8 +10,9 @@ TensorFlow nor Keras; only `make_dataset` and the augmentations need TensorFlow)
 * `vggunet.data.validate`: `validate_pairs`, `DatasetInfo`, `class_weights`.
 * `vggunet.data.weightmaps`: U-Net border weights.
 * `vggunet.data.pipeline`: `make_dataset`, the tf.data pipeline.
-* `vggunet.data.augment`: augmentations as stateless TensorFlow ops; `photo_augment` adds
-  random scale-then-crop and saturation/hue jitter for natural photos.
+* `vggunet.data.augment`: `Augment` (which augmentations, parsed from a spec, seeded);
+  `transforms`: the stateless TensorFlow ops (flips, rotations, elastic, brightness/contrast);
+  `photo_augment` adds random scale-then-crop and saturation/hue jitter for natural photos.
 * Volumes (3D): `volume_io` (NIfTI, `.npy`, the lab's `.h5`), `volume_cases` (layouts,
   `find_volume_cases`, `load_case`, validation), `volume_patches` (standardisation, padding,
   the lab's patch sampler), `volume_augment`, `volume_pipeline` (`make_volume_dataset`, a
@@ -29,8 +30,9 @@ _EXPORTS = {
     **dict.fromkeys(("DatasetInfo", "class_weights", "validate_pairs"), "vggunet.data.validate"),
     "border_weight_map": "vggunet.data.weightmaps",
     "make_dataset": "vggunet.data.pipeline",
-    **dict.fromkeys(("Augment", "elastic_deform", "random_brightness_contrast", "random_flip",
-                     "random_rot90", "random_rotate", "reflect_index"), "vggunet.data.augment"),
+    "Augment": "vggunet.data.augment",
+    **dict.fromkeys(("elastic_deform", "random_brightness_contrast", "random_flip",
+                     "random_rot90", "random_rotate", "reflect_index"), "vggunet.data.transforms"),
     **dict.fromkeys(("adjust_saturation_hue", "random_saturation_hue", "random_scale_crop"),
                     "vggunet.data.photo_augment"),
     **dict.fromkeys(("VolumeCase", "VolumeSetInfo", "find_volume_cases", "load_case",

@@ -12,9 +12,9 @@ down, so the vertical half of ``flip`` teaches the network views it will not see
 
 Colour ops act on the image only: saturation and hue run through ``tf.image`` on RGB
 scaled to [0, 1] and back (3-channel images only: grey images pass unchanged). Brightness
-and contrast are :func:`vggunet.data.augment.random_brightness_contrast`.
+and contrast are :func:`vggunet.data.transforms.random_brightness_contrast`.
 
-All random draws are stateless (a shape-(2,) seed), as in :mod:`vggunet.data.augment`.
+All random draws are stateless (a shape-(2,) seed), as in :mod:`vggunet.data.transforms`.
 :class:`~vggunet.data.augment.Augment` switches these on by name (``scale``,
 ``hflip``, ``saturation``, ``hue``, ``jitter``); :func:`parse_photo_token` is its grammar
 for them.
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import tensorflow as tf
 
 from vggunet.checks import check_number
+from vggunet.data.transforms import stateless_seed
 from vggunet.errors import ArgumentError
 
 if TYPE_CHECKING:  # pragma: no cover (augment.py imports this module)
@@ -209,13 +210,9 @@ def check_photo_fields(augment: Augment) -> None:
     check_number(augment.hue, "Augment.hue", low=0, high=0.5)
 
 
-def _seed(seed) -> tf.Tensor:
-    return tf.cast(tf.convert_to_tensor(seed), tf.int64)
-
-
 def _photo_seed(seed, step: int) -> tf.Tensor:
     # Folded in, not split off `Augment.apply`'s split: the older ops keep their streams.
-    return tf.random.experimental.stateless_fold_in(_seed(seed), 1700 + step)
+    return tf.random.experimental.stateless_fold_in(stateless_seed(seed), 1700 + step)
 
 
 def scale_step(augment: Augment, image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor,
@@ -312,7 +309,7 @@ def random_scale_crop(image: tf.Tensor, mask: tf.Tensor, scale: Sequence[float],
     check_photo_options((lo, hi), crop, ignore_index)
     image = tf.convert_to_tensor(image, tf.float32)
     mask = tf.convert_to_tensor(mask, tf.int32)
-    u = tf.random.stateless_uniform([3], seed=_seed(seed))
+    u = tf.random.stateless_uniform([3], seed=stateless_seed(seed))
     shape = tf.shape(image)
     h, w = shape[0], shape[1]
     ch, cw = (h, w) if crop is None else (int(crop[0]), int(crop[1]))
@@ -368,7 +365,7 @@ def random_saturation_hue(image: tf.Tensor, saturation: float, hue: float,
         The jittered image, in [0, 255].
     """
     image = tf.convert_to_tensor(image, tf.float32)
-    u = tf.random.stateless_uniform([2], seed=_seed(seed), minval=-1.0, maxval=1.0)
+    u = tf.random.stateless_uniform([2], seed=stateless_seed(seed), minval=-1.0, maxval=1.0)
     factor, delta = 1.0 + saturation * u[0], hue * u[1]
     if image.shape[-1] == 3:
         return adjust_saturation_hue(image, factor, delta)

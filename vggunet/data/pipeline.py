@@ -210,7 +210,7 @@ def _augmented(tf, plan: _Plan, image, mask, seeds):
     """Random crop, flips and augmentation, each from its own stateless seed.
 
     With the ``scale`` augmentation the crop is its window (padded with ``ignore_index``)."""
-    from vggunet.data.augment import random_flip
+    from vggunet.data.transforms import random_flip
 
     scaled = plan.augment is not None and plan.augment.scale is not None
     if plan.crop is not None and not scaled:
@@ -368,7 +368,7 @@ def make_dataset(image_dir: str | Path | None = None, mask_dir: str | Path | Non
 
 def _random_crop(tf, image, mask, crop, seed):
     """Random (H, W) window; smaller inputs are placed randomly and reflect-padded."""
-    from vggunet.data.augment import reflect_index
+    from vggunet.data.transforms import reflect_index
 
     shape = tf.shape(image)
     u = tf.random.stateless_uniform([2], seed=seed)
@@ -389,7 +389,7 @@ def _random_crop(tf, image, mask, crop, seed):
 
 def _pad_to_multiple(tf, image, mask, weights, k: int, fill: int):
     """Pads H and W up to multiples of k: the image by reflection, mask and weights by value."""
-    from vggunet.data.augment import reflect_index
+    from vggunet.data.transforms import reflect_index
 
     shape = tf.shape(image)
     h, w = shape[0], shape[1]
