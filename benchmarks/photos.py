@@ -68,6 +68,7 @@ RUNS = ROOT / "runs" / "photos"
 NUM_CLASSES, N_TRAIN, N_HELD_OUT = 59, 804, 200
 SIZE, CROP, BATCH = (384, 256), (256, 256), 8
 
+from vggunet.choices import PRECISIONS  # noqa: E402  (keras-free)
 from photos_runs import (  # noqa: E402
     RESULTS, RUN_NAMES, default_minutes, merge_record, plan_epochs, read_calibration, record_key,
     run_config)
@@ -352,8 +353,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="first N training and N held-out photos only (smoke test)")
     parser.add_argument("--steps-per-epoch", type=int, default=25,
                         help="steps per epoch (the budget is rounded to whole epochs)")
-    parser.add_argument("--precision", default="auto",
-                        choices=("auto", "float32", "mixed_bfloat16"),
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="the model's precision (default auto: mixed_bfloat16 on an "
                              "AVX512-BF16 CPU, float32 elsewhere); another than auto gets its "
                              "own results key, and the same step budget")
