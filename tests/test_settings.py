@@ -42,7 +42,7 @@ def test_cli_defaults_equal_the_api_defaults():
                           ("phase1_lr", "phase1_lr"), ("phase2_lr", "phase2_lr"),
                           ("unfreeze", "unfreeze"), ("train_bn", "train_bn"),
                           ("lr_schedule", "lr_schedule"), ("warmup_epochs", "warmup_epochs"),
-                          ("layerwise_lr", "layerwise_lr")]:
+                          ("layerwise_lr", "layerwise_lr"), ("lr_per_step", "lr_per_step")]:
         assert getattr(tuned, flag) == api[keyword].default, flag
     # The lead's decision (ISBI: 1e-4..3e-4 suits phase 2, 1e-5 barely moves).
     assert (tuned.phase2_lr, tuned.phase2_epochs) == (1e-4, 10)
@@ -64,7 +64,7 @@ def test_cli_defaults_equal_the_api_defaults():
     one = inspect.signature(train).parameters
     assert plain.lr == one["learning_rate"].default == TRAIN_PHASE.learning_rate
     assert plain.lr_schedule == one["lr_schedule"].default
-    for name in ("warmup_epochs", "layerwise_lr"):
+    for name in ("warmup_epochs", "layerwise_lr", "lr_per_step"):
         assert getattr(plain, name) == one[name].default == getattr(TRAIN_PHASE, name), name
     assert plain.epochs == TRAIN_PHASE.epochs
     assert training_settings(plain) == {**shared, "out_dir": "o"}

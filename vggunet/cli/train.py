@@ -61,13 +61,19 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                         "before each validation and checkpoint (default off; 0 = off)")
     g.add_argument("--lr-schedule", default=TRAIN_PHASE.lr_schedule, choices=LR_SCHEDULES,
                    help="learning rate over the (last) phase: constant, cosine or poly (power "
-                        "0.9) from the phase's rate towards 0, set per epoch (default "
+                        "0.9) from the phase's rate towards 0, set per epoch or per batch with "
+                        "--lr-per-step (default "
                         f"{TRAIN_PHASE.lr_schedule})")
     g.add_argument("--warmup-epochs", type=non_negative_int, default=TRAIN_PHASE.warmup_epochs,
                    metavar="N",
                    help="linear warm-up over the first N epochs of the (last) phase, from a "
                         "tenth of its rate, before the --lr-schedule decay (default "
                         f"{TRAIN_PHASE.warmup_epochs}: none)")
+    g.add_argument("--lr-per-step", action=argparse.BooleanOptionalAction,
+                   default=TRAIN_PHASE.lr_per_step,
+                   help="set the (last) phase's scheduled rate before every batch, the decay "
+                        "and warm-up running over steps, instead of once per epoch (default "
+                        "off)")
     g.add_argument("--layerwise-lr", type=positive_float, default=TRAIN_PHASE.layerwise_lr,
                    metavar="F",
                    help="layer-wise rates over the (last) phase, F in (0, 1]: encoder stage i "
@@ -181,7 +187,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     result = train(model_fn, train_ds, val_ds, epochs=args.epochs, learning_rate=args.lr,
                    lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
-                   layerwise_lr=args.layerwise_lr, recipe=args.recipe, strategy=strategy,
+                   lr_per_step=args.lr_per_step, layerwise_lr=args.layerwise_lr,
+                   recipe=args.recipe, strategy=strategy,
                    **training_settings(args))
     _report_training(result, args.out)
     return 0
@@ -221,7 +228,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         phase2_epochs=args.phase2_epochs, phase1_lr=args.phase1_lr, phase2_lr=args.phase2_lr,
         unfreeze=parse_spec(args.unfreeze), train_bn=args.train_bn,
         lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
-        layerwise_lr=args.layerwise_lr, recipe=args.recipe, strategy=strategy,
+        lr_per_step=args.lr_per_step, layerwise_lr=args.layerwise_lr, recipe=args.recipe,
+        strategy=strategy,
         **training_settings(args),
     )
     _report_training(result, args.out)

@@ -124,6 +124,7 @@ def train(model: ModelOrFactory, train_data: Any, val_data: Any = None, *,
           learning_rate: float = TRAIN_PHASE.learning_rate,
           lr_schedule: str = TRAIN_PHASE.lr_schedule,
           warmup_epochs: int = TRAIN_PHASE.warmup_epochs,
+          lr_per_step: bool = TRAIN_PHASE.lr_per_step,
           layerwise_lr: float | None = TRAIN_PHASE.layerwise_lr, recipe: str | None = None,
           **options: Any) -> TrainResult:
     """Trains `model` as it is (its trainable flags untouched) for `epochs` epochs in total.
@@ -143,16 +144,19 @@ def train(model: ModelOrFactory, train_data: Any, val_data: Any = None, *,
             cosine towards 0 over the epochs, set per epoch: `CosineDecayEpochs`) or "poly"
             (polynomial decay, power 0.9: `PolyDecayEpochs`).
         warmup_epochs: epochs of linear warm-up from a tenth of `learning_rate` (0: none).
+        lr_per_step: set the scheduled rate before every batch, the schedule and warm-up
+            running over steps (default: once per epoch).
         layerwise_lr: F in (0, 1]: encoder stage i of N trains at `learning_rate *
             F ** (N - i)`, the rest at `learning_rate` (`vggunet.training.layerwise`); None:
             one rate.
         recipe: a named recipe ("em", "photos"; `vggunet.training.recipes`): its values
             replace the defaults of every keyword not given here (learning_rate,
-            lr_schedule, warmup_epochs, layerwise_lr and compile/run fields); keywords given
-            explicitly, and the fields of a `compile_settings`/`run_settings` object given,
-            win. Its data and model settings are not applied here (the data and the model
-            are already built): pass `recipe_keywords(recipe, "data")` to `make_dataset` and
-            `recipe_keywords(recipe, "model")` to `build_vgg_unet`. None: no recipe.
+            lr_schedule, warmup_epochs, lr_per_step, layerwise_lr and compile/run fields);
+            keywords given explicitly, and the fields of a `compile_settings`/`run_settings`
+            object given, win. Its data and model settings are not applied here (the data and
+            the model are already built): pass `recipe_keywords(recipe, "data")` to
+            `make_dataset` and `recipe_keywords(recipe, "model")` to `build_vgg_unet`. None:
+            no recipe.
         **options: any field of `CompileSettings` (loss, metrics, optimizer, ignore_index,
             class_weights, num_classes, jit_compile) and of `RunSettings` (monitor, mode,
             early_stopping, steps_per_epoch, validation_steps, tensorboard, recalibrate_bn,
@@ -179,12 +183,12 @@ def train(model: ModelOrFactory, train_data: Any, val_data: Any = None, *,
     settings = _options("train", options)
     phase = PhaseSettings.from_arguments({}, epochs=epochs, learning_rate=learning_rate,
                                          lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
-                                         layerwise_lr=layerwise_lr)
+                                         lr_per_step=lr_per_step, layerwise_lr=layerwise_lr)
     return _run("train", model, train_data, val_data,
                 [Phase(1, "train", phase, lambda m: None, "as given")], out_dir, settings,
                 {"epochs": epochs, "learning_rate": learning_rate, "lr_schedule": lr_schedule,
-                 "warmup_epochs": warmup_epochs, "layerwise_lr": layerwise_lr,
-                 "recipe": recipe})
+                 "warmup_epochs": warmup_epochs, "lr_per_step": lr_per_step,
+                 "layerwise_lr": layerwise_lr, "recipe": recipe})
 
 
 def _phase2_spec(model: keras.Model, spec: Any) -> Any:
@@ -227,6 +231,7 @@ def finetune(model: ModelOrFactory, train_data: Any, val_data: Any = None, *,
              unfreeze: Any = FINETUNE_PHASE2.unfreeze, train_bn: bool = FINETUNE_PHASE2.train_bn,
              lr_schedule: str = FINETUNE_PHASE2.lr_schedule,
              warmup_epochs: int = FINETUNE_PHASE2.warmup_epochs,
+             lr_per_step: bool = FINETUNE_PHASE2.lr_per_step,
              layerwise_lr: float | None = FINETUNE_PHASE2.layerwise_lr,
              recipe: str | None = None, **options: Any) -> TrainResult:
     """Two-phase transfer learning: frozen encoder, then the top of the encoder unfrozen.
@@ -253,12 +258,14 @@ def finetune(model: ModelOrFactory, train_data: Any, val_data: Any = None, *,
         lr_schedule: phase 2's learning rate: "constant" (default), "cosine" or "poly" (from
             `phase2_lr` towards 0 over phase 2's epochs); phase 1 keeps `phase1_lr`.
         warmup_epochs: phase 2's epochs of linear warm-up from a tenth of `phase2_lr`.
+        lr_per_step: set phase 2's scheduled rate before every batch (see `train`).
         layerwise_lr: phase 2's layer-wise rates, F in (0, 1]: encoder stage i of N trains at
             `phase2_lr * F ** (N - i)` (see `train`); with `unfreeze="encoder"` the whole
             encoder trains, its low stages slowest. None: one rate.
         recipe: a named recipe ("em", "photos"): its values replace the defaults of every
             keyword not given here (phase 1 and 2 rates, unfreeze, schedule, warm-up,
-            layer-wise rates, compile/run fields); explicit keywords win (see `train`).
+            per-step rates, layer-wise rates, compile/run fields); explicit keywords win (see
+            `train`).
         **options: as in `train` (compile and run settings, `resume`, `callbacks`,
             `strategy`, `say`, the settings objects).
 
@@ -276,7 +283,7 @@ def finetune(model: ModelOrFactory, train_data: Any, val_data: Any = None, *,
     second = PhaseSettings.from_arguments(
         {"epochs": "phase2_epochs", "learning_rate": "phase2_lr"}, epochs=phase2_epochs,
         learning_rate=phase2_lr, lr_schedule=lr_schedule, unfreeze=unfreeze, train_bn=train_bn,
-        warmup_epochs=warmup_epochs, layerwise_lr=layerwise_lr)
+        warmup_epochs=warmup_epochs, lr_per_step=lr_per_step, layerwise_lr=layerwise_lr)
     spec_text = _spec_text(unfreeze)
     phases = [
         Phase(1, "frozen encoder", first, lambda m: freeze(m, "encoder"), "freeze encoder"),
@@ -288,5 +295,5 @@ def finetune(model: ModelOrFactory, train_data: Any, val_data: Any = None, *,
                 {"phase1_epochs": phase1_epochs, "phase2_epochs": phase2_epochs,
                  "phase1_lr": phase1_lr, "phase2_lr": phase2_lr, "unfreeze": spec_text,
                  "train_bn": train_bn, "lr_schedule": lr_schedule,
-                 "warmup_epochs": warmup_epochs, "layerwise_lr": layerwise_lr,
-                 "recipe": recipe})
+                 "warmup_epochs": warmup_epochs, "lr_per_step": lr_per_step,
+                 "layerwise_lr": layerwise_lr, "recipe": recipe})

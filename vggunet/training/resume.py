@@ -111,11 +111,17 @@ def _section_changes(stored: Any, requested: Any, safe: bool, prefix: str = "",
             and stored[key] != requested[key]]
 
 
+# Phase settings added after state.json version 2: a file without one trained at its default.
+_LATER_PHASE_FIELDS = ("warmup_epochs", "layerwise_lr", "lr_per_step")
+
+
 def _stored_phases(state: Mapping[str, Any]) -> list[dict[str, Any] | None]:
     """The recorded settings of each phase (version 1: what its phase records hold)."""
     settings = state.get("settings")
     if isinstance(settings, Mapping):
-        return list(settings.get("phases") or [])
+        defaults = {f: getattr(PhaseSettings(), f) for f in _LATER_PHASE_FIELDS}
+        return [({**defaults, **p} if isinstance(p, Mapping) else p)
+                for p in settings.get("phases") or []]
     records = {int(r["phase"]): r for r in state.get("phases", []) if "phase" in r}
     keys = ("epochs", "learning_rate", "lr_schedule")
     return [({k: records[n][k] for k in keys if k in records[n]} if n in records else None)

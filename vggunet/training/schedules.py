@@ -1,6 +1,7 @@
-"""Learning-rate schedules over epochs: the half-cosine decay of `lr_schedule="cosine"`, and a
+"""Learning-rate schedules of a phase: the half-cosine decay of `lr_schedule="cosine"`, and a
 polynomial decay (`poly_lr`, `PolyDecayEpochs`), each after an optional linear warm-up
-(`PhaseSettings.warmup_epochs`); `phase_schedule` picks the callback of a phase's settings."""
+(`PhaseSettings.warmup_epochs`), set per epoch or, with `PhaseSettings.lr_per_step`, before
+every batch; `phase_schedule` picks the callback of a phase's settings."""
 
 from __future__ import annotations
 
@@ -119,25 +120,48 @@ def current_lr(model: keras.Model) -> float:
 
 
 class CosineDecayEpochs(keras.callbacks.Callback):
-    """Sets the optimizer's learning rate at each epoch's start to `cosine_lr`.
+    """Sets the optimizer's learning rate to `cosine_lr` at each epoch's start or each batch's.
 
-    Epochs are global, so a resumed run continues the curve where it stopped. The rate is added
-    to the epoch logs as `learning_rate` (so `log.csv` records it).
+    Epochs are global, so a resumed run continues the curve where it stopped. The rate the last
+    batch trained at is added to the epoch logs as `learning_rate` (so `log.csv` records it).
+
+    With `per_step`, the curve runs over the phase's batches (`epochs * steps`, the warm-up over
+    `warmup * steps`; each batch at the middle of its step, as each epoch is otherwise) and the
+    rate is set before every batch. `steps` is what Keras's `fit` knows per epoch; where it does
+    not know it (a dataset of unknown length and no `steps_per_epoch`), the batches seen in the
+    first epoch count, and that epoch keeps the per-epoch rate.
 
     Args:
         base_lr: the rate the decay starts from.
         start: first epoch of the schedule.
         end: one past its last epoch.
         warmup: epochs of linear warm-up at the start (see `cosine_lr`).
+        per_step: set the rate before every batch instead of every epoch.
     """
 
-    def __init__(self, base_lr: float, start: int, end: int, warmup: int = 0) -> None:
+    def __init__(self, base_lr: float, start: int, end: int, warmup: int = 0,
+                 per_step: bool = False) -> None:
         super().__init__()
         self.base_lr, self.start, self.end = float(base_lr), int(start), int(end)
-        self.warmup = int(warmup)
+        self.warmup, self.per_step = int(warmup), bool(per_step)
+        self._epoch, self._steps, self._seen = self.start, None, 0
+
+    def rate_at(self, step: int, steps_per_epoch: int) -> float:
+        """The rate of batch `step` of the phase (0-based, counted from `start`'s first batch).
+
+        Args:
+            step: batches since the phase's first one (`(epoch - start) * steps_per_epoch +
+                batch`).
+            steps_per_epoch: batches per epoch (1: the per-epoch curve).
+
+        Returns:
+            The learning rate.
+        """
+        return cosine_lr(step, 0, (self.end - self.start) * steps_per_epoch, self.base_lr,
+                         self.warmup * steps_per_epoch)
 
     def rate(self, epoch: int) -> float:
-        """The rate of global epoch `epoch`.
+        """The rate of global epoch `epoch` on the per-epoch curve.
 
         Args:
             epoch: global epoch index (0-based).
@@ -145,48 +169,71 @@ class CosineDecayEpochs(keras.callbacks.Callback):
         Returns:
             The learning rate.
         """
-        return cosine_lr(epoch, self.start, self.end, self.base_lr, self.warmup)
+        return self.rate_at(epoch - self.start, 1)
+
+    def _steps_per_epoch(self) -> int | None:
+        steps = (self.params or {}).get("steps")
+        return int(steps) if steps else self._steps
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._epoch, self._seen = int(epoch), 0
         self.model.optimizer.learning_rate = self.rate(epoch)
 
+    def on_train_batch_begin(self, batch, logs=None):
+        steps = self._steps_per_epoch() if self.per_step else None
+        if steps:
+            step = (self._epoch - self.start) * steps + min(int(batch), steps - 1)
+            self.model.optimizer.learning_rate = self.rate_at(step, steps)
+
+    def on_train_batch_end(self, batch, logs=None):
+        # Counted at the end: on data of unknown length Keras begins one batch that never comes.
+        self._seen = max(self._seen, int(batch) + 1)
+
     def on_epoch_end(self, epoch, logs=None):
+        if self._steps is None and self._seen:
+            self._steps = self._seen
         if logs is not None:
             logs["learning_rate"] = current_lr(self.model)
 
 
 class PolyDecayEpochs(CosineDecayEpochs):
-    """Sets the optimizer's learning rate at each epoch's start to `poly_lr` over [start, end).
+    """Sets the optimizer's learning rate to `poly_lr` over [start, end), per epoch or batch.
 
     Epochs are global, as for `CosineDecayEpochs` (a resumed run continues the curve); the
     rate of global epoch `e` is `poly_lr(e - start, end - start, ...)`, so the last epoch trains
-    just above `end_lr`. The rate is added to the epoch logs as `learning_rate`.
+    just above `end_lr`. With `per_step` the curve runs over the phase's batches instead (batch
+    `s` of the phase at `poly_lr(s, epochs * steps, ...)`, the warm-up over `warmup * steps`;
+    `steps` as for `CosineDecayEpochs`). The rate the last batch trained at is added to the
+    epoch logs as `learning_rate`.
 
     Args:
         base_lr: the peak rate.
         start: first epoch of the schedule.
         end: one past its last epoch.
         power, warmup, end_lr, warmup_start: as for `poly_lr` (`warmup` in epochs).
+        per_step: set the rate before every batch instead of every epoch.
     """
 
     def __init__(self, base_lr: float, start: int, end: int, power: float = 0.9,
                  warmup: int = 0, end_lr: float = 0.0,
-                 warmup_start: float = WARMUP_START) -> None:
-        super().__init__(base_lr, start, end, warmup)
+                 warmup_start: float = WARMUP_START, per_step: bool = False) -> None:
+        super().__init__(base_lr, start, end, warmup, per_step)
         self.power = float(power)
         self.end_lr, self.warmup_start = float(end_lr), float(warmup_start)
 
-    def rate(self, epoch: int) -> float:
-        """The rate of global epoch `epoch`.
+    def rate_at(self, step: int, steps_per_epoch: int) -> float:
+        """The rate of batch `step` of the phase (see `CosineDecayEpochs.rate_at`).
 
         Args:
-            epoch: global epoch index (0-based).
+            step: batches since the phase's first one.
+            steps_per_epoch: batches per epoch (1: the per-epoch curve).
 
         Returns:
             The learning rate.
         """
-        return poly_lr(epoch - self.start, self.end - self.start, self.base_lr, self.power,
-                       self.warmup, self.end_lr, self.warmup_start)
+        return poly_lr(step, (self.end - self.start) * steps_per_epoch, self.base_lr,
+                       self.power, self.warmup * steps_per_epoch, self.end_lr,
+                       self.warmup_start)
 
 
 def phase_schedule(settings: PhaseSettings, start: int, end: int) -> CosineDecayEpochs | None:
@@ -194,7 +241,8 @@ def phase_schedule(settings: PhaseSettings, start: int, end: int) -> CosineDecay
 
     "cosine" and "poly" (power 0.9, to 0) decay after `settings.warmup_epochs` of linear
     warm-up; "constant" with a warm-up rises the same way, then holds the rate (a poly decay
-    of power 0); "constant" without one needs no callback.
+    of power 0); "constant" without one needs no callback. `settings.lr_per_step` sets the
+    rate before every batch instead of every epoch.
 
     Args:
         settings: the phase's settings.
@@ -209,9 +257,11 @@ def phase_schedule(settings: PhaseSettings, start: int, end: int) -> CosineDecay
         >>> [round(phase_schedule(settings, 3, 7).rate(e), 3) for e in range(3, 7)]
         [0.1, 0.55, 1.0, 1.0]
     """
-    lr, warmup = settings.learning_rate, settings.warmup_epochs
+    lr, warmup, per_step = settings.learning_rate, settings.warmup_epochs, settings.lr_per_step
     if settings.lr_schedule == "cosine":
-        return CosineDecayEpochs(lr, start, end, warmup)
+        return CosineDecayEpochs(lr, start, end, warmup, per_step=per_step)
     if settings.lr_schedule == "poly":
-        return PolyDecayEpochs(lr, start, end, warmup=warmup)
-    return PolyDecayEpochs(lr, start, end, power=0.0, warmup=warmup) if warmup else None
+        return PolyDecayEpochs(lr, start, end, warmup=warmup, per_step=per_step)
+    if not warmup:
+        return None
+    return PolyDecayEpochs(lr, start, end, power=0.0, warmup=warmup, per_step=per_step)

@@ -26,11 +26,13 @@ the requested ones with them (`vggunet.training.resume.check_resume`):
   the kind of run (train/finetune); the other `CompileSettings` fields (the checkpoint's optimizer
   state, loss and metrics were built from them); the monitored quantity and its mode (`best.keras`
   and the best value were chosen by them); the learning rate, schedule, `warmup_epochs`,
-  `layerwise_lr`, unfreeze spec and `train_bn` of a phase under way (its optimizer state and
-  learning-rate curve were built on them; a silent switch would leave `log.csv` and `state.json`
-  describing a run that never happened); and anything of a phase that has ended. To go on with such
-  a change, start a new run from the checkpoint: `train(load_model(".../checkpoints/last.keras"),
-  ..., out_dir=<another folder>)`.
+  `lr_per_step`, `layerwise_lr`, unfreeze spec and `train_bn` of a phase under way (its
+  optimizer state and learning-rate curve were built on them; a silent switch would leave
+  `log.csv` and `state.json` describing a run that never happened); and anything of a phase
+  that has ended. To go on with such a change, start a new run from the checkpoint:
+  `train(load_model(".../checkpoints/last.keras"), ..., out_dir=<another folder>)`. A phase
+  setting that a `state.json` predates counts as its default there (the run trained that
+  way).
 
 `state.json` files of version 1 (written before the settings were recorded) hold the phases'
 epochs, learning rates and schedules and the monitor: those are compared as above; compile, run
@@ -117,7 +119,8 @@ class CompileSettings:
 
 _PHASE_NAMES = {"epochs": "epochs", "learning_rate": "learning_rate",
                 "lr_schedule": "lr_schedule", "train_bn": "train_bn",
-                "warmup_epochs": "warmup_epochs", "layerwise_lr": "layerwise_lr"}
+                "warmup_epochs": "warmup_epochs", "layerwise_lr": "layerwise_lr",
+                "lr_per_step": "lr_per_step"}
 
 
 def _checked_phase(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
@@ -131,6 +134,7 @@ def _checked_phase(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[
         "warmup_epochs": check_int(values["warmup_epochs"], names["warmup_epochs"], minimum=0),
         "layerwise_lr": check_number(values["layerwise_lr"], names["layerwise_lr"], low=0,
                                      high=1, low_open=True, allow_none=True),
+        "lr_per_step": check_bool(values["lr_per_step"], names["lr_per_step"]),
     }
 
 
@@ -142,9 +146,10 @@ class PhaseSettings:
         epochs: epochs of the phase (0 skips it).
         learning_rate: the phase's learning rate (> 0).
         lr_schedule: "constant", "cosine" (half a cosine from `learning_rate` towards 0 over
-            the phase, set per epoch; see `cosine_lr`) or "poly" (polynomial decay, power 0.9,
-            from `learning_rate` to 0 over the phase, set per epoch; see `poly_lr`), each
-            after the warm-up (`vggunet.training.schedules.phase_schedule`).
+            the phase; see `cosine_lr`) or "poly" (polynomial decay, power 0.9, from
+            `learning_rate` to 0 over the phase; see `poly_lr`), each after the warm-up and
+            set per epoch, or per batch with `lr_per_step`
+            (`vggunet.training.schedules.phase_schedule`).
         unfreeze: what the phase unfreezes (fine-tuning's phase 2: "topN", "encoder" or any
             `vggunet.freeze` spec); None: nothing.
         train_bn: let encoder BatchNorm layers train when unfreezing.
@@ -155,6 +160,9 @@ class PhaseSettings:
             stage, the bottleneck, decoder and head train at `learning_rate` and each stage
             below at F times the rate of the one above (`vggunet.training.layerwise`);
             None: one rate for all.
+        lr_per_step: set the scheduled rate before every batch (the schedule and the
+            warm-up run over steps, as in most segmentation code) instead of once per epoch;
+            with few long epochs the per-epoch rate moves in coarse stairs.
     """
 
     epochs: int = 10
@@ -164,6 +172,7 @@ class PhaseSettings:
     train_bn: bool = False
     warmup_epochs: int = 0
     layerwise_lr: float | None = None
+    lr_per_step: bool = False
 
     def __post_init__(self) -> None:
         _set(self, **_checked_phase(dataclasses.asdict(self), _PHASE_NAMES))
