@@ -17,6 +17,9 @@ Runs (`--run`), all two-phase `finetune` of a VGG16 U-Net through the public API
                                cap, poly, warmup, layerwise, unfreeze, batchnorm
     recipe-lovasz, recipe-ohem the recipe with that loss and no class weights (the imbalance
                                alternatives)
+    recipe-per-step            the recipe with its phase-2 rate set before every batch
+                               (`lr_per_step`) instead of every epoch; it trains the recipe's
+                               steps (its calibration is the recipe's)
 Budget: `--minutes` of this CPU's training time (default 40 for defaults/recipe, 15 for the
 others; the issue's budgets), a quarter for phase 1, turned into a number of steps per phase
 from step times measured with the machine to itself: `--calibrate` times 8 steps of each phase

@@ -26,9 +26,18 @@ ABLATIONS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
     "unfreeze": ({"unfreeze": "top2"}, {}, {}),
     "batchnorm": ({}, {}, {"decoder_batchnorm": False, "skip_batchnorm": False}),
 }
-ALTERNATIVES = {"lovasz": "lovasz", "ohem": "ohem"}
+_UNWEIGHTED = {"sample_weights": None, "max_weight": None}
+# Alternatives to an ingredient, as (finetune, data, model) changes: a loss that handles the
+# imbalance itself in place of the class weights; the rate set per batch instead of per epoch.
+ALTERNATIVES: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
+    "lovasz": ({"loss": "lovasz"}, _UNWEIGHTED, {}),
+    "ohem": ({"loss": "ohem"}, _UNWEIGHTED, {}),
+    "per-step": ({"lr_per_step": True}, {}, {}),
+}
 RUN_NAMES = ("defaults", "recipe", *(f"recipe-minus-{k}" for k in ABLATIONS),
              *(f"recipe-{k}" for k in ALTERNATIVES))
+# Runs whose steps cost what another run's do use its step times (and so train its steps).
+CALIBRATED_AS = {"recipe-per-step": "recipe"}
 
 
 def run_config(run: str) -> dict[str, dict[str, Any]]:
@@ -46,13 +55,13 @@ def run_config(run: str) -> dict[str, dict[str, Any]]:
         return {"finetune": {}, "data": {}, "model": {}}
     config = {target: recipe_keywords("photos", target)
               for target in ("finetune", "data", "model")}
-    if run.startswith("recipe-minus-"):
-        for target, change in zip(("finetune", "data", "model"),
-                                  ABLATIONS[run[len("recipe-minus-"):]]):
-            config[target].update(change)
-    elif run != "recipe":
-        config["finetune"]["loss"] = ALTERNATIVES[run[len("recipe-"):]]
-        config["data"].update(sample_weights=None, max_weight=None)
+    if run == "recipe":
+        return config
+    minus = run.startswith("recipe-minus-")
+    changes = (ABLATIONS[run[len("recipe-minus-"):]] if minus
+               else ALTERNATIVES[run[len("recipe-"):]])
+    for target, change in zip(("finetune", "data", "model"), changes):
+        config[target].update(change)
     return config
 
 
@@ -156,7 +165,7 @@ def merge_record(path: Path, key: str, record: dict[str, Any]) -> None:
 
 
 def read_calibration(run: str) -> dict[str, Any]:
-    """The step times `--calibrate` recorded for `run`.
+    """The step times `--calibrate` recorded for `run` (or the run it is `CALIBRATED_AS`).
 
     Args:
         run: one of `RUN_NAMES`.
@@ -169,6 +178,7 @@ def read_calibration(run: str) -> dict[str, Any]:
     """
     path = RESULTS / "photos_calibration.json"
     records = read_records(path)
+    run = CALIBRATED_AS.get(run, run)
     if run not in records:
         raise SystemExit(f"no step times for {run!r} in {path}: run `benchmarks/photos.py "
                          f"--calibrate --run {run}` first, with the machine otherwise idle")

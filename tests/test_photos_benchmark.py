@@ -34,6 +34,9 @@ def test_runs_are_the_recipe_the_defaults_or_one_ingredient_less():
         assert changed == expected and changed, ingredient
     lovasz = R.run_config("recipe-lovasz")
     assert lovasz["finetune"]["loss"] == "lovasz" and lovasz["data"]["sample_weights"] is None
+    assert lovasz["data"]["max_weight"] is None and lovasz["model"] == recipe["model"]
+    per_step = R.run_config("recipe-per-step")
+    assert per_step == {**recipe, "finetune": {**recipe["finetune"], "lr_per_step": True}}
     assert recipe["data"]["sample_weights"] == "inverse_sqrt_frequency"  # untouched
     assert R.run_config("recipe-minus-flip")["data"]["augment"] == "scale=0.5:2,jitter"
 
@@ -46,6 +49,9 @@ def test_a_run_without_step_times_says_how_to_calibrate(tmp_path, monkeypatch):
     R.merge_record(tmp_path / "photos_calibration.json", "defaults", {"step_seconds": [3, 4]})
     assert R.read_calibration("recipe-ohem")["step_seconds"] == [1, 2]  # kept by the merge
     assert R.read_calibration("defaults")["step_seconds"] == [3, 4]
+    # A run that costs what the recipe does trains the recipe's steps.
+    R.merge_record(tmp_path / "photos_calibration.json", "recipe", {"step_seconds": [5, 6]})
+    assert R.read_calibration("recipe-per-step")["step_seconds"] == [5, 6]
 
 
 @pytest.mark.skipif(not P.DATA.is_dir(), reason="the CCP photos are not here")
