@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -94,6 +95,15 @@ def test_old_module_paths_keep_their_names(module):
     loaded = importlib.import_module(module)
     missing = [name for name in OLD_MODULES[module] if not hasattr(loaded, name)]
     assert not missing, f"{module} lost {missing}"
+
+
+def test_every_top_level_module_is_an_attribute_of_the_package():
+    # `vggunet.plots_confusion.plot_confusion_matrix(...)` works after a bare `import vggunet`.
+    root = Path(vggunet.__file__).parent
+    names = {p.stem for p in root.glob("*.py") if not p.stem.startswith("_")}
+    names |= {p.name for p in root.iterdir() if (p / "__init__.py").is_file()}
+    assert names - vggunet._SUBMODULES == set()
+    assert callable(vggunet.plots_confusion.plot_confusion_matrix)
 
 
 def test_unknown_attribute_is_an_attribute_error():

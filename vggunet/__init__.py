@@ -53,11 +53,11 @@ _EXPORTS: dict[str, str] = {
 
 # Modules reachable as attributes (`vggunet.losses.DiceLoss`) without an explicit import.
 _SUBMODULES = frozenset({
-    "augment", "blocks", "checks", "cli", "data", "demo", "distribute", "encoders", "errors",
-    "evaluate", "export", "fileio", "freezing", "inference", "inspect", "layers", "losses",
-    "metrics", "models", "plots", "plots_volume", "precision", "predict", "saving", "training",
-    "transfer",
-    "unet", "unet3d", "volume_evaluation", "weights",
+    "augment", "blocks", "checks", "choices", "cli", "console", "data", "demo", "distribute",
+    "encoders", "errors", "evaluate", "export", "fileio", "freezing", "inference", "inspect",
+    "layers", "losses", "metrics", "models", "plots", "plots_confusion", "plots_volume",
+    "precision", "predict", "saving", "training", "transfer", "unet", "unet3d",
+    "volume_evaluation", "weights",
 })
 
 __all__ = sorted(_EXPORTS)

@@ -28,10 +28,10 @@ from keras import ops
 
 from vggunet._serializables import PACKAGE
 from vggunet.checks import check_choice, check_number
+from vggunet.choices import DATA_FORMATS
 from vggunet.errors import ArgumentError
 from vggunet.losses.base import SegmentationLoss, pixel_weights
 from vggunet.losses.overlap import _OverlapLoss
-from vggunet.models.unet3d import DATA_FORMATS
 
 __all__ = ["LAB_EPSILON", "SoftDiceLoss", "resolve_data_format", "volume_tensors"]
 
