@@ -620,8 +620,8 @@ def test_table_is_large_enough():
         assert case.error is not None or case.note, case.id  # a load row states its decision
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_api(case: Case, env: Env):
+def check_api_case(case: Case, env: Env) -> None:
+    """Runs a row through the Python API (the rule: module docstring)."""
     if case.setup:
         case.setup(env)
     if case.error is None:
@@ -635,6 +635,11 @@ def test_api(case: Case, env: Env):
     message = str(info.value)
     for fragment in _fragments(case, case.fragments, env):
         assert fragment in message, f"{case.id}: {fragment!r} not in {message!r}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_api(case: Case, env: Env):
+    check_api_case(case, env)
 
 
 def run_main(argv: list[str], capsys) -> tuple[int, str]:
@@ -659,14 +664,19 @@ def assert_one_line_error(code: int, err: str, fragments: list[str], command: st
     return lines[0]
 
 
-@pytest.mark.parametrize("case", CLI_CASES, ids=[c.id for c in CLI_CASES])
-def test_cli(case: Case, env: Env, capsys):
+def check_cli_case(case: Case, env: Env, capsys) -> None:
+    """Runs a row's command line in-process (the rule: module docstring)."""
     if case.setup:
         case.setup(env)
     argv = case.cli(env)
     code, err = run_main(argv, capsys)
     assert_one_line_error(code, err,
                           _fragments(case, case.cli_fragments or case.fragments, env), argv[0])
+
+
+@pytest.mark.parametrize("case", CLI_CASES, ids=[c.id for c in CLI_CASES])
+def test_cli(case: Case, env: Env, capsys):
+    check_cli_case(case, env, capsys)
 
 
 # A usage error found before TensorFlow loads and one found after it. A missing data folder as

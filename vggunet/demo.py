@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from vggunet.console import Say, resolve_say
-from vggunet.errors import MissingFileError, WriteError
-from vggunet.fileio import atomic_write
+from vggunet.errors import MissingFileError
+from vggunet.fileio import atomic_write, make_folder
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample" / "isbi"
 """The bundled sample: `image/N.png` (128×128 grey EM tiles) and `label/N.png` (0/255)."""
@@ -171,11 +171,7 @@ def run_demo(out_dir: str | os.PathLike = "runs/demo", *,
     start = time.perf_counter()
     say = resolve_say(verbose, say)
     out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise WriteError(exc.errno, f"cannot create the demo's output folder '{out}': "
-                                    f"{exc.strerror or exc}") from exc
+    make_folder(out, what="the demo's output folder ")
     keras.utils.set_random_seed(seed)
     train_ds, val_ds = _demo_datasets(sample_dir, crop, batch_size, seed, say)
     model = build_demo_model("vgg16", say=say)

@@ -24,8 +24,8 @@ from vggunet.inference.labels import scores_to_labels
 from vggunet.inference.multiscale import check_scales, predict_multiscale
 from vggunet.metrics import confusion_matrix, scores_from_confusion
 
-__all__ = ["evaluate", "format_scores", "output_data_format", "output_is_logits", "predict_labels",
-           "write_json_atomic"]
+__all__ = ["check_data_fits_model", "evaluate", "format_scores", "output_data_format",
+           "output_is_logits", "predict_labels", "write_json_atomic"]
 
 _EVAL_BATCH = 8
 """Images per forward pass when `evaluate` gets numpy arrays."""
@@ -66,6 +66,91 @@ def output_data_format(model: keras.Model) -> str:
         if data_format in ("channels_first", "channels_last"):
             return data_format
     return "channels_last"
+
+
+def _image_shape(data: Any, fixed_size: bool = False) -> tuple | None:
+    """The shape of the images `data` yields ((B, ...) with None where unknown), if it says.
+
+    A dataset of images of unknown size shows its first batch's when `fixed_size` (the model
+    takes one size only, and Keras would fail on that batch with a deep traceback)."""
+    spec = getattr(data, "element_spec", None)  # a tf.data.Dataset
+    if isinstance(spec, (tuple, list)) and spec and hasattr(spec[0], "shape"):
+        shape = spec[0].shape
+        if shape.rank is None:
+            return None
+        if fixed_size and None in shape.as_list()[1:-1] and hasattr(data, "take"):
+            for batch in data.take(1):
+                return (None, *tuple(batch[0].shape)[1:])
+        return tuple(shape.as_list())
+    if isinstance(data, (tuple, list)) and data and hasattr(data[0], "shape"):
+        return (None, *tuple(data[0].shape)[1:])  # arrays: the batch size is not the data's
+    return None
+
+
+def _class_count_problem(channels: int, num_classes: int | None) -> str:
+    """Why `num_classes` does not fit a model of `channels` outputs ("" if it does)."""
+    if num_classes is None or num_classes == channels or (channels == 1 and num_classes == 2):
+        return ""
+    return (f"outputs {channels} channel(s) (1 = a sigmoid for 2 classes) but num_classes="
+            f"{num_classes}")
+
+
+def check_data_fits_model(model: keras.Model, data: Any, *, num_classes: int | None = None,
+                          what: str = "data") -> None:
+    """Refuses, before any step runs, data the model cannot take: other channels, another
+    rank, or another size where the model's input has a fixed one; and a class count other
+    than the model's outputs. Data that does not say its shape (generators) is not checked.
+
+    Args:
+        model: a model with one image input.
+        data: a `tf.data.Dataset` or `(images, masks[, weights])` arrays (other data: only
+            the class count is checked).
+        num_classes: the classes the labels hold (None: not checked).
+        what: the data's name in the message, e.g. `"train_data"`.
+
+    Raises:
+        ArgumentError: what does not fit, naming both shapes.
+
+    Example:
+        >>> from vggunet import build_unet
+        >>> model = build_unet(input_size=(32, 32, 3), n_filters=2)
+        >>> check_data_fits_model(model, (np.zeros((2, 32, 32, 1)), np.zeros((2, 32, 32))))
+        Traceback (most recent call last):
+        ...
+        vggunet.errors.ArgumentError: data has images of shape (None, 32, 32, 1) but model
+        'unet' takes (None, 32, 32, 3): 1 channel(s), not 3 (read the images with channels=3,
+        CLI: --channels 3).
+    """
+    channels_first = output_data_format(model) == "channels_first"
+    outputs = int(model.output_shape[1 if channels_first else -1])
+    problem = _class_count_problem(outputs, num_classes)
+    if problem:
+        raise ArgumentError(f"model {model.name!r} {problem}; give the model's class count or "
+                            f"a model built for {num_classes} classes.")
+    inputs = getattr(model, "inputs", None)
+    if not inputs or len(inputs) != 1:
+        return
+    expected = tuple(inputs[0].shape)
+    spatial_dims = expected[2:] if channels_first else expected[1:-1]
+    shape = _image_shape(data, fixed_size=None not in spatial_dims)
+    if shape is None:
+        return
+    head = f"{what} has images of shape {shape} but model {model.name!r} takes {expected}"
+    if len(shape) != len(expected):
+        raise ArgumentError(f"{head}: {len(shape) - 2}D images for a {len(expected) - 2}D model.")
+    axis = 1 if channels_first else -1
+    got, want = shape[axis], expected[axis]
+    if got is not None and want is not None and got != want:
+        raise ArgumentError(f"{head}: {got} channel(s), not {want} (read the images with "
+                            f"channels={want}, CLI: --channels {want}).")
+    spatial = range(2, len(shape)) if channels_first else range(1, len(shape) - 1)
+    if any(shape[i] is not None and expected[i] is not None and shape[i] != expected[i]
+           for i in spatial):
+        size = "x".join(str(expected[i]) for i in spatial)
+        raise ArgumentError(f"{head}: the model has a fixed input size; resize or crop the "
+                            f"images to {size} (CLI: --size {size}, or --crop {size} when "
+                            f"training), or build the model for any size (input_shape=(None, "
+                            f"None, C)).")
 
 
 def predict_labels(probs: Any, *, from_logits: bool = False, threshold: float = 0.5) -> np.ndarray:
@@ -119,10 +204,8 @@ def _class_names(model: keras.Model, num_classes: int | None,
     if num_classes is None:
         num_classes = channels
     size = 2 if num_classes == 1 else int(num_classes)
-    if channels not in (1, size) and not (channels == 1 and size == 2):
-        raise ArgumentError(
-            f"model {model.name!r} outputs {channels} channel(s) but num_classes={num_classes}."
-        )
+    if _class_count_problem(channels, size):
+        raise ArgumentError(f"model {model.name!r} {_class_count_problem(channels, size)}.")
     if class_names is None:
         class_names = ["background", "foreground"] if channels == 1 else [
             f"class{i}" for i in range(size)
@@ -219,6 +302,7 @@ def evaluate(
         `pred_pixels` per class, `num_images`, `ignore_index`, `tta` and `scales`.
     """
     names = _class_names(model, num_classes, class_names)
+    check_data_fits_model(model, dataset, what="dataset")
     tta, scales = check_bool(tta, "tta"), check_scales(scales)
     cm, n_images = _confusion(model, dataset, len(names), ignore_index, threshold, verbose,
                               tta, scales)

@@ -37,7 +37,7 @@ import numpy as np
 
 from vggunet import choices
 from vggunet.errors import ExportError
-from vggunet.fileio import atomic_replace_dir, atomic_write, make_temp_dir
+from vggunet.fileio import atomic_replace_dir, atomic_write, make_folder, make_temp_dir
 from vggunet.transfer.inspect import all_layers
 
 FORMATS = choices.EXPORT_FORMATS
@@ -161,6 +161,10 @@ def _input_spec(model: keras.Model, fmt: str,
                 f"H×W dynamic)"
             )
         return (None, *shape[1:])
+    if isinstance(input_size, str) or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in input_size):
+        raise ExportError(f"input_size must be (H, W) of positive integers, e.g. (256, 256); "
+                          f"got {input_size!r}")
     size = tuple(int(v) for v in input_size)
     if len(shape) != 4 or len(size) != 2 or min(size) <= 0:
         raise ExportError(f"input_size must be (H, W) of positive integers for a 2D image "
@@ -326,6 +330,9 @@ def export_model(
     out = Path(out)
     if isinstance(model_or_path, keras.Model):
         model = model_or_path
+    elif not isinstance(model_or_path, (str, os.PathLike)):
+        raise ExportError(f"model_or_path must be a Keras model or the path of a .keras file, "
+                          f"got {type(model_or_path).__name__}")
     else:
         from vggunet.saving import load_model
 
@@ -333,7 +340,7 @@ def export_model(
     if len(model.input_shape) == 5:
         _check_volume_export(model, fmt, input_size)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(out.parent, what="the folder of the export ", error=ExportError)
     if fmt == "keras":
         from vggunet.saving import save_model
 

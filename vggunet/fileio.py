@@ -29,7 +29,9 @@ __all__ = [
     "make_temp_dir",
     "atomic_save_model",
     "atomic_write",
+    "check_destination",
     "fsync_dir",
+    "make_folder",
     "remove_stale_temps",
     "temp_path",
     "write_json_atomic",
@@ -69,12 +71,83 @@ def temp_path(path: Path) -> Path:
     return path.parent / f".{path.stem}.{uuid.uuid4().hex[:12]}{TEMP_MARK}{path.suffix}"
 
 
-def _fail(error: type[Exception], path: Path, exc: OSError, what: str) -> Exception:
-    message = (f"cannot write {what}'{path}': {exc.strerror or exc}; the previous "
-               f"'{path.name}' (if any) is kept")
-    if issubclass(error, OSError):
-        return error(exc.errno, message)
+def _error(error: type[Exception], errno: int | None, message: str) -> Exception:
+    """`error` with errno and message where it is an `OSError` (and not also a `ValueError`,
+    whose constructor would leave the errno unset and the message shown as a tuple)."""
+    if issubclass(error, OSError) and not issubclass(error, ValueError):
+        return error(errno, message)
     return error(message)
+
+
+def _blocking_file(path: Path) -> Path | None:
+    """The nearest ancestor of `path` (or `path` itself) that exists and is not a folder."""
+    for candidate in (path, *path.parents):
+        if candidate.exists() or candidate.is_symlink():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
+def make_folder(path: str | os.PathLike, *, what: str = "folder ", of: str = "",
+                error: type[Exception] = WriteError) -> Path:
+    """Creates folder `path` and its parents (nothing if it exists), with a message that says why
+    it cannot be created.
+
+    Args:
+        path: the folder.
+        what: a word for the message, e.g. `"run folder "`.
+        of: said after the path, e.g. `" for 'metrics.json'"`.
+        error: exception class raised on failure (called with errno and message when it is
+            an `OSError`).
+
+    Returns:
+        The folder's path.
+
+    Raises:
+        error: the folder cannot be created, e.g. because it or a parent is a file.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    except OSError as exc:
+        blocker = _blocking_file(path)
+        reason = (f"'{blocker}' is a file, not a folder" if blocker is not None
+                  else exc.strerror or str(exc))
+        raise _error(error, exc.errno, f"cannot create {what}'{path}'{of}: {reason}") from exc
+
+
+def check_destination(path: str | os.PathLike, *, what: str = "",
+                      error: type[Exception] = WriteError) -> Path:
+    """Checks before any work that a file can be written at `path`: it is not a folder and no
+    parent is a file (the writer creates missing folders).
+
+    Args:
+        path: where the file will go.
+        what: a word for the message, e.g. `"metrics "`.
+        error: exception class raised.
+
+    Returns:
+        The path.
+
+    Raises:
+        error: `path` is a folder, or a parent of it is a file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise _error(error, None, f"cannot write {what}'{path}': it is a folder")
+    blocker = _blocking_file(path.parent)
+    if blocker is not None:
+        raise _error(error, None, f"cannot write {what}'{path}': '{blocker}' is a file, "
+                                  f"not a folder")
+    return path
+
+
+def _fail(error: type[Exception], path: Path, exc: OSError, what: str) -> Exception:
+    reason = exc.strerror or str(exc)
+    if path.is_dir():
+        reason = "it is a folder"
+    return _error(error, exc.errno, f"cannot write {what}'{path}': {reason}; the previous "
+                                    f"'{path.name}' (if any) is kept")
 
 
 def _commit(tmp: Path, path: Path) -> None:
@@ -91,10 +164,7 @@ def _write_via_temp(
     what: str,
 ) -> Path:
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _fail(error, path, exc, what) from exc
+    make_folder(path.parent, what="the folder ", of=f" for {what}'{path.name}'", error=error)
     tmp = temp_path(path)
     try:
         produce(tmp)
@@ -230,7 +300,7 @@ def make_temp_dir(beside: str | os.PathLike) -> Path:
         The new folder (`.<name>.<hex>.vgtmp`).
     """
     beside = Path(beside)
-    beside.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(beside.parent)
     folder = beside.parent / f".{beside.name}.{uuid.uuid4().hex[:12]}{TEMP_MARK}"
     folder.mkdir()
     return folder

@@ -67,6 +67,10 @@ def load_model(path: str | os.PathLike, *, compile: bool = True,
     """
     register_all()  # custom layers, losses and metrics, in case Keras was imported just now
     path = Path(path)
+    if path.is_dir():
+        saved = " (a SavedModel export: load it with tf.saved_model.load)" if (
+            path / "saved_model.pb").is_file() else ""
+        raise ModelFileError(f"'{path}' is a folder, not a .keras model file{saved}.")
     if not path.is_file():
         raise MissingFileError(f"Model file not found: '{path}'.")
     if path.suffix != ".keras":

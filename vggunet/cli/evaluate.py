@@ -18,8 +18,13 @@ from vggunet.errors import CliError
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from vggunet.data import make_dataset
     from vggunet.evaluate import evaluate
+    from vggunet.fileio import check_destination
     from vggunet.saving import load_model
 
+    # Before any scoring: a destination that cannot be written would waste the evaluation.
+    for flag, path in (("--out", args.out), ("--confusion", args.confusion)):
+        if path:
+            check_destination(path, what=f"{flag} ", error=CliError)
     model = load_model(args.model, compile=False)
     if is_volume_model(model):
         if args.scales is not None or args.confusion:
@@ -28,11 +33,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.slices:
         raise CliError("--slices of evaluate is for volume models")
     split = args.split
-    if split == "auto" and args.data and not (args.images or args.masks or args.pairs):
+    if args.data and not (args.images or args.masks or args.pairs):
         from vggunet.data import discover_layout
 
-        splits = discover_layout(args.data).splits
-        split = next((s for s in ("test", "val") if s in splits), "all")
+        layout = discover_layout(args.data)
+        if split == "auto":
+            split = next((s for s in ("test", "val") if s in layout.splits), "all")
+        elif split != "all" and split not in layout.splits and layout.kind == "folders":
+            # Training may take a flat folder as any split; scoring it as "test" would
+            # silently include the images a model was trained on.
+            raise CliError(f"--split {split}: {layout.root} has no {split} split (a two-folder "
+                           f"layout); give --split all to score all its images")
     pairs = _pairs_of(args.data, args.images, args.masks, split, pairs=args.pairs)
     if pairs is None:
         raise CliError("no data: give --data DIR, --images DIR --masks DIR or --pairs FILE")

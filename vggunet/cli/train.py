@@ -156,7 +156,13 @@ def _build_for_training(args: argparse.Namespace) -> Any:
     from vggunet.saving import load_model
 
     if getattr(args, "model", None):
-        return load_model(args.model, compile=False)
+        model = load_model(args.model, compile=False)
+        if not is_volume_run(args):
+            from vggunet.evaluate import check_data_fits_model
+
+            # The masks were checked against --num-classes: the model must predict as many.
+            check_data_fits_model(model, None, num_classes=args.num_classes)
+        return model
     return build_volume_model(args) if is_volume_run(args) else build_model_from_args(args)
 
 

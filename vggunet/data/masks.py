@@ -217,13 +217,15 @@ def check_mask_values(mask: np.ndarray, path: str | os.PathLike, num_classes: in
     Args:
         mask: int (H, W) class indices.
         path: its file, for the message.
-        num_classes: classes are 0..num_classes-1.
+        num_classes: classes are 0..num_classes-1 (1: a binary model's 0 and 1).
         ignore_index: a label allowed besides the classes.
 
     Raises:
         DataError: values out of range; the message names them, the first position, the pixel
             count, and the likely fix for a 0/255 binary mask.
     """
+    # One class is a binary sigmoid model: its masks hold 0 and 1, as the losses read them.
+    num_classes = 2 if num_classes == 1 else num_classes
     bad = (mask < 0) | (mask >= num_classes)
     if ignore_index is not None:
         bad &= mask != ignore_index
@@ -233,7 +235,8 @@ def check_mask_values(mask: np.ndarray, path: str | os.PathLike, num_classes: in
         ign = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
         hint = ""
         if num_classes == 2 and set(values.tolist()) <= {255}:
-            hint = "; a 0/255 binary mask needs mask_format='binary'"
+            hint = ("; a 0/255 binary mask needs mask_format='binary' (CLI: --mask-format "
+                    "binary)")
         raise DataError(f"mask {path} has value(s) {_short_list([str(v) for v in values])} "
                         f"outside the valid class range 0..{num_classes - 1}{ign} "
                         f"(first at row {y}, col {x}; {int(bad.sum())} pixels){hint}")

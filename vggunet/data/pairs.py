@@ -95,7 +95,7 @@ def _detect_suffix(image_stems: set[str], mask_stems: Iterable[str], mask_dir: P
     if len(winners) > 1:
         raise DataError(f"cannot tell which mask-name suffix is used in {mask_dir}: "
                         f"{', '.join(map(repr, winners))} each pair {best} masks; "
-                        "pass mask_suffix= explicitly")
+                        "pass mask_suffix= explicitly (CLI: list the pairs in a --pairs file)")
     return winners[0]
 
 
@@ -162,7 +162,8 @@ def find_pairs(image_dir: str | Path, mask_dir: str | Path,
             parts.append(f"{len(names)} mask(s) in {mask_dir} have no image in {image_dir}: "
                          f"{_short_list(names)}")
         hint = (f" (mask names are matched as <image stem>{mask_suffix}.<ext>; "
-                "set mask_suffix= if that is wrong)")
+                "set mask_suffix= if that is wrong, or on the CLI list the pairs in a --pairs "
+                "file)")
         raise DataError("; ".join(parts) + hint)
     return [(images[s], by_image_stem[s]) for s in sorted(images, key=_natural_key)]
 

@@ -176,7 +176,8 @@ def _check_data(pairs: list[Pair], plan: _Plan, validate: bool, batch_size: int
         (s1, p1), (s2, p2) = list(info.size_examples.items())[:2]
         raise DataError(f"images have different sizes ({p1} is {s1[0]}x{s1[1]}, {p2} is "
                         f"{s2[0]}x{s2[1]}, {len(info.image_sizes)} sizes in all) and "
-                        "cannot be batched; pass size= or crop=, or batch_size=1")
+                        "cannot be batched; pass size= or crop=, or batch_size=1 (CLI: --size "
+                        "HxW, --crop HxW or --batch-size 1)")
     if plan.sample_weights is None:
         return None
     # Border weights use median-frequency class weights as their w_c term.

@@ -35,6 +35,18 @@ def _checked_channels(model: Any, image: Any, source: Path | str | os.PathLike,
         )
 
 
+def _checked_class_names(model: Any, class_names: Sequence[str] | None) -> None:
+    """Refuses a legend whose names do not match the model's classes (1 output: 2 classes)."""
+    if class_names is None:
+        return
+    outputs = int(model.output_shape[-1])
+    classes = 2 if outputs == 1 else outputs
+    if len(class_names) != classes:
+        raise PredictionError(f"class_names has {len(class_names)} names but model "
+                              f"{model.name!r} predicts {classes} classes; give one name per "
+                              f"class (CLI: --class-names).")
+
+
 def _displayed(image: Any) -> Any:
     """What an overlay shows of a C-channel image: C = 2 its first channel, C > 4 the first 3."""
     if image.ndim == 3 and image.shape[-1] == 2:
@@ -74,6 +86,7 @@ def predict_image_file(model: Any, source: str | os.PathLike, mask_path: str | o
     Returns:
         The written paths: the mask, then the overlay if any.
     """
+    _checked_class_names(model, class_names)
     image = read_image(source, channels)
     _checked_channels(model, image, source, channels)
     if tile is None:
@@ -158,10 +171,14 @@ def predict_folder(model: Any, input_dir: str | os.PathLike, output_dir: str | o
     options = dict(tile=None if tile is None else _pair(tile, "tile"), overlap=overlap, tta=tta,
                    mirror_pad=_check_mirror_pad(mirror_pad), channels=channels,
                    from_logits=from_logits, palette=palette, class_names=class_names)
-    output_dir = Path(output_dir)
-    _make_output_folder(output_dir)
+    _checked_class_names(model, class_names)
     sources = sorted(p for p in input_dir.iterdir()
                      if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not sources:
+        raise PredictionError(f"input folder '{input_dir}' has no images (files ending in "
+                              f"{', '.join(sorted(IMAGE_SUFFIXES))}).")
+    output_dir = Path(output_dir)
+    _make_output_folder(output_dir)
     plan = _plan_outputs(sources, output_dir.resolve(), overlay)
     written: list[Path] = []
     with Progress(len(plan), unit="image", verbose=verbose) as progress:

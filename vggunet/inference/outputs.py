@@ -11,17 +11,13 @@ import numpy as np
 
 from vggunet.checks import check_number
 from vggunet.errors import DataError, OutputError, PredictionError
-from vggunet.fileio import atomic_write
+from vggunet.fileio import atomic_write, make_folder
 from vggunet.inference.predict import _check_finite
 
 
 def _make_output_folder(folder: Path) -> None:
     """Creates `folder` (and its parents) or raises `OutputError` naming it."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OutputError(f"cannot create the output folder '{folder}': "
-                          f"{error.strerror or error}") from error
+    make_folder(folder, what="the output folder ", error=OutputError)
 
 
 def _prepare_folder(path: Path) -> None:

@@ -87,7 +87,10 @@ def _prepare(image: Any, channels: int, what: str = "image") -> np.ndarray:
             f"sizes as a list, not as one array."
         )
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-        raise PredictionError(f"{what} must hold numbers, got dtype {array.dtype}.")
+        hint = (f" ({array.item()!r} looks like a path: read the file first, e.g. with "
+                f"vggunet.data.read_image, or use predict_image_file)"
+                if array.ndim == 0 and array.dtype.kind in "US" else "")
+        raise PredictionError(f"{what} must hold numbers, got dtype {array.dtype}{hint}.")
     if array.ndim == 2:
         array = array[..., np.newaxis]
     if array.ndim != 3:

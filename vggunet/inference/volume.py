@@ -128,7 +128,10 @@ def _resolve_standardize(standardize: Any) -> Standardize:
 def _prepare_volume(volume: Any, channels: int) -> np.ndarray:
     array = np.asarray(volume)
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-        raise PredictionError(f"volume must hold numbers, got dtype {array.dtype}.")
+        hint = (f" ({array.item()!r} looks like a path: read the file first, e.g. with "
+                f"vggunet.data.read_volume)" if array.ndim == 0 and array.dtype.kind in "US"
+                else "")
+        raise PredictionError(f"volume must hold numbers, got dtype {array.dtype}{hint}.")
     if array.ndim == 3:
         array = array[..., np.newaxis]
     if array.ndim != 4 or 0 in array.shape:

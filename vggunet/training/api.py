@@ -32,7 +32,7 @@ from vggunet.training.settings import (
     FINETUNE_PHASE1, FINETUNE_PHASE2, TRAIN_PHASE, CompileSettings, DataSettings, PhaseSettings,
     RunSettings,
 )
-from vggunet.transfer.freezing import FreezeReport, freeze, top_blocks
+from vggunet.transfer.freezing import FreezeReport, freeze, select_layers, top_blocks
 from vggunet.transfer.freezing import unfreeze as _unfreeze
 
 __all__ = ["finetune", "prepare_phase2", "train"]
@@ -289,7 +289,8 @@ def finetune(model: ModelOrFactory, train_data: Any, val_data: Any = None, *,
         Phase(1, "frozen encoder", first, lambda m: freeze(m, "encoder"), "freeze encoder"),
         Phase(2, "fine-tune", second,
               lambda m: prepare_phase2(m, unfreeze, train_bn=train_bn),
-              f"unfreeze {spec_text}, train_bn={train_bn}"),
+              f"unfreeze {spec_text}, train_bn={train_bn}",
+              check=lambda m: select_layers(m, _phase2_spec(m, unfreeze))),
     ]
     return _run("finetune", model, train_data, val_data, phases, out_dir, settings,
                 {"phase1_epochs": phase1_epochs, "phase2_epochs": phase2_epochs,

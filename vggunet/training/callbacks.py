@@ -16,9 +16,9 @@ from typing import Any, Callable, Sequence
 import keras
 import numpy as np
 
-from vggunet.checks import check_int
+from vggunet.checks import check_int, did_you_mean
 from vggunet.console import Say, resolve_say
-from vggunet.errors import CheckpointError
+from vggunet.errors import ArgumentError, CheckpointError
 from vggunet.fileio import atomic_copy, atomic_save_model
 from vggunet.training.batchnorm import recalibrate_batchnorm
 from vggunet.training.schedules import current_lr
@@ -26,6 +26,7 @@ from vggunet.training.schedules import current_lr
 __all__ = [
     "AtomicCheckpoint",
     "BatchNormRecalibration",
+    "MonitorCheck",
     "NaNGuard",
     "PhaseTag",
     "is_finite",
@@ -229,6 +230,34 @@ def _better(mode: str, current: float, best: float | None) -> bool:
     if best is None:
         return True
     return current < best if mode == "min" else current > best
+
+
+class MonitorCheck(keras.callbacks.Callback):
+    """Refuses, after the first training batch, a monitored quantity the run does not log.
+
+    A misspelt monitor would otherwise train to the end with `best.keras` never improving and
+    early stopping never firing. The batch logs hold the training quantities; "val_X" is
+    checked through its "X" (validation only runs at the epoch's end).
+
+    Args:
+        monitor: the monitored quantity (as resolved by `resolve_monitor`).
+    """
+
+    def __init__(self, monitor: str) -> None:
+        super().__init__()
+        self.monitor, self.checked = monitor, False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.checked or not logs:
+            return
+        self.checked = True
+        prefix = "val_" if self.monitor.startswith("val_") else ""
+        base = self.monitor[len(prefix):]
+        if base not in logs:
+            names = [prefix + key for key in logs if not key.startswith("val_")]
+            raise ArgumentError(f"monitor {self.monitor!r} is not a quantity this run logs; "
+                                f"it logs {', '.join(sorted(names))}."
+                                f"{did_you_mean(self.monitor, names)}")
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):

@@ -26,6 +26,7 @@ from typing import Any
 
 from vggunet.console import Say, resolve_say
 from vggunet.errors import RunLockedError
+from vggunet.fileio import make_folder
 
 try:  # POSIX
     import fcntl
@@ -91,7 +92,7 @@ class RunLock:
 
     def _open_locked(self) -> int:
         """Opens the lock file and takes its OS lock; the file must still be the one named."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent, what="the run folder ")
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             if not _os_lock(fd):

@@ -31,10 +31,11 @@ import numpy as np
 
 from vggunet.console import Say, resolve_say
 from vggunet.errors import ArgumentError
+from vggunet.fileio import make_folder
 from vggunet.saving import load_model
 from vggunet.training.callbacks import (
-    AtomicCheckpoint, BatchNormRecalibration, NaNGuard, PhaseTag, resolve_mode, resolve_monitor,
-    tensorboard_callback,
+    AtomicCheckpoint, BatchNormRecalibration, MonitorCheck, NaNGuard, PhaseTag, resolve_mode,
+    resolve_monitor, tensorboard_callback,
 )
 from vggunet.training.checkpoint import copy_into, load_for_resume, trainable_flags
 from vggunet.training.compiling import compile_model
@@ -43,6 +44,7 @@ from vggunet.training.distribute import (
     strategy_scope, worker_dir,
 )
 from vggunet.training.lock import RunLock
+from vggunet.training.preflight import check_before_training
 from vggunet.training.resume import check_resume, settings_record
 from vggunet.training.layerwise import apply_layerwise_lr
 from vggunet.training.schedules import phase_schedule
@@ -97,6 +99,8 @@ class Phase:
         settings: epochs, learning rate, schedule.
         setup: sets the phase's trainable flags on a model; returns a report or None.
         spec: what `setup` does, in words (recorded in `state.json`).
+        check: raises if `setup` cannot work on the model (an unfreeze spec that matches no
+            layer), without changing it; run before any phase trains. None: nothing to check.
     """
 
     number: int
@@ -104,6 +108,7 @@ class Phase:
     settings: PhaseSettings
     setup: Callable[[keras.Model], FreezeReport | None]
     spec: str
+    check: Callable[[keras.Model], Any] | None = None
 
 
 def _keras_shuffles(data: Any) -> bool:
@@ -300,7 +305,7 @@ class _Session:
                                       on_saved=self._on_saved, say=self.say)
         # The log row goes before the checkpoint and state.json: a crash between the two then
         # leaves a row that resume drops (and redoes), never a completed epoch without its row.
-        cbs: list[Any] = [guard, PhaseTag(phase.number),
+        cbs: list[Any] = [guard, MonitorCheck(self.monitor), PhaseTag(phase.number),
                           keras.callbacks.CSVLogger(str(self.paths.log), append=self.append_log),
                           checkpoint]
         self.append_log = True
@@ -353,7 +358,7 @@ class _Session:
         Returns:
             The `TrainResult`.
         """
-        self.paths.checkpoints.mkdir(parents=True, exist_ok=True)
+        make_folder(self.paths.checkpoints, what="the checkpoint folder ")
         remove_leftovers(self.paths)
         self._open_state(resume)
         if self.state.get("finished") and self.state.get("stopped_reason") == "early_stopping":
@@ -423,6 +428,7 @@ def run_session(
     lock = RunLock(out_dir, say=resolve_say(run.verbose, say)) if chief else None
     with lock or contextlib.nullcontext():
         working = build_in_scope(model, strategy)
+        check_before_training(working, train_data, val_data, phases, compile)
         run_dir = worker_dir(out_dir, strategy, resume=resume)
         session = _Session(working, distribute_dataset(train_data, strategy),
                            distribute_dataset(val_data, strategy), phases, kind=kind,

@@ -8,6 +8,7 @@ from typing import IO
 
 import keras
 
+from vggunet.checks import check_choice
 from vggunet.models.roles import ROLES, recorded_roles  # noqa: F401  ROLES: public here too
 
 
@@ -175,7 +176,12 @@ def format_layers(model: keras.Model, roles: tuple[str, ...] | None = None) -> s
 
     Returns:
         The table as a string.
+
+    Raises:
+        ArgumentError: an unknown role (the valid ones and the closest named).
     """
+    if roles is not None:
+        roles = tuple(check_choice(role.strip(), ROLES, "role") for role in roles)
     rows = [r for r in layer_table(model) if roles is None or r.role in roles]
     header = ("#", "name", "backbone #", "class", "trainable", "output shape", "params", "role")
     cells = [
