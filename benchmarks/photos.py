@@ -48,6 +48,9 @@ on machines without bfloat16 can be compared with a float32 run of the reference
     .venv/bin/python benchmarks/photos.py --run recipe --minutes 15 --precision float32
     .venv/bin/python benchmarks/photos.py --run recipe --minutes 1 --limit 16   # smoke test
     (a `--limit` run times its own steps instead of reading the calibration)
+    .venv/bin/python benchmarks/photos.py --run recipe-minus-cap --score-finished run.log
+    (scores a run whose training finished but whose scoring failed: the model from the run
+    folder's last.keras, the times from Keras's epoch lines in its console output)
 """
 
 from __future__ import annotations
@@ -257,8 +260,50 @@ def held_out_scores(model: Any, pairs: list) -> dict[str, Any]:
     }
 
 
+def finished_training(out: Path, train_log: Path, steps_per_epoch: int) -> tuple[Any, dict]:
+    """The trained model and training figures of a run whose training finished, read back from
+    its folder and its console log, for scoring it again without training (`--score-finished`).
+
+    Args:
+        out: the run folder (its `state.json` must say the run finished).
+        train_log: the run's console output: Keras's per-epoch lines (`25/25 - 463s - ...`)
+            give each epoch's wall time.
+        steps_per_epoch: steps per epoch.
+
+    Returns:
+        (model from `checkpoints/last.keras`, the record's training fields).
+
+    Raises:
+        SystemExit: the run did not finish, or the log lacks an epoch's line.
+    """
+    import json
+    import re
+
+    import vggunet
+
+    state = json.loads((out / "state.json").read_text())
+    if not state.get("finished"):
+        raise SystemExit(f"{out}: training did not finish; run it again instead")
+    seconds = [float(m) for m in re.findall(rf"^{steps_per_epoch}/{steps_per_epoch} - "
+                                            r"(\d+(?:\.\d+)?)s - ", train_log.read_text(),
+                                            re.MULTILINE)]
+    epochs = [int(p["end_epoch"]) - int(p["start_epoch"]) for p in state["phases"]]
+    if len(seconds) != sum(epochs):
+        raise SystemExit(f"{train_log}: {len(seconds)} epoch lines for {sum(epochs)} epochs")
+    phase_seconds = [sum(seconds[:epochs[0]]), sum(seconds[epochs[0]:])]
+    return vggunet.load_model(out / "checkpoints" / "last.keras"), {
+        "steps_done": [e * steps_per_epoch for e in epochs],
+        "phase_seconds": [round(s, 1) for s in phase_seconds],
+        "epochs_completed": int(state["completed_epochs"]),
+        "stopped": state["stopped_reason"], "train_wall_s": round(sum(seconds), 1),
+        "scored_later": f"scored from checkpoints/last.keras; times from Keras's epoch lines "
+                        f"in {train_log.name}",
+    }
+
+
 def run_once(run: str, seed: int, minutes: float, limit: int | None,
-             steps_per_epoch: int, precision: str = "auto") -> dict[str, Any]:
+             steps_per_epoch: int, precision: str = "auto",
+             train_log: Path | None = None) -> dict[str, Any]:
     """Trains one run within the budget and scores it on the held-out photos.
 
     Args:
@@ -269,6 +314,8 @@ def run_once(run: str, seed: int, minutes: float, limit: int | None,
         steps_per_epoch: steps per epoch.
         precision: the model's precision; the step budget is the "auto" calibration's either
             way, so runs in another precision train for the same steps.
+        train_log: instead of training, score the finished run in the run's folder, its
+            times read from this console log (`finished_training`).
 
     Returns:
         The run's record for the JSON file.
@@ -281,7 +328,7 @@ def run_once(run: str, seed: int, minutes: float, limit: int | None,
     config = run_config(run)
     weights, weights_name = encoder_weights()
     train_pairs, held = split_pairs(limit)
-    data = train_data(train_pairs, config, seed)
+    data = train_data(train_pairs, config, seed) if train_log is None else None
     load_before = [round(v, 2) for v in os.getloadavg()]
     calibration = read_calibration(run) if limit is None else None
     steps = calibration["step_seconds"] if calibration else step_seconds(config, weights, data,
@@ -290,31 +337,35 @@ def run_once(run: str, seed: int, minutes: float, limit: int | None,
     print(f"{run} seed {seed}: {weights_name} weights, {len(train_pairs)} training / "
           f"{len(held)} held-out photos; {steps[0]:.2f} / {steps[1]:.2f} s per step; "
           f"epochs {epochs[0]} + {epochs[1]} of {steps_per_epoch} steps in {minutes:g} min")
-    keras.utils.set_random_seed(seed)
-    clock = make_clock([float("inf")] * 2, skip_first=False)  # the budget is in steps
     out = RUNS / (record_key(run, seed, minutes, precision).replace("/", "_")
                   + (f"_limit{limit}" if limit else ""))
-    result = vggunet.finetune(
-        build_model(config, weights, precision), data, out_dir=out, **config["finetune"],
-        phase1_epochs=epochs[0], phase2_epochs=epochs[1], steps_per_epoch=steps_per_epoch,
-        tensorboard=False, verbose=2, callbacks=[clock])
+    if train_log is not None:
+        model, trained = finished_training(out, train_log, steps_per_epoch)
+    else:
+        keras.utils.set_random_seed(seed)
+        clock = make_clock([float("inf")] * 2, skip_first=False)  # the budget is in steps
+        result = vggunet.finetune(
+            build_model(config, weights, precision), data, out_dir=out, **config["finetune"],
+            phase1_epochs=epochs[0], phase2_epochs=epochs[1], steps_per_epoch=steps_per_epoch,
+            tensorboard=False, verbose=2, callbacks=[clock])
+        model, trained = result.model, {
+            "steps_done": [len(t) for t in clock.steps],
+            "phase_seconds": [round(s, 1) for s in clock.phase_seconds],
+            "epochs_completed": result.epochs_completed, "stopped": result.stopped_reason,
+            "train_wall_s": round(result.wall_time_s, 1)}
     record = {
         "run": run, "seed": seed, "weights": weights_name, "minutes": minutes,
         "n_train": len(train_pairs), "n_held_out": len(held), "size": list(SIZE),
         "crop": list(CROP), "batch": BATCH, "steps_per_epoch": steps_per_epoch,
         "settings": config,
         "step_seconds": [round(s, 3) for s in steps], "planned_epochs": epochs,
-        "calibration": calibration,
-        "steps_done": [len(t) for t in clock.steps],
-        "phase_seconds": [round(s, 1) for s in clock.phase_seconds],
-        "epochs_completed": result.epochs_completed, "stopped": result.stopped_reason,
-        "train_wall_s": round(result.wall_time_s, 1), "load_before": load_before,
+        "calibration": calibration, **trained, "load_before": load_before,
         "load_after": [round(v, 2) for v in os.getloadavg()],
         "keras": keras.__version__, "python": platform.python_version(),
         "precision": precision, "policy": resolve_precision(precision),
         "cpu_bfloat16": cpu_has_bfloat16(),
     }
-    record["held_out"] = held_out_scores(result.model, held)
+    record["held_out"] = held_out_scores(model, held)
     return record
 
 
@@ -360,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the model's precision (default auto: mixed_bfloat16 on an "
                              "AVX512-BF16 CPU, float32 elsewhere); another than auto gets its "
                              "own results key, and the same step budget")
+    parser.add_argument("--score-finished", metavar="LOG", type=Path, default=None,
+                        help="score the run's finished training without training again (after "
+                             "scoring failed); LOG: the run's console output, for its times")
     parser.add_argument("--calibrate", action="store_true",
                         help="time the run's steps (machine otherwise idle) instead of running it")
     args = parser.parse_args(argv)
@@ -371,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     minutes = args.minutes or default_minutes(args.run)
     record = run_once(args.run, args.seed, minutes, args.limit, args.steps_per_epoch,
-                      args.precision)
+                      args.precision, train_log=args.score_finished)
     path = RESULTS / ("photos_smoke.json" if args.limit else "photos.json")
     merge_record(path, record_key(args.run, args.seed, minutes, args.precision), record)
     scores = record["held_out"]

@@ -116,3 +116,33 @@ def test_docstring_examples_of_the_bookkeeping_hold():
     for module in (R, photos_report):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_a_finished_run_is_read_back_for_scoring(tmp_path):
+
+    from conftest import one_block_unet
+    from vggunet import save_model
+
+    out = tmp_path / "run"
+    save_model(one_block_unet(), out / "checkpoints" / "last.keras")
+    phases = [{"phase": 1, "start_epoch": 0, "end_epoch": 2},
+              {"phase": 2, "start_epoch": 2, "end_epoch": 5}]
+    state = {"finished": True, "completed_epochs": 5, "stopped_reason": "completed",
+             "phases": phases}
+    (out / "state.json").write_text(json.dumps(state))
+    log = tmp_path / "run.log"
+    log.write_text("Epoch 1/2\n25/25 - 463s - 19s/step - loss: 2.5\nEpoch 2/2\n"
+                   "25/25 - 363s - 15s/step - loss: 2.2\nPhase 2 ...\n"
+                   + "".join(f"25/25 - {s}s - 20s/step - loss: 2.0\n" for s in (500, 600.5, 700)))
+    model, trained = P.finished_training(out, log, 25)
+    assert model.output_shape[-1] == 2
+    assert trained["steps_done"] == [50, 75] and trained["epochs_completed"] == 5
+    assert trained["phase_seconds"] == [826.0, 1800.5] and trained["train_wall_s"] == 2626.5
+    assert "run.log" in trained["scored_later"]
+    (out / "state.json").write_text(json.dumps({**state, "finished": False}))
+    with pytest.raises(SystemExit, match="did not finish"):
+        P.finished_training(out, log, 25)
+    (out / "state.json").write_text(json.dumps(state))
+    log.write_text("25/25 - 463s - x\n")
+    with pytest.raises(SystemExit, match="1 epoch lines for 5 epochs"):
+        P.finished_training(out, log, 25)
