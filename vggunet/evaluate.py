@@ -204,8 +204,9 @@ def _class_names(model: keras.Model, num_classes: int | None,
     if num_classes is None:
         num_classes = channels
     size = 2 if num_classes == 1 else int(num_classes)
-    if _class_count_problem(channels, size):
-        raise ArgumentError(f"model {model.name!r} {_class_count_problem(channels, size)}.")
+    problem = _class_count_problem(channels, size)
+    if problem:
+        raise ArgumentError(f"model {model.name!r} {problem}.")
     if class_names is None:
         class_names = ["background", "foreground"] if channels == 1 else [
             f"class{i}" for i in range(size)
