@@ -46,6 +46,8 @@ on machines without bfloat16 can be compared with a float32 run of the reference
     .venv/bin/python benchmarks/photos.py --run recipe-minus-poly
     .venv/bin/python benchmarks/photos.py --run recipe --minutes 15   # the ablations' reference
     .venv/bin/python benchmarks/photos.py --run recipe --minutes 15 --precision float32
+    .venv/bin/python benchmarks/photos.py --run recipe --minutes 15 --precision float32 \
+        --steps-as recipe-minus-jitter     # the recipe at an ablation's steps (its own key)
     .venv/bin/python benchmarks/photos.py --run recipe --minutes 1 --limit 16   # smoke test
     (a `--limit` run times its own steps instead of reading the calibration)
     .venv/bin/python benchmarks/photos.py --run recipe-minus-cap --score-finished run.log
@@ -303,7 +305,7 @@ def finished_training(out: Path, train_log: Path, steps_per_epoch: int) -> tuple
 
 def run_once(run: str, seed: int, minutes: float, limit: int | None,
              steps_per_epoch: int, precision: str = "auto",
-             train_log: Path | None = None) -> dict[str, Any]:
+             train_log: Path | None = None, steps_as: str | None = None) -> dict[str, Any]:
     """Trains one run within the budget and scores it on the held-out photos.
 
     Args:
@@ -316,6 +318,8 @@ def run_once(run: str, seed: int, minutes: float, limit: int | None,
             way, so runs in another precision train for the same steps.
         train_log: instead of training, score the finished run in the run's folder, its
             times read from this console log (`finished_training`).
+        steps_as: train the steps that this run's calibration gives (None: `run`'s own), so
+            that two runs can be compared at the same steps.
 
     Returns:
         The run's record for the JSON file.
@@ -330,14 +334,14 @@ def run_once(run: str, seed: int, minutes: float, limit: int | None,
     train_pairs, held = split_pairs(limit)
     data = train_data(train_pairs, config, seed) if train_log is None else None
     load_before = [round(v, 2) for v in os.getloadavg()]
-    calibration = read_calibration(run) if limit is None else None
+    calibration = read_calibration(steps_as or run) if limit is None else None
     steps = calibration["step_seconds"] if calibration else step_seconds(config, weights, data,
                                                                          seed, steps=4)
     epochs = plan_epochs(minutes, steps, steps_per_epoch)
     print(f"{run} seed {seed}: {weights_name} weights, {len(train_pairs)} training / "
           f"{len(held)} held-out photos; {steps[0]:.2f} / {steps[1]:.2f} s per step; "
           f"epochs {epochs[0]} + {epochs[1]} of {steps_per_epoch} steps in {minutes:g} min")
-    out = RUNS / (record_key(run, seed, minutes, precision).replace("/", "_")
+    out = RUNS / (record_key(run, seed, minutes, precision, steps_as).replace("/", "_")
                   + (f"_limit{limit}" if limit else ""))
     if train_log is not None:
         model, trained = finished_training(out, train_log, steps_per_epoch)
@@ -359,7 +363,8 @@ def run_once(run: str, seed: int, minutes: float, limit: int | None,
         "crop": list(CROP), "batch": BATCH, "steps_per_epoch": steps_per_epoch,
         "settings": config,
         "step_seconds": [round(s, 3) for s in steps], "planned_epochs": epochs,
-        "calibration": calibration, **trained, "load_before": load_before,
+        "calibration": calibration, "steps_as": (steps_as or run) if calibration else None,
+        **trained, "load_before": load_before,
         "load_after": [round(v, 2) for v in os.getloadavg()],
         "keras": keras.__version__, "python": platform.python_version(),
         "precision": precision, "policy": resolve_precision(precision),
@@ -414,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--score-finished", metavar="LOG", type=Path, default=None,
                         help="score the run's finished training without training again (after "
                              "scoring failed); LOG: the run's console output, for its times")
+    parser.add_argument("--steps-as", metavar="RUN", choices=RUN_NAMES, default=None,
+                        help="train the steps of RUN's calibration instead of the run's own "
+                             "(e.g. the recipe at an ablation's steps); its own results key")
     parser.add_argument("--calibrate", action="store_true",
                         help="time the run's steps (machine otherwise idle) instead of running it")
     args = parser.parse_args(argv)
@@ -425,9 +433,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     minutes = args.minutes or default_minutes(args.run)
     record = run_once(args.run, args.seed, minutes, args.limit, args.steps_per_epoch,
-                      args.precision, train_log=args.score_finished)
+                      args.precision, train_log=args.score_finished, steps_as=args.steps_as)
     path = RESULTS / ("photos_smoke.json" if args.limit else "photos.json")
-    merge_record(path, record_key(args.run, args.seed, minutes, args.precision), record)
+    merge_record(path, record_key(args.run, args.seed, minutes, args.precision, args.steps_as),
+                 record)
     scores = record["held_out"]
     print(f"held out: mIoU {scores['mean_iou']}, pixel accuracy {scores['pixel_accuracy']}, "
           f"rare classes predicted/true {scores['rare_pred_over_true_all']}; wrote {path}")

@@ -120,6 +120,11 @@ def _policy(record: dict[str, Any]) -> str:
     return record.get("policy", "?")
 
 
+def _short(run: str) -> str:
+    """A run's name in the ablation table: "recipe-minus-cap" -> "minus cap"."""
+    return run.replace("recipe-", "").replace("-", " ")
+
+
 def ablation_rows(results: dict[str, Any], reference: str) -> list[str]:
     """The ablations against their reference run: held-out mIoU and its change, steps, rare ratio.
 
@@ -140,18 +145,22 @@ def ablation_rows(results: dict[str, Any], reference: str) -> list[str]:
         >>> rows = ablation_rows({"recipe/seed0/15min": rec(0.03), "recipe/seed0": {
         ...     **rec(0.05), "minutes": 40}, "recipe-minus-poly/seed0": rec(0.02),
         ...     "recipe/seed0/15min/float32": rec(0.04, "float32"),
-        ...     "recipe-ohem/seed0": rec(0.045, "float32")}, "recipe/seed0/15min")
+        ...     "recipe-ohem/seed0": rec(0.045, "float32"),
+        ...     "recipe/seed0/15min/float32/steps-as-recipe-ohem": rec(0.042, "float32")},
+        ...     "recipe/seed0/15min")
         >>> for line in rows[2:]:
         ...     print(line)
         | recipe | mixed_bfloat16 | 50 + 75 | 0.030 | — | 0.700 | 0.50 |
         | recipe | float32 | 50 + 75 | 0.040 | — | 0.700 | 0.50 |
         | ohem | float32 | 50 + 75 | 0.045 | +0.005 | 0.700 | 0.50 |
+        | recipe (steps of ohem) | float32 | 50 + 75 | 0.042 | +0.002 | 0.700 | 0.50 |
         | minus poly | mixed_bfloat16 | 50 + 75 | 0.020 | -0.010 | 0.700 | 0.50 |
     """
     if reference not in results:
         raise SystemExit(f"no reference run {reference!r}; there: {', '.join(results)}")
     base = results[reference]
-    references = [reference] + [k for k in results if k.startswith(reference + "/")]
+    references = [reference] + [k for k in results if k.startswith(reference + "/")
+                                and "/steps-as-" not in k]
     by_policy = {_policy(results[k]): results[k] for k in references}
     same = {k: r for k, r in results.items() if r["minutes"] == base["minutes"]
             and k not in references and k.startswith("recipe")}
@@ -161,7 +170,9 @@ def ablation_rows(results: dict[str, Any], reference: str) -> list[str]:
     def row(key: str, rec: dict[str, Any]) -> str:
         scores = rec["held_out"]
         run, seed = split_key(key)
-        name = run.replace("recipe-", "").replace("-", " ") + (f" (seed {seed})" if seed else "")
+        name = _short(run) + (f" (seed {seed})" if seed else "")
+        if "/steps-as-" in key:
+            name += f" (steps of {_short(key.split('/steps-as-')[1])})"
         ref = by_policy.get(_policy(rec), base)
         change = ("—" if key in references else
                   f"{scores['mean_iou'] - ref['held_out']['mean_iou']:+.3f}")

@@ -97,18 +97,21 @@ def default_minutes(run: str) -> float:
     return 40.0 if run in ("defaults", "recipe") else 15.0
 
 
-def record_key(run: str, seed: int, minutes: float, precision: str = "auto") -> str:
-    """The results key (and run folder) of a run: a budget other than its default is named, and
-    so is a precision other than "auto".
+def record_key(run: str, seed: int, minutes: float, precision: str = "auto",
+               steps_as: str | None = None) -> str:
+    """The results key (and run folder) of a run: a budget other than its default is named, so
+    is a precision other than "auto", and so are steps borrowed from another run's calibration.
 
     So the recipe at the ablations' 15 minutes neither overwrites nor resumes its 40-minute run,
-    and a float32 run on a bfloat16 machine (or the reverse) keeps the "auto" one.
+    a float32 run on a bfloat16 machine (or the reverse) keeps the "auto" one, and the recipe
+    trained for an ablation's steps keeps the recipe's own.
 
     Args:
         run: one of `RUN_NAMES`.
         seed: Keras and data seed.
         minutes: training budget.
         precision: `build_vgg_unet`'s precision.
+        steps_as: the run whose calibration set the steps, if not `run`'s own.
 
     Returns:
         e.g. "recipe/seed0", "recipe/seed0/15min", "recipe/seed0/15min/float32".
@@ -117,10 +120,13 @@ def record_key(run: str, seed: int, minutes: float, precision: str = "auto") -> 
     ('recipe/seed0', 'recipe/seed0/15min')
     >>> record_key("recipe", 0, 15.0, "float32"), record_key("recipe", 1, 40.0, "float32")
     ('recipe/seed0/15min/float32', 'recipe/seed1/float32')
+    >>> record_key("recipe", 0, 15.0, "float32", steps_as="recipe-minus-cap")
+    'recipe/seed0/15min/float32/steps-as-recipe-minus-cap'
     """
     key = f"{run}/seed{seed}"
     key = key if minutes == default_minutes(run) else f"{key}/{minutes:g}min"
-    return key if precision == "auto" else f"{key}/{precision}"
+    key = key if precision == "auto" else f"{key}/{precision}"
+    return key if steps_as in (None, run) else f"{key}/steps-as-{steps_as}"
 
 
 def split_key(key: str) -> tuple[str, int]:

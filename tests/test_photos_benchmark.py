@@ -74,6 +74,11 @@ def test_a_budget_other_than_the_runs_default_gets_its_own_key():
     assert R.record_key("defaults", 2, 7.5) == "defaults/seed2/7.5min"
     assert R.record_key("recipe", 0, 15.0, "float32") == "recipe/seed0/15min/float32"
     assert R.split_key("recipe/seed0/15min/float32") == ("recipe", 0)
+    # The recipe trained for another run's steps keeps the recipe's own record.
+    key = R.record_key("recipe", 0, 15.0, "float32", steps_as="recipe-minus-jitter")
+    assert key == "recipe/seed0/15min/float32/steps-as-recipe-minus-jitter"
+    assert R.record_key("recipe", 0, 15.0, steps_as="recipe") == "recipe/seed0/15min"
+    assert R.split_key(key) == ("recipe", 0)
 
 
 def test_report_tables_of_the_results_file(tmp_path, capsys):
@@ -146,3 +151,23 @@ def test_a_finished_run_is_read_back_for_scoring(tmp_path):
     log.write_text("25/25 - 463s - x\n")
     with pytest.raises(SystemExit, match="1 epoch lines for 5 epochs"):
         P.finished_training(out, log, 25)
+
+
+def test_steps_as_trains_another_runs_steps_under_its_own_key(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_run_once(run, seed, minutes, limit, steps_per_epoch, precision, train_log=None,
+                      steps_as=None):
+        seen.update(run=run, steps_as=steps_as, precision=precision)
+        return {"held_out": {"mean_iou": 0.1, "pixel_accuracy": 0.5,
+                             "rare_pred_over_true_all": 0.2}}
+
+    monkeypatch.setattr(P, "run_once", fake_run_once)
+    monkeypatch.setattr(P, "RESULTS", tmp_path)
+    assert P.main(["--run", "recipe", "--minutes", "15", "--precision", "float32",
+                   "--steps-as", "recipe-minus-cap"]) == 0
+    assert seen == {"run": "recipe", "steps_as": "recipe-minus-cap", "precision": "float32"}
+    records = json.loads((tmp_path / "photos.json").read_text())
+    assert list(records) == ["recipe/seed0/15min/float32/steps-as-recipe-minus-cap"]
+    with pytest.raises(SystemExit):
+        P.main(["--run", "recipe", "--steps-as", "recipe-minus-nothing"])
