@@ -153,6 +153,10 @@ CASES: list[Case] = [
     Case("image_path_given_as_an_image",
          lambda e: _predict_proba("cat.png"), PredictionError,
          ("must hold numbers", "'cat.png' looks like a path", "predict_image_file")),
+    Case("volume_path_given_as_a_volume",
+         lambda e: _predict_volume("brain.nii.gz"), PredictionError,
+         ("volume must hold numbers", "'brain.nii.gz' looks like a path",
+          "vggunet.data.read_volume")),
     Case("export_input_size_as_text",
          lambda e: _export(tiny_unet(), e.tmp / "x.tflite", input_size="32x32"), ExportError,
          ("input_size must be (H, W) of positive integers", "'32x32'")),
@@ -211,6 +215,16 @@ def _predict_proba(image):
     from vggunet.inference import predict_proba
 
     return predict_proba(tiny_unet(), image)
+
+
+def _predict_volume(volume):
+    import keras
+
+    from vggunet.inference import predict_volume
+
+    model = keras.Sequential([keras.Input((None, None, None, 1)),
+                              keras.layers.Conv3D(2, 1, activation="softmax")])
+    return predict_volume(model, volume, patch=4)
 
 
 def _predict_into_folder(env: Env):

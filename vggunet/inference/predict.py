@@ -78,6 +78,15 @@ def _check_finite(image: np.ndarray, what: str = "image") -> None:
         )
 
 
+def _check_numbers(array: np.ndarray, what: str, reader: str) -> None:
+    """Refuses a non-numeric array; a lone string is taken for a path and `reader` suggested."""
+    if np.issubdtype(array.dtype, np.number) or array.dtype == bool:
+        return
+    hint = (f" ({array.item()!r} looks like a path: read the file first, e.g. with {reader})"
+            if array.ndim == 0 and array.dtype.kind in "US" else "")
+    raise PredictionError(f"{what} must hold numbers, got dtype {array.dtype}{hint}.")
+
+
 def _prepare(image: Any, channels: int, what: str = "image") -> np.ndarray:
     """Checks one image and returns it as float32 (H, W, channels)."""
     array = np.asarray(image)
@@ -86,11 +95,7 @@ def _prepare(image: Any, channels: int, what: str = "image") -> np.ndarray:
             f"{what} is a ragged/object array of shape {array.shape}; pass images of different "
             f"sizes as a list, not as one array."
         )
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-        hint = (f" ({array.item()!r} looks like a path: read the file first, e.g. with "
-                f"vggunet.data.read_image, or use predict_image_file)"
-                if array.ndim == 0 and array.dtype.kind in "US" else "")
-        raise PredictionError(f"{what} must hold numbers, got dtype {array.dtype}{hint}.")
+    _check_numbers(array, what, "vggunet.data.read_image, or use predict_image_file")
     if array.ndim == 2:
         array = array[..., np.newaxis]
     if array.ndim != 3:

@@ -25,7 +25,7 @@ from vggunet import choices
 from vggunet.checks import check_bool, check_choice, check_int, check_number
 from vggunet.console import Progress
 from vggunet.errors import ArgumentError, PredictionError
-from vggunet.inference.predict import _check_finite, _quiet_retracing
+from vggunet.inference.predict import _check_finite, _check_numbers, _quiet_retracing
 from vggunet.inference.tiling import _window_1d
 
 __all__ = ["BLEND_MODES", "LABEL_MODES", "GAUSSIAN_FLOOR", "predict_volume", "volume_labels",
@@ -127,11 +127,7 @@ def _resolve_standardize(standardize: Any) -> Standardize:
 
 def _prepare_volume(volume: Any, channels: int) -> np.ndarray:
     array = np.asarray(volume)
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-        hint = (f" ({array.item()!r} looks like a path: read the file first, e.g. with "
-                f"vggunet.data.read_volume)" if array.ndim == 0 and array.dtype.kind in "US"
-                else "")
-        raise PredictionError(f"volume must hold numbers, got dtype {array.dtype}{hint}.")
+    _check_numbers(array, "volume", "vggunet.data.read_volume")
     if array.ndim == 3:
         array = array[..., np.newaxis]
     if array.ndim != 4 or 0 in array.shape:
