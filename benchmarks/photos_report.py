@@ -126,6 +126,20 @@ def _short(run: str) -> str:
     return run.replace("recipe-", "").replace("-", " ")
 
 
+def _steps_of(key: str, rec: dict[str, Any]) -> str | None:
+    """The other run whose calibrated steps a run trained (`--steps-as`), None for its own.
+
+    Args:
+        key: the run's results key.
+        rec: its record (`steps_as` names the run whose calibration set its steps).
+
+    Returns:
+        That run's name, or None.
+    """
+    other = rec.get("steps_as")
+    return None if other in (None, split_key(key)[0]) else other
+
+
 def _reference_for(rec: dict[str, Any], references: list[str],
                    results: dict[str, Any]) -> str:
     """The reference run a row's change is against.
@@ -144,7 +158,7 @@ def _reference_for(rec: dict[str, Any], references: list[str],
     """
     same_policy = [k for k in references if _policy(results[k]) == _policy(rec)]
     same_steps = [k for k in same_policy if results[k]["steps_done"] == rec["steps_done"]]
-    own_steps = [k for k in same_policy if "/steps-as-" not in k]
+    own_steps = [k for k in same_policy if _steps_of(k, results[k]) is None]
     return (same_steps or own_steps or same_policy or references)[0]
 
 
@@ -170,10 +184,11 @@ def ablation_rows(results: dict[str, Any], reference: str) -> list[str]:
         >>> rows = ablation_rows({"recipe/seed0/15min": rec(0.03), "recipe/seed0": {
         ...     **rec(0.05), "minutes": 40}, "recipe-minus-poly/seed0": rec(0.02),
         ...     "recipe/seed0/15min/float32": rec(0.04, "float32"),
-        ...     "recipe-ohem/seed0": rec(0.045, "float32", (50, 100)),
+        ...     "recipe-ohem/seed0": {**rec(0.045, "float32", (50, 100)),
+        ...                           "steps_as": "recipe-ohem"},
         ...     "recipe-minus-cap/seed0": rec(0.041, "float32", (25, 100)),
-        ...     "recipe/seed0/15min/float32/steps-as-recipe-ohem": rec(0.042, "float32",
-        ...                                                            (50, 100))},
+        ...     "recipe/seed0/15min/float32/steps-as-recipe-ohem": {**rec(0.042, "float32",
+        ...                                       (50, 100)), "steps_as": "recipe-ohem"}},
         ...     "recipe/seed0/15min")
         >>> for line in rows[2:]:
         ...     print(line)
@@ -200,8 +215,8 @@ def ablation_rows(results: dict[str, Any], reference: str) -> list[str]:
         scores = rec["held_out"]
         run, seed = split_key(key)
         name = _short(run) + (f" (seed {seed})" if seed else "")
-        if "/steps-as-" in key:
-            name += f" (steps of {_short(key.split('/steps-as-')[1])})"
+        if _steps_of(key, rec):
+            name += f" (steps of {_short(_steps_of(key, rec))})"
         if key in references:
             change = against = "—"
         else:
