@@ -4,7 +4,8 @@ Three tables: the runs (budget in steps, wall time, load, held-out mIoU and pixe
 pooled rare-class predicted/true pixels), the IoU of the 10 classes with the most held-out
 pixels, and how the rare classes are predicted (median predicted/true ratio, how many are
 over-predicted more than 2x, how many never predicted). `--ablations KEY` prints instead the
-runs at the budget of the reference run KEY, each with its mIoU change against it.
+runs at the budget of the reference run KEY, each with its mIoU change against the recipe in
+the same precision, at the same steps where the recipe ran them.
 
     .venv/bin/python benchmarks/photos_report.py            # every run in photos.json
     .venv/bin/python benchmarks/photos_report.py --runs defaults/seed0 recipe/seed0
@@ -125,11 +126,49 @@ def _short(run: str) -> str:
     return run.replace("recipe-", "").replace("-", " ")
 
 
-def ablation_rows(results: dict[str, Any], reference: str) -> list[str]:
-    """The ablations against their reference run: held-out mIoU and its change, steps, rare ratio.
+def _steps_of(key: str, rec: dict[str, Any]) -> str | None:
+    """The other run whose calibrated steps a run trained (`--steps-as`), None for its own.
 
-    A run's change is against the reference in the same precision: `reference` itself, or its
-    run in another precision (`reference + "/float32"`, ...) when the ablation ran in that one.
+    Args:
+        key: the run's results key.
+        rec: its record (`steps_as` names the run whose calibration set its steps).
+
+    Returns:
+        That run's name, or None.
+    """
+    other = rec.get("steps_as")
+    return None if other in (None, split_key(key)[0]) else other
+
+
+def _reference_for(rec: dict[str, Any], references: list[str],
+                   results: dict[str, Any]) -> str:
+    """The reference run a row's change is against.
+
+    The recipe in the same precision at the same steps where one ran (the steps are what a
+    change measures otherwise, see BENCHMARKS.md), else in the same precision at its own steps,
+    else the first reference.
+
+    Args:
+        rec: the row's record.
+        references: the reference keys, the ablations' reference first.
+        results: photos.json's contents.
+
+    Returns:
+        A key of `references`.
+    """
+    same_policy = [k for k in references if _policy(results[k]) == _policy(rec)]
+    same_steps = [k for k in same_policy if results[k]["steps_done"] == rec["steps_done"]]
+    own_steps = [k for k in same_policy if _steps_of(k, results[k]) is None]
+    return (same_steps or own_steps or same_policy or references)[0]
+
+
+def ablation_rows(results: dict[str, Any], reference: str) -> list[str]:
+    """The ablations against their reference runs: held-out mIoU and its change, steps, rare ratio.
+
+    A run's change is against the full recipe in the same precision and at the same steps
+    where that ran (`reference`, its runs in another precision, `reference + "/float32"`, and
+    at another run's steps, `.../steps-as-RUN`), else in the same precision; the "against"
+    column gives the steps of the run it is against.
 
     Args:
         results: photos.json's contents.
@@ -139,46 +178,54 @@ def ablation_rows(results: dict[str, Any], reference: str) -> list[str]:
         Markdown lines, the references first, then every run at its budget, by mIoU.
 
     Example:
-        >>> rec = lambda m, p="mixed_bfloat16": {"minutes": 15, "steps_done": [50, 75],
+        >>> rec = lambda m, p="mixed_bfloat16", s=(50, 75): {"minutes": 15, "steps_done": s,
         ...     "policy": p, "held_out": {"mean_iou": m, "pixel_accuracy": 0.7,
         ...     "rare_pred_over_true_all": 0.5}}
         >>> rows = ablation_rows({"recipe/seed0/15min": rec(0.03), "recipe/seed0": {
         ...     **rec(0.05), "minutes": 40}, "recipe-minus-poly/seed0": rec(0.02),
         ...     "recipe/seed0/15min/float32": rec(0.04, "float32"),
-        ...     "recipe-ohem/seed0": rec(0.045, "float32"),
-        ...     "recipe/seed0/15min/float32/steps-as-recipe-ohem": rec(0.042, "float32")},
+        ...     "recipe-ohem/seed0": {**rec(0.045, "float32", (50, 100)),
+        ...                           "steps_as": "recipe-ohem"},
+        ...     "recipe-minus-cap/seed0": rec(0.041, "float32", (25, 100)),
+        ...     "recipe/seed0/15min/float32/steps-as-recipe-ohem": {**rec(0.042, "float32",
+        ...                                       (50, 100)), "steps_as": "recipe-ohem"}},
         ...     "recipe/seed0/15min")
         >>> for line in rows[2:]:
         ...     print(line)
-        | recipe | mixed_bfloat16 | 50 + 75 | 0.030 | — | 0.700 | 0.50 |
-        | recipe | float32 | 50 + 75 | 0.040 | — | 0.700 | 0.50 |
-        | ohem | float32 | 50 + 75 | 0.045 | +0.005 | 0.700 | 0.50 |
-        | recipe (steps of ohem) | float32 | 50 + 75 | 0.042 | +0.002 | 0.700 | 0.50 |
-        | minus poly | mixed_bfloat16 | 50 + 75 | 0.020 | -0.010 | 0.700 | 0.50 |
+        | recipe | mixed_bfloat16 | 50 + 75 | 0.030 | — | — | 0.700 | 0.50 |
+        | recipe | float32 | 50 + 75 | 0.040 | — | — | 0.700 | 0.50 |
+        | recipe (steps of ohem) | float32 | 50 + 100 | 0.042 | — | — | 0.700 | 0.50 |
+        | ohem | float32 | 50 + 100 | 0.045 | +0.003 | 50 + 100 | 0.700 | 0.50 |
+        | minus cap | float32 | 25 + 100 | 0.041 | +0.001 | 50 + 75 | 0.700 | 0.50 |
+        | minus poly | mixed_bfloat16 | 50 + 75 | 0.020 | -0.010 | 50 + 75 | 0.700 | 0.50 |
     """
     if reference not in results:
         raise SystemExit(f"no reference run {reference!r}; there: {', '.join(results)}")
     base = results[reference]
-    references = [reference] + [k for k in results if k.startswith(reference + "/")
-                                and "/steps-as-" not in k]
-    by_policy = {_policy(results[k]): results[k] for k in references}
+    references = [reference] + [k for k in results if k.startswith(reference + "/")]
     same = {k: r for k, r in results.items() if r["minutes"] == base["minutes"]
             and k not in references and k.startswith("recipe")}
-    lines = ["| run | precision | steps (phase 1 + 2) | mIoU | change | pixel acc. | "
-             "rare predicted / true |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| run | precision | steps (phase 1 + 2) | mIoU | change | against (steps) | "
+             "pixel acc. | rare predicted / true |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+
+    def steps(rec: dict[str, Any]) -> str:
+        return " + ".join(str(s) for s in rec["steps_done"])
 
     def row(key: str, rec: dict[str, Any]) -> str:
         scores = rec["held_out"]
         run, seed = split_key(key)
         name = _short(run) + (f" (seed {seed})" if seed else "")
-        if "/steps-as-" in key:
-            name += f" (steps of {_short(key.split('/steps-as-')[1])})"
-        ref = by_policy.get(_policy(rec), base)
-        change = ("—" if key in references else
-                  f"{scores['mean_iou'] - ref['held_out']['mean_iou']:+.3f}")
-        steps = " + ".join(str(s) for s in rec["steps_done"])
-        return (f"| {name} | {_policy(rec)} | {steps} | {scores['mean_iou']:.3f} | {change} | "
-                f"{scores['pixel_accuracy']:.3f} | {scores['rare_pred_over_true_all']:.2f} |")
+        if _steps_of(key, rec):
+            name += f" (steps of {_short(_steps_of(key, rec))})"
+        if key in references:
+            change = against = "—"
+        else:
+            ref = results[_reference_for(rec, references, results)]
+            change = f"{scores['mean_iou'] - ref['held_out']['mean_iou']:+.3f}"
+            against = steps(ref)
+        return (f"| {name} | {_policy(rec)} | {steps(rec)} | {scores['mean_iou']:.3f} | "
+                f"{change} | {against} | {scores['pixel_accuracy']:.3f} | "
+                f"{scores['rare_pred_over_true_all']:.2f} |")
 
     order = sorted(same, key=lambda k: same[k]["held_out"]["mean_iou"], reverse=True)
     return lines + [row(k, results[k]) for k in references] + [row(k, same[k]) for k in order]
