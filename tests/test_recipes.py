@@ -151,6 +151,13 @@ def test_cli_recipe_sets_the_flags_left_alone_and_given_flags_win():
         0.01, "ce+dice", "flip,rot90", 8)
     assert training_settings(args)["run_settings"].recalibrate_bn == 8
 
+    # The README's advice for short budgets: the recipe without scaling, by one flag.
+    args = parser.parse_args(["--data", "d", "--out", "o", "--recipe", "photos",
+                              "--augment", "hflip,jitter"])
+    applied = apply_recipe(args, "finetune")
+    assert "augment" not in applied and args.augment == "hflip,jitter"
+    assert data_settings(args).augment == "hflip,jitter"
+
     # A switch the recipe turns on can be turned off on the command line.
     args = parser.parse_args(["--data", "d", "--out", "o", "--recipe", "photos",
                               "--no-skip-batchnorm"])
