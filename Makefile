@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+PYTEST := TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n auto --maxprocesses 4
 
 .PHONY: install demo test test-slow test-every-backbone test-backends bench bench-quick clean
 
@@ -46,15 +47,15 @@ demo: install
 # both. With them `make test` took 14:26
 # (15:12 with the install) on a slow day of the 2-core machine, past the 15-minute target.
 test: install
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile \
+	$(PYTEST) --dist loadfile \
 		--no-loadscope-reorder -m "not every_backbone and not slow"
 
 test-slow: install
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile \
+	$(PYTEST) --dist loadfile \
 		-m "slow and not every_backbone"
 
 test-every-backbone: install
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n auto --maxprocesses 4 -m every_backbone \
+	$(PYTEST) -m every_backbone \
 		tests/test_backbones.py
 
 # Builders, freezing, losses, metrics and saving on the TensorFlow, JAX and PyTorch backends,
